@@ -1,0 +1,205 @@
+//! Server settings, their defaults, and the checks that turn a bad value into a clear start-up
+//! error instead of a surprise at run time.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+/// Largest frame a client may be allowed to send; clients are told to accept 16 MiB.
+pub const MAX_FRAME_CEILING: usize = 16 * 1024 * 1024;
+
+/// Everything the server can be told. `Config::default()` is what `roomcast` runs with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Address to listen on; port 0 picks a free port (tests).
+    pub addr: SocketAddr,
+    /// Transform ticks per second; fractional allowed.
+    pub fps: f64,
+    /// msg/join/leave events kept per room for new members; 0 turns history off.
+    pub history: usize,
+    /// Largest frame or line a client may send, in bytes.
+    pub max_frame: usize,
+    /// Bytes queued to one connection before it is cut off as too slow.
+    pub max_outbuf: usize,
+    /// Connections held at once; one more is answered 503 and closed.
+    pub max_clients: usize,
+    /// How long a connection may stay without logging in.
+    pub login_timeout: Duration,
+    /// How long a logged-in connection may stay silent (ping counts).
+    pub idle_timeout: Duration,
+    /// Non-transform messages per second per connection; 0 turns the limit off.
+    pub rate_limit: f64,
+    /// Messages a connection may send at once before the rate applies.
+    pub burst: f64,
+    /// Rooms one user may be in at once.
+    pub max_rooms_per_user: usize,
+    /// Members one room may hold.
+    pub max_room_members: usize,
+    /// Rooms that may exist at once ("lobby" included).
+    pub max_rooms: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 42069),
+            fps: 20.0,
+            history: 100,
+            max_frame: 65536,
+            max_outbuf: 4 * 1024 * 1024,
+            max_clients: 10_000,
+            login_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
+            rate_limit: 50.0,
+            burst: 100.0,
+            max_rooms_per_user: 64,
+            max_room_members: 1_000,
+            max_rooms: 10_000,
+        }
+    }
+}
+
+/// A setting that cannot work; the message names the flag and the accepted range.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConfigError {
+    /// fps outside (0, 1000] or not a number.
+    #[error("--fps must be a number above 0 and at most 1000, got {0}")]
+    Fps(f64),
+    /// max_frame outside 1..=16 MiB.
+    #[error("--max-frame must be between 1 and {MAX_FRAME_CEILING} bytes, got {0}")]
+    MaxFrame(usize),
+    /// A limit that must be at least one.
+    #[error("--{flag} must be at least 1, got {value}")]
+    Zero {
+        /// The flag's name.
+        flag: &'static str,
+        /// What was given.
+        value: usize,
+    },
+    /// max_outbuf too small to hold one largest server frame.
+    #[error("--max-outbuf must be at least twice --max-frame ({min} bytes), got {value}")]
+    OutbufTooSmall {
+        /// Smallest accepted value.
+        min: usize,
+        /// What was given.
+        value: usize,
+    },
+    /// A rate, burst or timeout that is negative or not a number.
+    #[error("--{flag} must be a finite number of at least 0, got {value}")]
+    Negative {
+        /// The flag's name.
+        flag: &'static str,
+        /// What was given.
+        value: f64,
+    },
+    /// A rate limit whose burst cannot let even one message through.
+    #[error("--burst must be at least 1 when --rate-limit is on, got {0}")]
+    Burst(f64),
+}
+
+impl Config {
+    /// Checks every setting; the server refuses to start on the first bad one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(self.fps > 0.0 && self.fps <= 1000.0) {
+            return Err(ConfigError::Fps(self.fps));
+        }
+        if !(1..=MAX_FRAME_CEILING).contains(&self.max_frame) {
+            return Err(ConfigError::MaxFrame(self.max_frame));
+        }
+        let at_least_one = [
+            ("max-clients", self.max_clients),
+            ("max-rooms-per-user", self.max_rooms_per_user),
+            ("max-room-members", self.max_room_members),
+            ("max-rooms", self.max_rooms),
+        ];
+        for (flag, value) in at_least_one {
+            if value == 0 {
+                return Err(ConfigError::Zero { flag, value });
+            }
+        }
+        let min_outbuf = 2 * self.max_frame;
+        if self.max_outbuf < min_outbuf {
+            return Err(ConfigError::OutbufTooSmall {
+                min: min_outbuf,
+                value: self.max_outbuf,
+            });
+        }
+        for (flag, value) in [("rate-limit", self.rate_limit), ("burst", self.burst)] {
+            if !(value.is_finite() && value >= 0.0) {
+                return Err(ConfigError::Negative { flag, value });
+            }
+        }
+        if self.rate_limit > 0.0 && self.burst < 1.0 {
+            return Err(ConfigError::Burst(self.burst));
+        }
+        Ok(())
+    }
+
+    /// Time between transform ticks.
+    pub fn tick_period(&self) -> Duration {
+        Duration::from_secs_f64(1.0 / self.fps)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(Config::default().validate(), Ok(()));
+        assert_eq!(Config::default().tick_period(), Duration::from_millis(50));
+    }
+
+    #[test]
+    fn fps_must_be_in_range() {
+        for fps in [0.0, -1.0, 1000.5, f64::NAN, f64::INFINITY] {
+            let config = Config {
+                fps,
+                ..Config::default()
+            };
+            assert!(
+                matches!(config.validate(), Err(ConfigError::Fps(_))),
+                "{fps}"
+            );
+        }
+        let slow = Config {
+            fps: 0.5,
+            ..Config::default()
+        };
+        assert_eq!(slow.validate(), Ok(()));
+        assert_eq!(slow.tick_period(), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn limits_are_checked() {
+        let config = Config {
+            max_frame: 0,
+            ..Config::default()
+        };
+        assert_eq!(config.validate(), Err(ConfigError::MaxFrame(0)));
+        let config = Config {
+            max_clients: 0,
+            ..Config::default()
+        };
+        assert!(matches!(
+            config.validate(),
+            Err(ConfigError::Zero {
+                flag: "max-clients",
+                ..
+            })
+        ));
+        let config = Config {
+            max_outbuf: 1000,
+            ..Config::default()
+        };
+        assert!(matches!(
+            config.validate(),
+            Err(ConfigError::OutbufTooSmall { .. })
+        ));
+        let config = Config {
+            burst: 0.5,
+            ..Config::default()
+        };
+        assert_eq!(config.validate(), Err(ConfigError::Burst(0.5)));
+    }
+}

@@ -1,0 +1,1084 @@
+//! Protocol rules, tested against the hub alone with an injected clock: no sockets, no sleeps.
+
+use std::collections::{HashMap, HashSet};
+
+use proptest::prelude::*;
+use serde_json::json;
+
+use super::*;
+
+const MS: Duration = Duration::from_millis(1);
+const T0: f64 = 1_700_000_000.0;
+
+/// Drives a hub like the event loop would, and keeps what each client received, decoded.
+struct Harness {
+    hub: Hub,
+    start: Instant,
+    now: Instant,
+    next_id: usize,
+    inbox: HashMap<ClientId, Vec<Value>>,
+    closed: HashSet<ClientId>,
+}
+
+impl Harness {
+    fn new(config: Config) -> Self {
+        let start = Instant::now();
+        Harness {
+            hub: Hub::new(config, WallClock::new(start, T0), start),
+            start,
+            now: start,
+            next_id: 0,
+            inbox: HashMap::new(),
+            closed: HashSet::new(),
+        }
+    }
+
+    fn default() -> Self {
+        Self::new(Config::default())
+    }
+
+    fn connect(&mut self) -> ClientId {
+        let id = ClientId(self.next_id);
+        self.next_id += 1;
+        self.hub.handle(self.now, Input::Open(id));
+        self.pump();
+        id
+    }
+
+    /// Connects and logs in, and forgets the login replies.
+    fn user(&mut self, name: &str) -> ClientId {
+        let id = self.connect();
+        self.send(
+            id,
+            json!({"system": "login", "options": {"user": name, "pass": "x"}}),
+        );
+        let replies = self.take(id);
+        assert_eq!(replies[0]["response"]["code"], 202, "{replies:?}");
+        id
+    }
+
+    fn send(&mut self, id: ClientId, message: Value) {
+        self.send_raw(id, message.to_string().as_bytes());
+    }
+
+    fn send_raw(&mut self, id: ClientId, body: &[u8]) {
+        self.hub.handle(self.now, Input::Frame(id, body));
+        self.pump();
+    }
+
+    /// Moves the clock forward, running every deadline on the way in order.
+    fn advance(&mut self, by: Duration) {
+        let target = self.now + by;
+        while let Some(deadline) = self.hub.poll_timeout().filter(|&d| d <= target) {
+            self.now = self.now.max(deadline);
+            self.hub.handle_timeout(self.now);
+            self.pump();
+        }
+        self.now = target;
+    }
+
+    fn pump(&mut self) {
+        while let Some(output) = self.hub.poll_output() {
+            match output {
+                Output::Send { to, frame } => {
+                    assert!(!self.closed.contains(&to), "frame after close to {to:?}");
+                    let value: Value = serde_json::from_slice(&frame.body()).unwrap();
+                    self.inbox.entry(to).or_default().push(value);
+                }
+                Output::Close { id } => {
+                    self.closed.insert(id);
+                }
+            }
+        }
+    }
+
+    fn take(&mut self, id: ClientId) -> Vec<Value> {
+        self.inbox.remove(&id).unwrap_or_default()
+    }
+
+    /// Events received, flattened out of their frames, each tagged with its room.
+    fn events(&mut self, id: ClientId) -> Vec<Value> {
+        flatten(&self.take(id))
+    }
+}
+
+fn flatten(frames: &[Value]) -> Vec<Value> {
+    let mut events = Vec::new();
+    for frame in frames {
+        assert_eq!(frame["info"], "user", "not an event frame: {frame}");
+        let payload = frame["payload"].as_array().unwrap();
+        assert!(!payload.is_empty());
+        for event in payload {
+            let mut event = event.clone();
+            event["room"] = frame["room"].clone();
+            events.push(event);
+        }
+    }
+    events
+}
+
+fn code(frame: &Value) -> u64 {
+    frame["response"]["code"].as_u64().unwrap_or(0)
+}
+
+fn kinds(events: &[Value]) -> Vec<&str> {
+    events.iter().map(|e| e["type"].as_str().unwrap()).collect()
+}
+
+fn msg(room: &str, data: Value) -> Value {
+    json!({"room": room, "type": "msg", "data": data})
+}
+
+fn join(room: &str) -> Value {
+    json!({"room": room, "type": "join"})
+}
+
+fn pose(x: f64) -> Value {
+    json!({"pos": {"x": x, "y": 1.6, "z": 0.0}, "rot": {"x": 0.0, "y": 0.0, "z": 0.0, "w": 1.0}})
+}
+
+fn transform(room: &str, x: f64) -> Value {
+    json!({"room": room, "type": "transform", "data": pose(x)})
+}
+
+#[test]
+fn ping_and_rooms_work_before_login() {
+    let mut h = Harness::default();
+    let c = h.connect();
+    h.advance(250 * MS);
+    h.send(c, json!({"system": "ping"}));
+    let reply = h.take(c);
+    assert_eq!(
+        reply,
+        vec![
+            json!({"info": "system", "response": {"time": T0 + 0.25, "code": 200, "msg": "pong", "detail": {}}})
+        ]
+    );
+    h.send(c, json!({"system": "rooms"}));
+    assert_eq!(
+        h.take(c)[0]["response"]["detail"],
+        json!({"rooms": [{"room": "lobby", "users": 0}]})
+    );
+}
+
+#[test]
+fn login_grants_access_then_joins_the_lobby() {
+    let mut h = Harness::default();
+    let c = h.connect();
+    h.send(
+        c,
+        json!({"system": "login", "options": {"user": "Tibi", "pass": "1234"}}),
+    );
+    let frames = h.take(c);
+    assert_eq!(frames[0]["info"], "system");
+    assert_eq!(frames[0]["response"]["code"], 202);
+    assert_eq!(frames[0]["response"]["msg"], "Access granted.");
+    assert_eq!(frames[0]["response"]["detail"], json!({"user": "Tibi"}));
+    let events = flatten(&frames[1..]);
+    assert_eq!(
+        events,
+        vec![
+            json!({"time": T0, "user": "Tibi", "type": "join", "data": "", "room": "lobby"}),
+            json!({"time": T0, "user": "Tibi", "type": "list", "data": ["Tibi"], "room": "lobby"}),
+        ]
+    );
+}
+
+#[test]
+fn login_refusals() {
+    let mut h = Harness::default();
+    let c = h.connect();
+    h.send(
+        c,
+        json!({"system": "login", "options": {"user": "bad name"}}),
+    );
+    assert_eq!(code(&h.take(c)[0]), 422);
+    let _tibi = h.user("Tibi");
+    h.send(c, json!({"system": "login", "options": {"user": "tIBI"}}));
+    let reply = h.take(c);
+    assert_eq!(code(&reply[0]), 409, "names are unique ignoring ASCII case");
+    let anna = h.user("anna");
+    h.send(
+        anna,
+        json!({"system": "login", "options": {"user": "anna2"}}),
+    );
+    let reply = h.take(anna);
+    assert_eq!(code(&reply[0]), 409);
+    assert!(reply[0]["response"]["msg"]
+        .as_str()
+        .unwrap()
+        .contains("Already logged in"));
+}
+
+#[test]
+fn room_messages_need_login_and_errors_carry_room_and_type() {
+    let mut h = Harness::default();
+    let c = h.connect();
+    // 401 answers before the invalid room name's 422.
+    h.send(c, msg("", json!(1)));
+    let reply = h.take(c);
+    assert_eq!(code(&reply[0]), 401);
+    assert_eq!(reply[0]["info"], "error");
+    assert_eq!(
+        reply[0]["response"]["detail"],
+        json!({"room": "", "type": "msg"})
+    );
+    // 400 beats 401, and still echoes what could be read.
+    h.send(c, json!({"room": "a", "type": "msg"}));
+    let reply = h.take(c);
+    assert_eq!(code(&reply[0]), 400);
+    assert_eq!(
+        reply[0]["response"]["detail"],
+        json!({"room": "a", "type": "msg"})
+    );
+}
+
+#[test]
+fn error_precedence_after_login() {
+    let mut h = Harness::default();
+    let c = h.user("u");
+    h.send(c, msg("bad\u{1}room", json!(1)));
+    assert_eq!(code(&h.take(c)[0]), 422, "invalid name before not-joined");
+    h.send(
+        c,
+        json!({"room": "elsewhere", "type": "transform", "data": {"pos": 1}}),
+    );
+    let reply = h.take(c);
+    assert_eq!(code(&reply[0]), 422, "invalid pose before not-joined");
+    assert_eq!(
+        reply[0]["response"]["detail"],
+        json!({"room": "elsewhere", "type": "transform"})
+    );
+    for kind in ["leave", "list"] {
+        h.send(c, json!({"room": "elsewhere", "type": kind}));
+        assert_eq!(code(&h.take(c)[0]), 404, "{kind}");
+    }
+    h.send(c, msg("elsewhere", json!(1)));
+    assert_eq!(code(&h.take(c)[0]), 404);
+    h.send(c, transform("elsewhere", 1.0));
+    assert_eq!(code(&h.take(c)[0]), 404);
+    h.send(c, join("lobby"));
+    assert_eq!(code(&h.take(c)[0]), 409);
+    h.send(c, json!({"room": "lobby", "type": "dance"}));
+    assert_eq!(code(&h.take(c)[0]), 400);
+}
+
+#[test]
+fn malformed_bodies_get_400_and_the_connection_stays() {
+    let mut h = Harness::default();
+    let c = h.user("u");
+    for body in [
+        &b"nope"[..],
+        b"[1]",
+        b"\xff\xfe",
+        b"{\"system\":1}",
+        b"{\"system\":\"dance\"}",
+        b"{}",
+    ] {
+        h.send_raw(c, body);
+        assert_eq!(
+            code(&h.take(c)[0]),
+            400,
+            "{}",
+            String::from_utf8_lossy(body)
+        );
+    }
+    assert!(h.closed.is_empty());
+    h.send(c, json!({"system": "ping"}));
+    assert_eq!(code(&h.take(c)[0]), 200);
+}
+
+#[test]
+fn framing_errors_answer_then_close_and_others_see_a_leave() {
+    let mut h = Harness::default();
+    let a = h.user("a");
+    let b = h.user("b");
+    h.take(a);
+    h.hub.handle(
+        h.now,
+        Input::Malformed(
+            b,
+            DecodeError::TooLarge {
+                len: 70000,
+                max: 65536,
+            },
+        ),
+    );
+    h.pump();
+    let reply = h.take(b);
+    assert_eq!(code(&reply[0]), 413);
+    assert_eq!(reply[0]["response"]["detail"], json!({"max_frame": 65536}));
+    assert!(h.closed.contains(&b));
+    assert_eq!(kinds(&h.events(a)), ["leave"]);
+    let c = h.user("c");
+    h.hub
+        .handle(h.now, Input::Malformed(c, DecodeError::ZeroLength));
+    h.pump();
+    assert_eq!(code(&h.take(c)[0]), 400);
+    assert!(h.closed.contains(&c));
+}
+
+#[test]
+fn join_sends_history_then_join_then_list() {
+    let mut h = Harness::new(Config {
+        history: 2,
+        ..Config::default()
+    });
+    let a = h.user("a");
+    h.send(a, join("r"));
+    for i in 0..3 {
+        h.send(a, msg("r", json!(i)));
+    }
+    h.take(a);
+    let b = h.user("b");
+    h.take(a);
+    h.send(b, join("r"));
+    let frames = h.take(b);
+    assert_eq!(frames[0]["history"], true);
+    // The last 2 of join(a), msg 0, msg 1, msg 2, oldest first.
+    let history: Vec<&Value> = frames[0]["payload"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["data"])
+        .collect();
+    assert_eq!(history, [&json!(1), &json!(2)]);
+    let events = flatten(&frames[1..]);
+    assert_eq!(kinds(&events), ["join", "list"]);
+    assert_eq!(events[1]["data"], json!(["a", "b"]));
+    assert!(frames[1].get("history").is_none());
+    // The old member sees the join, not the list.
+    assert_eq!(kinds(&h.events(a)), ["join"]);
+}
+
+#[test]
+fn history_off_sends_no_history_frame() {
+    let mut h = Harness::new(Config {
+        history: 0,
+        ..Config::default()
+    });
+    let a = h.user("a");
+    h.send(a, msg("lobby", json!("hi")));
+    let b = h.user("b");
+    h.send(b, join("lobby"));
+    let _ = h.take(b);
+    let c = h.connect();
+    h.send(c, json!({"system": "login", "options": {"user": "c"}}));
+    let frames = h.take(c);
+    assert!(
+        frames.iter().all(|f| f.get("history").is_none()),
+        "{frames:?}"
+    );
+}
+
+#[test]
+fn msg_reaches_every_member_once_with_data_untouched() {
+    let mut h = Harness::default();
+    let a = h.user("a");
+    let b = h.user("b");
+    let outsider = h.user("o");
+    h.send(a, join("r"));
+    h.send(b, join("r"));
+    for id in [a, b, outsider] {
+        h.take(id);
+    }
+    h.send(a, msg("r", json!("hi")));
+    for id in [a, b] {
+        let events = h.events(id);
+        assert_eq!(
+            events,
+            vec![json!({"time": T0, "user": "a", "type": "msg", "data": "hi", "room": "r"})]
+        );
+    }
+    assert!(h.take(outsider).is_empty());
+    h.send(a, msg("r", Value::Null));
+    assert_eq!(h.events(b)[0]["data"], Value::Null);
+}
+
+#[test]
+fn msg_data_is_forwarded_byte_for_byte() {
+    let mut h = Harness::default();
+    let a = h.user("a");
+    h.take(a);
+    let body = br#"{"room":"lobby","type":"msg","data":{"f":1.50, "n" : 1e2, "big": 123456789012345678901234567890}}"#;
+    h.hub.handle(h.now, Input::Frame(a, body));
+    let mut got = None;
+    while let Some(output) = h.hub.poll_output() {
+        if let Output::Send { frame, .. } = output {
+            got = Some(frame.body());
+        }
+    }
+    let body = String::from_utf8(got.unwrap().to_vec()).unwrap();
+    assert!(
+        body.contains(r#""data":{"f":1.50, "n" : 1e2, "big": 123456789012345678901234567890}"#),
+        "{body}"
+    );
+}
+
+#[test]
+fn events_of_one_pass_are_batched_into_one_frame() {
+    let mut h = Harness::default();
+    let a = h.user("a");
+    let b = h.user("b");
+    h.take(a);
+    h.take(b);
+    for i in 0..3 {
+        h.hub.handle(
+            h.now,
+            Input::Frame(a, msg("lobby", json!(i)).to_string().as_bytes()),
+        );
+        h.hub.handle(
+            h.now,
+            Input::Frame(b, msg("lobby", json!(i)).to_string().as_bytes()),
+        );
+    }
+    h.pump();
+    let frames = h.take(b);
+    assert_eq!(frames.len(), 1);
+    assert_eq!(frames[0]["payload"].as_array().unwrap().len(), 6);
+    assert_eq!(h.take(a), frames, "every member sees one order");
+}
+
+#[test]
+fn replies_come_after_the_events_their_cause_produced() {
+    let mut h = Harness::default();
+    let a = h.user("a");
+    h.take(a);
+    h.hub.handle(
+        h.now,
+        Input::Frame(a, msg("lobby", json!(1)).to_string().as_bytes()),
+    );
+    h.hub
+        .handle(h.now, Input::Frame(a, br#"{"system":"ping"}"#));
+    h.pump();
+    let frames = h.take(a);
+    assert_eq!(frames[0]["info"], "user");
+    assert_eq!(frames[1]["response"]["msg"], "pong");
+}
+
+#[test]
+fn leave_reaches_the_leaver_and_empty_rooms_vanish() {
+    let mut h = Harness::default();
+    let a = h.user("a");
+    let b = h.user("b");
+    h.send(a, join("r"));
+    h.send(b, join("r"));
+    h.send(a, msg("r", json!("hello")));
+    h.take(a);
+    h.take(b);
+    h.send(a, json!({"room": "r", "type": "leave", "data": ""}));
+    assert_eq!(
+        h.events(a),
+        vec![json!({"time": T0, "user": "a", "type": "leave", "data": "", "room": "r"})]
+    );
+    assert_eq!(kinds(&h.events(b)), ["leave"]);
+    h.send(b, json!({"room": "r", "type": "leave"}));
+    h.send(b, json!({"system": "rooms"}));
+    let reply = h.take(b).pop().unwrap();
+    assert_eq!(
+        reply["response"]["detail"]["rooms"],
+        json!([{"room": "lobby", "users": 2}])
+    );
+    // A removed room's history goes with it.
+    h.send(a, join("r"));
+    assert!(h.take(a).iter().all(|f| f.get("history").is_none()));
+    // Leaving the lobby is allowed, and the lobby stays.
+    h.send(a, json!({"room": "lobby", "type": "leave"}));
+    h.send(b, json!({"room": "lobby", "type": "leave"}));
+    h.send(b, json!({"system": "rooms"}));
+    let reply = h.take(b).pop().unwrap();
+    assert_eq!(
+        reply["response"]["detail"]["rooms"],
+        json!([{"room": "lobby", "users": 0}, {"room": "r", "users": 1}])
+    );
+}
+
+#[test]
+fn disconnect_leaves_every_room() {
+    let mut h = Harness::default();
+    let a = h.user("a");
+    let b = h.user("b");
+    h.send(a, join("r"));
+    h.send(b, join("r"));
+    h.take(b);
+    h.hub.handle(h.now, Input::Closed(a));
+    h.pump();
+    let events = h.events(b);
+    assert_eq!(events.len(), 2);
+    assert!(events
+        .iter()
+        .all(|e| e["type"] == "leave" && e["user"] == "a"));
+    let rooms: HashSet<&str> = events.iter().map(|e| e["room"].as_str().unwrap()).collect();
+    assert_eq!(rooms, HashSet::from(["lobby", "r"]));
+    assert_eq!(h.hub.session_count(), 1);
+    // The name is free again.
+    let _again = h.user("A");
+}
+
+#[test]
+fn rooms_lists_every_room_sorted_with_counts() {
+    let mut h = Harness::default();
+    let a = h.user("a");
+    let b = h.user("b");
+    h.send(a, join("zeta"));
+    h.send(b, join("Alpha"));
+    h.send(b, join("zeta"));
+    h.send(a, json!({"system": "rooms"}));
+    let reply = h.take(a).pop().unwrap();
+    assert_eq!(
+        reply["response"]["detail"]["rooms"],
+        json!([{"room": "Alpha", "users": 1}, {"room": "lobby", "users": 2}, {"room": "zeta", "users": 2}])
+    );
+}
+
+#[test]
+fn list_goes_to_the_requester_only() {
+    let mut h = Harness::default();
+    let a = h.user("b");
+    let b = h.user("a");
+    h.take(a);
+    h.send(b, json!({"room": "lobby", "type": "list", "data": ""}));
+    assert!(h.take(a).is_empty());
+    assert_eq!(
+        h.events(b),
+        vec![json!({"time": T0, "user": "a", "type": "list", "data": ["a", "b"], "room": "lobby"})]
+    );
+}
+
+// ---- Headset transforms ----
+
+#[test]
+fn poses_are_coalesced_into_one_frame_per_tick() {
+    let mut h = Harness::default(); // fps 20: ticks every 50 ms
+    let a = h.user("a");
+    let b = h.user("b");
+    h.take(a);
+    h.take(b);
+    for i in 0..50 {
+        h.send(a, transform("lobby", i as f64));
+    }
+    assert!(h.take(b).is_empty(), "poses wait for the tick");
+    h.advance(49 * MS);
+    assert!(h.take(b).is_empty());
+    h.advance(MS);
+    let frames = h.take(b);
+    assert_eq!(frames.len(), 1);
+    // b joined after nobody had a pose, so its first tick is a snapshot: a's latest pose.
+    assert_eq!(
+        frames[0],
+        json!({"info": "user", "room": "lobby", "payload": [
+            {"time": T0 + 0.05, "user": "a", "type": "transform", "data": pose(49.0)}]})
+    );
+    assert_eq!(
+        h.take(a),
+        frames,
+        "the sender gets the tick too, same bytes"
+    );
+    // Nothing changed: no frame at the next tick. An equal pose is not a change.
+    h.send(a, transform("lobby", 49.0));
+    h.advance(100 * MS);
+    assert!(h.take(b).is_empty());
+    h.send(a, transform("lobby", 50.0));
+    h.send(b, transform("lobby", 7.0));
+    h.advance(50 * MS);
+    let events = h.events(b);
+    assert_eq!(kinds(&events), ["transform", "transform"]);
+}
+
+#[test]
+fn tick_cadence_follows_fps_and_skips_missed_ticks() {
+    let mut h = Harness::new(Config {
+        fps: 10.0,
+        ..Config::default()
+    });
+    let a = h.user("a");
+    h.take(a);
+    let mut times = Vec::new();
+    for i in 0..100 {
+        h.send(a, transform("lobby", i as f64));
+        h.advance(10 * MS);
+        times.extend(
+            h.take(a)
+                .iter()
+                .map(|f| f["payload"][0]["time"].as_f64().unwrap()),
+        );
+    }
+    // One second at 10 fps: ticks at 0.1, 0.2, ... 1.0, exactly on the grid.
+    assert_eq!(times.len(), 10);
+    for (i, t) in times.iter().enumerate() {
+        assert!((t - (T0 + 0.1 * (i + 1) as f64)).abs() < 1e-6, "{times:?}");
+    }
+    // A loop that wakes 350 ms late sends one tick, not a burst of three.
+    h.send(a, transform("lobby", -1.0));
+    h.now += 350 * MS;
+    h.hub.handle_timeout(h.now);
+    h.pump();
+    assert_eq!(h.take(a).len(), 1);
+    assert_eq!(
+        h.hub.poll_timeout(),
+        Some(h.hub.housekeeping.deadline()),
+        "no pose work, no tick deadline: only the coarse timeout check remains"
+    );
+}
+
+#[test]
+fn joiner_gets_a_snapshot_then_changes_only() {
+    let mut h = Harness::default();
+    let a = h.user("a");
+    let b = h.user("b");
+    h.send(a, transform("lobby", 1.0));
+    h.send(b, transform("lobby", 2.0));
+    h.advance(50 * MS);
+    h.take(a);
+    h.take(b);
+    let c = h.user("c");
+    h.take(a);
+    h.advance(50 * MS);
+    let snapshot = h.events(c);
+    let users: HashSet<&str> = snapshot
+        .iter()
+        .map(|e| e["user"].as_str().unwrap())
+        .collect();
+    assert_eq!(users, HashSet::from(["a", "b"]));
+    assert!(h.take(a).is_empty(), "a snapshot goes to the joiner only");
+    h.send(b, transform("lobby", 3.0));
+    h.advance(50 * MS);
+    let events = h.events(c);
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["user"], "b");
+}
+
+#[test]
+fn leaving_drops_the_pose() {
+    let mut h = Harness::default();
+    let a = h.user("a");
+    let b = h.user("b");
+    h.send(a, join("r"));
+    h.send(b, join("r"));
+    h.send(a, transform("r", 1.0));
+    h.send(a, json!({"room": "r", "type": "leave"}));
+    h.advance(50 * MS);
+    assert!(h.events(b).iter().all(|e| e["type"] != "transform"));
+    let c = h.user("c");
+    h.send(c, join("r"));
+    h.send(b, transform("r", 5.0));
+    h.advance(50 * MS);
+    let snapshot: Vec<Value> = h
+        .events(c)
+        .into_iter()
+        .filter(|e| e["type"] == "transform")
+        .collect();
+    assert_eq!(snapshot.len(), 1);
+    assert_eq!(snapshot[0]["user"], "b");
+}
+
+#[test]
+fn backlogged_clients_skip_ticks_and_get_a_snapshot_when_drained() {
+    let mut h = Harness::default();
+    let a = h.user("a");
+    let b = h.user("b");
+    h.send(a, transform("lobby", 1.0));
+    h.advance(50 * MS);
+    h.take(a);
+    h.take(b);
+    h.hub.handle(h.now, Input::Backlogged(b));
+    for i in 0..5 {
+        h.send(a, transform("lobby", i as f64 + 10.0));
+        h.advance(50 * MS);
+    }
+    assert!(h.take(b).is_empty());
+    assert_eq!(h.take(a).len(), 5);
+    // Chat is never skipped.
+    h.send(a, msg("lobby", json!("still here")));
+    assert_eq!(kinds(&h.events(b)), ["msg"]);
+    h.hub.handle(h.now, Input::Drained(b));
+    h.advance(50 * MS);
+    let events = h.events(b);
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["data"], pose(14.0));
+}
+
+#[test]
+fn transforms_are_validated_with_the_bad_field_named() {
+    let mut h = Harness::default();
+    let a = h.user("a");
+    h.send(a, json!({"room": "lobby", "type": "transform", "data": {"pos": {"x": 1, "y": 2}, "rot": {"x": 0, "y": 0, "z": 0}}}));
+    let reply = h.take(a);
+    assert_eq!(code(&reply[0]), 422);
+    assert!(reply[0]["response"]["msg"]
+        .as_str()
+        .unwrap()
+        .contains("data.pos.z"));
+    h.send(a, json!({"room": "lobby", "type": "transform", "data": {"pos": {"x": 1, "y": 2, "z": 3}, "rot": {"x": 0, "y": 0, "z": 0}, "junk": [1]}}));
+    h.advance(50 * MS);
+    let events = h.events(a);
+    assert_eq!(
+        events[0]["data"],
+        json!({"pos": {"x": 1.0, "y": 2.0, "z": 3.0}, "rot": {"x": 0.0, "y": 0.0, "z": 0.0}})
+    );
+}
+
+// ---- Limits, timeouts, shutdown ----
+
+#[test]
+fn login_and_idle_timeouts_close_with_408() {
+    let mut h = Harness::new(Config {
+        login_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(120),
+        ..Config::default()
+    });
+    let lurker = h.connect();
+    let user = h.user("u");
+    h.advance(Duration::from_millis(9_900));
+    assert!(h.closed.is_empty());
+    h.advance(Duration::from_secs(2));
+    assert!(h.closed.contains(&lurker));
+    assert_eq!(code(&h.take(lurker)[0]), 408);
+    // A ping keeps a logged-in user alive.
+    h.advance(Duration::from_secs(100));
+    h.send(user, json!({"system": "ping"}));
+    h.advance(Duration::from_secs(100));
+    assert!(!h.closed.contains(&user));
+    h.advance(Duration::from_secs(25));
+    assert!(h.closed.contains(&user));
+    assert_eq!(h.hub.session_count(), 0);
+}
+
+#[test]
+fn rate_limit_drops_excess_with_429_but_not_transforms() {
+    let mut h = Harness::new(Config {
+        rate_limit: 10.0,
+        burst: 3.0,
+        ..Config::default()
+    });
+    let a = h.user("a"); // the login took one token
+    h.take(a);
+    h.send(a, msg("lobby", json!(1)));
+    h.send(a, msg("lobby", json!(2)));
+    h.send(a, msg("lobby", json!(3)));
+    let frames = h.take(a);
+    let limited: Vec<&Value> = frames.iter().filter(|f| f["info"] == "error").collect();
+    assert_eq!(limited.len(), 1);
+    assert_eq!(code(limited[0]), 429);
+    assert_eq!(
+        limited[0]["response"]["detail"],
+        json!({"room": "lobby", "type": "msg"})
+    );
+    for i in 0..20 {
+        h.send(a, transform("lobby", i as f64));
+    }
+    assert!(h.take(a).is_empty(), "transforms are exempt");
+    h.advance(100 * MS);
+    h.take(a);
+    h.send(a, msg("lobby", json!(4)));
+    assert_eq!(
+        kinds(&h.events(a)),
+        ["msg"],
+        "one token back after 100 ms at 10/s"
+    );
+}
+
+#[test]
+fn limits_on_rooms_members_and_clients() {
+    let mut h = Harness::new(Config {
+        max_rooms_per_user: 2,
+        max_room_members: 2,
+        max_rooms: 3,
+        max_clients: 4,
+        ..Config::default()
+    });
+    let a = h.user("a");
+    h.send(a, join("r1"));
+    h.send(a, join("r2"));
+    let reply = h.take(a).pop().unwrap();
+    assert_eq!(code(&reply), 422, "lobby + r1 is the per-user limit");
+    let b = h.user("b");
+    h.send(b, join("r1"));
+    h.take(b);
+    let c = h.connect();
+    h.send(c, json!({"system": "login", "options": {"user": "c"}}));
+    let replies = h.take(c);
+    assert_eq!(code(&replies[0]), 202);
+    assert_eq!(code(replies.last().unwrap()), 422, "lobby is full at 2");
+    h.send(c, join("r1"));
+    assert_eq!(code(&h.take(c)[0]), 422, "r1 is full");
+    h.send(c, join("r3"));
+    h.send(c, join("r4"));
+    let reply = h.take(c).pop().unwrap();
+    assert_eq!(code(&reply), 503, "lobby, r1, r3 is the room limit");
+    assert_eq!(
+        reply["response"]["detail"],
+        json!({"room": "r4", "type": "join"})
+    );
+    let _d = h.connect();
+    let e = h.connect();
+    let reply = h.take(e);
+    assert_eq!(code(&reply[0]), 503);
+    assert_eq!(reply[0]["response"]["msg"], "Server full.");
+    assert!(h.closed.contains(&e));
+}
+
+#[test]
+fn shutdown_tells_everyone_and_closes() {
+    let mut h = Harness::default();
+    let a = h.user("a");
+    let b = h.connect();
+    h.take(a);
+    h.hub.handle(h.now, Input::Shutdown);
+    h.pump();
+    for id in [a, b] {
+        let reply = h.take(id);
+        assert_eq!(code(&reply[0]), 503);
+        assert_eq!(reply[0]["response"]["msg"], "Server shutting down.");
+        assert!(h.closed.contains(&id));
+    }
+    let late = h.connect();
+    assert_eq!(code(&h.take(late)[0]), 503);
+}
+
+// ---- Games ----
+
+fn game(room: &str, data: Value) -> Value {
+    json!({"room": room, "type": "game", "data": data})
+}
+
+#[test]
+fn a_game_of_tictactoe_in_a_room() {
+    let mut h = Harness::default();
+    let x = h.user("x");
+    let o = h.user("o");
+    let watcher = h.user("w");
+    for id in [x, o, watcher] {
+        h.send(id, join("g"));
+    }
+    h.take(x);
+    h.take(o);
+    h.send(x, game("g", json!({"move": 0})));
+    assert_eq!(code(&h.take(x)[0]), 422, "no game yet");
+    h.send(x, game("g", json!({"start": "tictactoe"})));
+    h.send(o, game("g", json!({"join": true})));
+    h.send(watcher, game("g", json!({"join": true})));
+    assert_eq!(
+        code(&h.take(watcher).pop().unwrap()),
+        422,
+        "both seats taken"
+    );
+    h.send(o, game("g", json!({"move": 4})));
+    assert_eq!(code(&h.take(o).pop().unwrap()), 422, "X moves first");
+    for (player, cell) in [(x, 0), (o, 4), (x, 1), (o, 5), (x, 2)] {
+        h.send(player, game("g", json!({"move": cell})));
+    }
+    let states: Vec<Value> = h
+        .events(watcher)
+        .into_iter()
+        .filter(|e| e["type"] == "game")
+        .collect();
+    let last = &states.last().unwrap()["data"];
+    assert_eq!(last["status"], "won");
+    assert_eq!(last["winner"], "x");
+    assert_eq!(last["line"], json!([0, 1, 2]));
+    h.send(o, game("g", json!({"move": 8})));
+    assert_eq!(code(&h.take(o).pop().unwrap()), 422, "game over");
+    // A joiner receives the current state.
+    let late = h.user("late");
+    h.send(late, join("g"));
+    let events = h.events(late);
+    assert_eq!(events.last().unwrap()["type"], "game");
+    assert_eq!(events.last().unwrap()["data"]["status"], "won");
+}
+
+#[test]
+fn a_player_who_disconnects_forfeits() {
+    let mut h = Harness::default();
+    let x = h.user("x");
+    let o = h.user("o");
+    h.send(x, game("lobby", json!({"start": "tictactoe"})));
+    h.send(o, game("lobby", json!({"join": true})));
+    h.send(x, game("lobby", json!({"move": 4})));
+    h.take(o);
+    h.hub.handle(h.now, Input::Closed(x));
+    h.pump();
+    let events = h.events(o);
+    assert_eq!(kinds(&events), ["leave", "game"]);
+    assert_eq!(events[1]["data"]["winner"], "o");
+    assert_eq!(events[1]["data"]["forfeit"], "x");
+}
+
+// ---- Invariants under random traffic ----
+
+#[derive(Debug, Clone)]
+enum Action {
+    Login(usize),
+    Join(usize, usize),
+    Leave(usize, usize),
+    Msg(usize, usize),
+    Disconnect(usize),
+    Reconnect(usize),
+}
+
+fn action() -> impl Strategy<Value = Action> {
+    let user = 0..4usize;
+    let room = 0..3usize;
+    prop_oneof![
+        1 => user.clone().prop_map(Action::Login),
+        1 => (user.clone(), room.clone()).prop_map(|(u, r)| Action::Join(u, r)),
+        1 => (user.clone(), room.clone()).prop_map(|(u, r)| Action::Leave(u, r)),
+        3 => (user.clone(), room).prop_map(|(u, r)| Action::Msg(u, r)),
+        1 => user.clone().prop_map(Action::Disconnect),
+        1 => user.prop_map(Action::Reconnect),
+    ]
+}
+
+const ROOMS: [&str; 3] = ["lobby", "r1", "r2"];
+
+/// What the protocol says should happen, kept independently of the hub.
+#[derive(Default)]
+struct Model {
+    logged_in: HashSet<usize>,
+    members: HashMap<&'static str, HashSet<usize>>,
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn membership_and_delivery_invariants_hold(actions in prop::collection::vec(action(), 1..60), batch in any::<bool>()) {
+        let mut h = Harness::default();
+        // One connection per user slot; reconnecting replaces it.
+        let mut conns: Vec<Option<ClientId>> = (0..4).map(|_| Some(h.connect())).collect();
+        let mut model = Model::default();
+        let mut seq = 0u64;
+        // For each msg: the connections the model says must receive it.
+        let mut expected: HashMap<u64, HashSet<ClientId>> = HashMap::new();
+        let mut gone: HashSet<ClientId> = HashSet::new();
+        for action in actions {
+            let (slot, message) = match action {
+                Action::Login(u) => {
+                    if conns[u].is_some() && model.logged_in.insert(u) {
+                        model.members.entry("lobby").or_default().insert(u);
+                    }
+                    (u, Some(json!({"system": "login", "options": {"user": format!("u{u}")}})))
+                }
+                Action::Join(u, r) => {
+                    if conns[u].is_some() && model.logged_in.contains(&u) {
+                        model.members.entry(ROOMS[r]).or_default().insert(u);
+                    }
+                    (u, Some(join(ROOMS[r])))
+                }
+                Action::Leave(u, r) => {
+                    if conns[u].is_some() {
+                        model.members.entry(ROOMS[r]).or_default().remove(&u);
+                    }
+                    (u, Some(json!({"room": ROOMS[r], "type": "leave"})))
+                }
+                Action::Msg(u, r) => {
+                    seq += 1;
+                    let members = model.members.entry(ROOMS[r]).or_default();
+                    if conns[u].is_some() && members.contains(&u) {
+                        expected.insert(seq, members.iter().filter_map(|&m| conns[m]).collect());
+                    }
+                    (u, Some(msg(ROOMS[r], json!(seq))))
+                }
+                Action::Disconnect(u) => {
+                    if let Some(id) = conns[u].take() {
+                        h.hub.handle(h.now, Input::Closed(id));
+                        if batch {
+                            // Its socket is gone: batched events not yet flushed may not reach it.
+                            gone.insert(id);
+                        }
+                    }
+                    model.logged_in.remove(&u);
+                    for members in model.members.values_mut() {
+                        members.remove(&u);
+                    }
+                    (u, None)
+                }
+                Action::Reconnect(u) => {
+                    if conns[u].is_none() {
+                        let id = ClientId(h.next_id);
+                        h.next_id += 1;
+                        h.hub.handle(h.now, Input::Open(id));
+                        conns[u] = Some(id);
+                    }
+                    (u, None)
+                }
+            };
+            if let (Some(message), Some(id)) = (message, conns[slot]) {
+                h.hub.handle(h.now, Input::Frame(id, message.to_string().as_bytes()));
+            }
+            if !batch {
+                h.pump();
+            }
+        }
+        h.pump();
+        check_invariants(&h.hub)?;
+
+        // Every msg reached exactly the members of its room, once; and every member of a room
+        // saw that room's msgs in one order (increasing, since they were sent in order).
+        let mut delivered: HashMap<u64, HashSet<ClientId>> = HashMap::new();
+        for (&id, frames) in &h.inbox {
+            let mut order: HashMap<&str, Vec<u64>> = HashMap::new();
+            for frame in frames.iter().filter(|f| f["info"] == "user" && f.get("history").is_none()) {
+                let room = frame["room"].as_str().unwrap();
+                for event in frame["payload"].as_array().unwrap() {
+                    if event["type"] == "msg" {
+                        let n = event["data"].as_u64().unwrap();
+                        prop_assert!(delivered.entry(n).or_default().insert(id), "msg {} twice to {:?}", n, id);
+                        order.entry(room).or_default().push(n);
+                    }
+                }
+            }
+            for (room, seqs) in order {
+                prop_assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{:?} saw {} out of order: {:?}", id, room, seqs);
+            }
+        }
+        for (n, recipients) in &expected {
+            let got = delivered.remove(n).unwrap_or_default();
+            prop_assert!(got.is_subset(recipients), "msg {} reached non-members: {:?} vs {:?}", n, got, recipients);
+            let missing: Vec<_> = recipients.difference(&got).filter(|id| !gone.contains(id)).collect();
+            prop_assert!(missing.is_empty(), "msg {} missed {:?}", n, missing);
+        }
+        prop_assert!(delivered.is_empty(), "msgs delivered that no member sent: {:?}", delivered);
+    }
+}
+
+fn check_invariants(hub: &Hub) -> Result<(), TestCaseError> {
+    prop_assert!(hub.room_ids.contains_key(LOBBY), "lobby exists");
+    for (index, room) in hub.rooms.iter() {
+        let room_id = RoomId(index);
+        prop_assert_eq!(hub.room_ids.get(room.name.as_str()), Some(&room_id));
+        if room_id != hub.lobby {
+            prop_assert!(!room.is_empty(), "empty room {} kept", room.name.as_str());
+        }
+        for member in room.members() {
+            let session = hub.session(member.id);
+            prop_assert!(
+                session.is_some_and(|s| s.is_in(room_id)),
+                "member without session link"
+            );
+        }
+    }
+    for (index, slot) in hub.sessions.iter().enumerate() {
+        if let Some(session) = slot {
+            for &room_id in &session.rooms {
+                let room = &hub.rooms[room_id.0];
+                prop_assert!(
+                    room.members().iter().any(|m| m.id == ClientId(index)),
+                    "session in room it is not a member of"
+                );
+            }
+            prop_assert!(
+                session.user.is_some() || session.rooms.is_empty(),
+                "rooms without login"
+            );
+        }
+    }
+    prop_assert_eq!(hub.session_count, hub.sessions.iter().flatten().count());
+    Ok(())
+}
+
+#[test]
+fn harness_time_starts_at_the_anchor() {
+    let h = Harness::default();
+    assert_eq!(h.hub.time(h.start), T0);
+}
