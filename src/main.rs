@@ -1,1 +1,127 @@
-fn main() {}
+//! `roomcast`: flags to `Config`, logger, bind, run until SIGINT/SIGTERM.
+
+use std::net::{IpAddr, SocketAddr};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use roomcast::{Config, Server};
+
+/// A room server for VR headsets and multiplayer games: framed JSON over TCP.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    ip: IpAddr,
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, default_value_t = 42069)]
+    port: u16,
+    /// Transform ticks per second (fractional allowed, above 0 and at most 1000).
+    #[arg(long, default_value_t = 20.0)]
+    fps: f64,
+    /// msg/join/leave events kept per room for joiners (0 turns history off).
+    #[arg(long, default_value_t = 100)]
+    history: usize,
+    /// Largest frame or line a client may send, in bytes.
+    #[arg(long, default_value_t = 65536)]
+    max_frame: usize,
+    /// Bytes queued to one connection before it is disconnected as too slow.
+    #[arg(long, default_value_t = 4 * 1024 * 1024)]
+    max_outbuf: usize,
+    /// Connections held at once; one more gets 503 "Server full.".
+    #[arg(long, default_value_t = 10_000)]
+    max_clients: usize,
+    /// Seconds a connection may take to log in.
+    #[arg(long, default_value = "10", value_parser = seconds)]
+    login_timeout: Duration,
+    /// Seconds a logged-in connection may stay silent (ping counts).
+    #[arg(long, default_value = "120", value_parser = seconds)]
+    idle_timeout: Duration,
+    /// Non-transform messages per second per connection (0 turns the limit off).
+    #[arg(long, default_value_t = 50.0)]
+    rate_limit: f64,
+    /// Messages a connection may send in a burst before the rate applies.
+    #[arg(long, default_value_t = 100.0)]
+    burst: f64,
+    /// Rooms one user may be in at once.
+    #[arg(long, default_value_t = 64)]
+    max_rooms_per_user: usize,
+    /// Members one room may hold.
+    #[arg(long, default_value_t = 1000)]
+    max_room_members: usize,
+    /// Rooms that may exist at once.
+    #[arg(long, default_value_t = 10_000)]
+    max_rooms: usize,
+    /// Log level; RUST_LOG, when set, refines it (e.g. RUST_LOG=roomcast=debug).
+    #[arg(long, default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"])]
+    log_level: String,
+}
+
+fn seconds(text: &str) -> Result<Duration, String> {
+    let value: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    Duration::try_from_secs_f64(value)
+        .map_err(|_| format!("{text} is not a positive, finite number of seconds"))
+}
+
+impl Args {
+    fn config(&self) -> Config {
+        Config {
+            addr: SocketAddr::new(self.ip, self.port),
+            fps: self.fps,
+            history: self.history,
+            max_frame: self.max_frame,
+            max_outbuf: self.max_outbuf,
+            max_clients: self.max_clients,
+            login_timeout: self.login_timeout,
+            idle_timeout: self.idle_timeout,
+            rate_limit: self.rate_limit,
+            burst: self.burst,
+            max_rooms_per_user: self.max_rooms_per_user,
+            max_room_members: self.max_room_members,
+            max_rooms: self.max_rooms,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let level = args.log_level.parse().unwrap_or(log::LevelFilter::Info);
+    env_logger::Builder::new()
+        .filter_level(level)
+        .parse_env("RUST_LOG")
+        .init();
+    let config = args.config();
+    if let Err(err) = config.validate() {
+        eprintln!("roomcast: {err}");
+        return ExitCode::from(2);
+    }
+    let server = match Server::bind(config) {
+        Ok(server) => server,
+        Err(err) => {
+            eprintln!(
+                "roomcast: cannot listen on {}:{}: {err}",
+                args.ip, args.port
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let shutdown = server.shutdown_handle();
+    if let Err(err) = ctrlc::set_handler(move || shutdown.shutdown()) {
+        log::warn!("cannot install the SIGINT/SIGTERM handler: {err}");
+    }
+    log::info!(
+        "roomcast listening on {} (fps {})",
+        server.local_addr(),
+        args.fps
+    );
+    match server.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("roomcast: event loop failed: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,499 @@
+//! The event loop: a thin shell around the [`Hub`]. It accepts, reads, removes framing, hands
+//! bodies to the hub, and writes what the hub asks for. It never looks inside JSON.
+//!
+//! One pass of [`Server::run`]:
+//! 1. poll, with the nearest deadline (hub timer, closing connections, accept back-off) as the
+//!    timeout, or zero when a previous pass left work behind;
+//! 2. for each readable socket, read until `WouldBlock` (bounded per pass) and feed whole frames
+//!    to the hub; remember writability from writable events;
+//! 3. run the hub's due timers (always asked: an empty event list proves nothing);
+//! 4. drain the hub's outputs into connection queues: one shared buffer per frame;
+//! 5. one vectored write pass over connections with pending bytes, bounded per connection;
+//! 6. reap closing connections last, so nothing is torn down in the middle of a fan-out.
+
+mod conn;
+mod out_queue;
+
+use std::io::{self, Read};
+use std::net::{Shutdown, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::BytesMut;
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
+
+use crate::clock::WallClock;
+use crate::config::Config;
+use crate::hub::{ClientId, Hub, Input, Output};
+use conn::{Conn, State};
+use out_queue::Flushed;
+
+const LISTENER: Token = Token(usize::MAX - 1);
+const WAKER: Token = Token(usize::MAX - 2);
+
+/// Bytes read from one connection per pass before the others get their turn.
+const READ_BUDGET: usize = 256 * 1024;
+/// Bytes written to one connection per pass before the others get their turn.
+const WRITE_BUDGET: usize = 256 * 1024;
+/// Size of the one read buffer shared by all connections; each keeps only what it must.
+const SCRATCH: usize = 64 * 1024;
+/// How long a closing connection may take to take its last bytes.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a shut-down connection is read and discarded before it is dropped.
+const LINGER_TIMEOUT: Duration = Duration::from_millis(500);
+/// Pause after an accept error such as EMFILE, so the loop does not spin on it.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How long shutdown waits for queues to flush.
+const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
+
+/// A bound server, ready to [`run`](Server::run) or [`spawn`](Server::spawn).
+pub struct Server {
+    config: Config,
+    poll: Poll,
+    listener: Option<TcpListener>,
+    local_addr: SocketAddr,
+    conns: Slab<Conn>,
+    hub: Hub,
+    signal: Arc<Signal>,
+    scratch: Box<[u8]>,
+    /// Connections with bytes to write (deduplicated by `Conn::write_queued`).
+    pending_writes: Vec<usize>,
+    /// Connections that hit the read budget and may have more to read.
+    pending_reads: Vec<usize>,
+    /// Connections draining, lingering or dead, reaped at the end of a pass.
+    closing: Vec<usize>,
+    accept_retry: Option<Instant>,
+    shutdown_deadline: Option<Instant>,
+}
+
+struct Signal {
+    requested: AtomicBool,
+    waker: Waker,
+}
+
+/// Stops a running server from any thread: every client gets 503 "Server shutting down.",
+/// queues flush for at most 2 s, and `run` returns `Ok`.
+#[derive(Clone)]
+pub struct ShutdownHandle(Arc<Signal>);
+
+impl ShutdownHandle {
+    /// Asks the loop to shut down; returns at once.
+    pub fn shutdown(&self) {
+        self.0.requested.store(true, Ordering::SeqCst);
+        if let Err(err) = self.0.waker.wake() {
+            log::error!("could not wake the event loop for shutdown: {err}");
+        }
+    }
+}
+
+/// A server running on its own thread.
+pub struct ServerHandle {
+    local_addr: SocketAddr,
+    shutdown: ShutdownHandle,
+    thread: JoinHandle<io::Result<()>>,
+}
+
+impl ServerHandle {
+    /// The address it listens on (the real port when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Asks the server to shut down; see [`ShutdownHandle`].
+    pub fn shutdown(&self) {
+        self.shutdown.shutdown();
+    }
+
+    /// A handle that can stop the server from elsewhere.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
+    /// Waits for the loop to end and returns how it ended.
+    pub fn join(self) -> io::Result<()> {
+        self.thread
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("server thread panicked")))
+    }
+}
+
+impl Server {
+    /// Checks the config, binds the listener and sets up the loop; serves nothing until run.
+    pub fn bind(config: Config) -> io::Result<Server> {
+        config
+            .validate()
+            .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err))?;
+        let poll = Poll::new()?;
+        let mut listener = TcpListener::bind(config.addr)?;
+        let local_addr = listener.local_addr()?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = Waker::new(poll.registry(), WAKER)?;
+        let now = Instant::now();
+        let unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|since| since.as_secs_f64())
+            .unwrap_or(0.0);
+        let hub = Hub::new(config.clone(), WallClock::new(now, unix), now);
+        Ok(Server {
+            config,
+            poll,
+            listener: Some(listener),
+            local_addr,
+            conns: Slab::new(),
+            hub,
+            signal: Arc::new(Signal {
+                requested: AtomicBool::new(false),
+                waker,
+            }),
+            scratch: vec![0; SCRATCH].into_boxed_slice(),
+            pending_writes: Vec::new(),
+            pending_reads: Vec::new(),
+            closing: Vec::new(),
+            accept_retry: None,
+            shutdown_deadline: None,
+        })
+    }
+
+    /// The address it listens on (the real port when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A handle that stops [`run`](Server::run) from another thread (or a signal handler's).
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle(self.signal.clone())
+    }
+
+    /// Runs the loop on a new thread.
+    pub fn spawn(self) -> io::Result<ServerHandle> {
+        let local_addr = self.local_addr;
+        let shutdown = self.shutdown_handle();
+        let thread = std::thread::Builder::new()
+            .name("roomcast".into())
+            .spawn(move || self.run())?;
+        Ok(ServerHandle {
+            local_addr,
+            shutdown,
+            thread,
+        })
+    }
+
+    /// Serves until shut down. Returns `Err` only if polling itself fails.
+    pub fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let timeout = self.poll_timeout(Instant::now());
+            if let Err(err) = self.poll.poll(&mut events, timeout) {
+                if err.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(err);
+            }
+            let now = Instant::now();
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(now),
+                    WAKER => {
+                        if self.signal.requested.load(Ordering::SeqCst) {
+                            self.begin_shutdown(now);
+                        }
+                    }
+                    Token(key) => {
+                        if event.is_writable() {
+                            self.mark_writable(key);
+                        }
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.read(key, now);
+                        }
+                    }
+                }
+            }
+            for key in std::mem::take(&mut self.pending_reads) {
+                self.read(key, now);
+            }
+            if self.accept_retry.is_some_and(|at| now >= at) {
+                self.accept_retry = None;
+                self.accept(now);
+            }
+            self.hub.handle_timeout(now);
+            self.drain_outputs(now);
+            self.write_pass();
+            self.reap(now);
+            self.drain_outputs(now);
+            self.write_pass();
+            if let Some(deadline) = self.shutdown_deadline {
+                if self.conns.is_empty() || now >= deadline {
+                    log::info!("shut down ({} connections cut off)", self.conns.len());
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn poll_timeout(&self, now: Instant) -> Option<Duration> {
+        if !self.pending_reads.is_empty() || !self.pending_writes.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let closing = self
+            .closing
+            .iter()
+            .filter_map(|&key| self.conns.get(key).and_then(Conn::close_deadline));
+        self.hub
+            .poll_timeout()
+            .into_iter()
+            .chain(self.accept_retry)
+            .chain(self.shutdown_deadline)
+            .chain(closing)
+            .min()
+            .map(|deadline| deadline.saturating_duration_since(now))
+    }
+
+    fn accept(&mut self, now: Instant) {
+        let Some(listener) = &self.listener else {
+            return;
+        };
+        loop {
+            match listener.accept() {
+                Ok((mut stream, peer)) => {
+                    // Nagle plus delayed ACKs stalls small frames by ~40 ms.
+                    if let Err(err) = stream.set_nodelay(true) {
+                        log::debug!("TCP_NODELAY on {peer}: {err}");
+                    }
+                    let entry = self.conns.vacant_entry();
+                    let key = entry.key();
+                    let interest = Interest::READABLE | Interest::WRITABLE;
+                    if let Err(err) =
+                        self.poll
+                            .registry()
+                            .register(&mut stream, Token(key), interest)
+                    {
+                        log::warn!("cannot register {peer}: {err}");
+                        continue;
+                    }
+                    let mut conn = Conn::new(stream, self.config.max_frame);
+                    conn.writable = true;
+                    entry.insert(conn);
+                    log::debug!("{peer} connected as {key}");
+                    self.hub.handle(now, Input::Open(ClientId(key)));
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
+                Err(err)
+                    if matches!(
+                        err.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                    ) => {}
+                Err(err) => {
+                    // EMFILE and friends: the pending connection stays in the backlog and
+                    // would make every retry fail at once, so back off instead of spinning.
+                    log::warn!("accept failed: {err}; pausing accepts for {ACCEPT_BACKOFF:?}");
+                    self.accept_retry = Some(now + ACCEPT_BACKOFF);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn mark_writable(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            conn.writable = true;
+            if !conn.out.is_empty() && !conn.write_queued {
+                conn.write_queued = true;
+                self.pending_writes.push(key);
+            }
+        }
+    }
+
+    /// Reads what the socket has (up to the per-pass budget) and feeds whole frames to the hub.
+    fn read(&mut self, key: usize, now: Instant) {
+        let Server {
+            conns,
+            hub,
+            scratch,
+            pending_reads,
+            closing,
+            ..
+        } = self;
+        let Some(conn) = conns.get_mut(key) else {
+            return;
+        };
+        let id = ClientId(key);
+        let mut budget = READ_BUDGET;
+        while matches!(conn.state, State::Open | State::Lingering(_)) {
+            if budget == 0 {
+                pending_reads.push(key);
+                return;
+            }
+            match conn.stream.read(scratch) {
+                Ok(0) => {
+                    if conn.is_open() {
+                        // Half-close or close: replies already queued still go out.
+                        hub.handle(now, Input::Closed(id));
+                        begin_close(conn, key, closing, now);
+                    } else {
+                        conn.state = State::Dead;
+                    }
+                    return;
+                }
+                Ok(n) => {
+                    budget = budget.saturating_sub(n);
+                    if !conn.is_open() {
+                        continue; // lingering: discard
+                    }
+                    conn.read_buf.extend_from_slice(&scratch[..n]);
+                    loop {
+                        match conn.decoder.decode(&mut conn.read_buf) {
+                            Ok(Some(body)) => hub.handle(now, Input::Frame(id, &body)),
+                            Ok(None) => break,
+                            Err(err) => {
+                                log::debug!("{key}: {err}");
+                                hub.handle(now, Input::Malformed(id, err));
+                                begin_close(conn, key, closing, now);
+                                conn.read_buf = BytesMut::new();
+                                return;
+                            }
+                        }
+                    }
+                    if conn.read_buf.is_empty() {
+                        conn.read_buf = BytesMut::new(); // idle connections hold no buffer
+                    }
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => {
+                    log::debug!("{key}: read failed: {err}");
+                    kill(conn, key, closing);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Moves the hub's outputs into connection queues and enforces the queue limits.
+    fn drain_outputs(&mut self, now: Instant) {
+        let max_outbuf = self.config.max_outbuf;
+        let soft_limit = max_outbuf / 4;
+        while let Some(output) = self.hub.poll_output() {
+            match output {
+                Output::Send { to, frame } => {
+                    let Some(conn) = self.conns.get_mut(to.0) else {
+                        continue;
+                    };
+                    if matches!(conn.state, State::Dead | State::Lingering(_)) {
+                        continue;
+                    }
+                    conn.queue(&frame);
+                    if !conn.write_queued {
+                        conn.write_queued = true;
+                        self.pending_writes.push(to.0);
+                    }
+                    let queued = conn.out.bytes();
+                    if queued > max_outbuf {
+                        let peer = conn.stream.peer_addr().ok();
+                        log::warn!("{peer:?} ({}) does not read: {queued} bytes queued, over --max-outbuf {max_outbuf}; disconnecting", to.0);
+                        kill(conn, to.0, &mut self.closing);
+                    } else if queued > soft_limit && !conn.backlogged && conn.is_open() {
+                        conn.backlogged = true;
+                        self.hub.handle(now, Input::Backlogged(to));
+                    }
+                }
+                Output::Close { id } => {
+                    if let Some(conn) = self.conns.get_mut(id.0) {
+                        begin_close(conn, id.0, &mut self.closing, now);
+                    }
+                }
+            }
+        }
+    }
+
+    /// One bounded, vectored write per connection with pending bytes.
+    fn write_pass(&mut self) {
+        for key in std::mem::take(&mut self.pending_writes) {
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            conn.write_queued = false;
+            if conn.state == State::Dead || !conn.writable || conn.out.is_empty() {
+                continue; // a writable event queues it again
+            }
+            match conn.out.write_to(&mut conn.stream, WRITE_BUDGET) {
+                Ok(Flushed::All) => {
+                    if conn.backlogged {
+                        conn.backlogged = false;
+                        self.hub
+                            .handle(Instant::now(), Input::Drained(ClientId(key)));
+                    }
+                }
+                Ok(Flushed::Blocked) => conn.writable = false,
+                Ok(Flushed::Budget) => {
+                    conn.write_queued = true;
+                    self.pending_writes.push(key);
+                }
+                Err(err) => {
+                    log::debug!("{key}: write failed: {err}");
+                    kill(conn, key, &mut self.closing);
+                }
+            }
+        }
+    }
+
+    /// Advances closing connections and removes the finished ones, telling the hub.
+    fn reap(&mut self, now: Instant) {
+        for key in std::mem::take(&mut self.closing) {
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            match conn.state {
+                State::Draining(deadline) if conn.out.is_empty() || now >= deadline => {
+                    // FIN after the last byte; the peer's leftovers are read and discarded.
+                    let _ = conn.stream.shutdown(Shutdown::Write);
+                    conn.state = State::Lingering(now + LINGER_TIMEOUT);
+                    self.closing.push(key);
+                }
+                State::Lingering(deadline) if now < deadline => self.closing.push(key),
+                State::Draining(_) => self.closing.push(key),
+                State::Open => {}
+                State::Lingering(_) | State::Dead => {
+                    let mut conn = self.conns.remove(key);
+                    let _ = self.poll.registry().deregister(&mut conn.stream);
+                    self.hub.handle(now, Input::Closed(ClientId(key)));
+                    log::debug!("{key} closed");
+                }
+            }
+        }
+    }
+
+    fn begin_shutdown(&mut self, now: Instant) {
+        if self.shutdown_deadline.is_some() {
+            return;
+        }
+        log::info!("shutting down: telling {} connections", self.conns.len());
+        self.shutdown_deadline = Some(now + SHUTDOWN_FLUSH);
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        self.hub.handle(now, Input::Shutdown);
+    }
+}
+
+/// Stops reading from a connection and lets its queue drain before closing.
+fn begin_close(conn: &mut Conn, key: usize, closing: &mut Vec<usize>, now: Instant) {
+    if conn.is_open() {
+        conn.state = State::Draining(now + DRAIN_TIMEOUT);
+        closing.push(key);
+    }
+}
+
+/// Drops a connection at the end of the pass without flushing.
+fn kill(conn: &mut Conn, key: usize, closing: &mut Vec<usize>) {
+    if conn.state != State::Dead {
+        if conn.is_open() {
+            closing.push(key);
+        }
+        conn.state = State::Dead;
+    }
+}
