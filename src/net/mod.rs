@@ -497,3 +497,27 @@ fn kill(conn: &mut Conn, key: usize, closing: &mut Vec<usize>) {
         conn.state = State::Dead;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server() -> Server {
+        Server::bind(Config {
+            addr: "127.0.0.1:0".parse().expect("literal"),
+            ..Config::default()
+        })
+        .expect("bind")
+    }
+
+    #[test]
+    fn accepted_sockets_have_nodelay() {
+        let mut server = server();
+        let _client = std::net::TcpStream::connect(server.local_addr()).expect("connect");
+        // connect() returned, so the connection waits in the backlog.
+        server.accept(Instant::now());
+        let (_, conn) = server.conns.iter().next().expect("accepted");
+        assert!(conn.stream.nodelay().expect("getsockopt"));
+        assert!(conn.read_buf.capacity() == 0, "no read buffer before the first byte");
+    }
+}

@@ -1,0 +1,163 @@
+//! Shared by the integration tests: an embedded server on 127.0.0.1:0 and a blocking test
+//! client that never hangs (every read has a timeout).
+#![allow(dead_code)] // Each test binary uses a different part of this module.
+
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use roomcast::client::{Client, Event, Reply, ServerMessage};
+use roomcast::{Config, ServerHandle};
+
+/// Long enough for a loaded 2-core CI machine, short enough that a broken test fails fast.
+pub const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A config on a free loopback port.
+pub fn config() -> Config {
+    Config {
+        addr: "127.0.0.1:0".parse().expect("literal address"),
+        ..Config::default()
+    }
+}
+
+pub fn start(config: Config) -> ServerHandle {
+    roomcast::Server::bind(config)
+        .expect("bind 127.0.0.1:0")
+        .spawn()
+        .expect("spawn server thread")
+}
+
+/// A client whose events are flattened out of their frames, each with its room.
+pub struct TestClient {
+    pub client: Client,
+    pending: VecDeque<(String, Event)>,
+    /// History frames received, kept apart from live events: (room, events).
+    pub history: Vec<(String, Vec<Event>)>,
+}
+
+impl TestClient {
+    pub fn connect(addr: SocketAddr) -> TestClient {
+        let client = Client::connect(addr).expect("connect");
+        client.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+        TestClient {
+            client,
+            pending: VecDeque::new(),
+            history: Vec::new(),
+        }
+    }
+
+    /// Connects, logs in, and consumes the 202 and the lobby's history, join and list events.
+    pub fn login(addr: SocketAddr, user: &str) -> TestClient {
+        let mut c = TestClient::connect(addr);
+        let reply = c.client.login(user, "pw").expect("login");
+        assert_eq!(reply.code, 202);
+        c.expect_event("join");
+        c.expect_event("list");
+        c
+    }
+
+    /// The next reply, which must be a system/error reply with this code.
+    pub fn expect_code(&mut self, code: u16) -> Reply {
+        assert!(self.pending.is_empty(), "unread events: {:?}", self.pending);
+        match self.client.recv().expect("recv reply") {
+            ServerMessage::Reply(reply) => {
+                assert_eq!(reply.code, code, "{reply:?}");
+                reply
+            }
+            other => panic!("expected a {code} reply, got {other:?}"),
+        }
+    }
+
+    /// The next event, which must be of this kind; returns its room and the event.
+    pub fn expect_event(&mut self, kind: &str) -> (String, Event) {
+        let (room, event) = self.next_event();
+        assert_eq!(event.kind, kind, "in {room}: {event:?}");
+        (room, event)
+    }
+
+    pub fn next_event(&mut self) -> (String, Event) {
+        loop {
+            if let Some(next) = self.pending.pop_front() {
+                return next;
+            }
+            match self.client.recv().expect("recv event") {
+                ServerMessage::Events(batch) if batch.history => {
+                    self.history.push((batch.room, batch.events));
+                }
+                ServerMessage::Events(batch) => {
+                    let room = batch.room;
+                    self.pending
+                        .extend(batch.events.into_iter().map(|e| (room.clone(), e)));
+                }
+                ServerMessage::Reply(reply) => panic!("expected an event, got {reply:?}"),
+            }
+        }
+    }
+}
+
+/// Writes raw bytes and reads raw replies, for the framing tests.
+pub struct RawConn {
+    pub stream: TcpStream,
+}
+
+impl RawConn {
+    pub fn connect(addr: SocketAddr) -> RawConn {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+        stream.set_nodelay(true).expect("nodelay");
+        RawConn { stream }
+    }
+
+    pub fn write(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write");
+    }
+
+    /// Reads one length-prefixed frame and parses its JSON.
+    pub fn read_frame(&mut self) -> serde_json::Value {
+        let mut header = [0u8; 4];
+        self.stream.read_exact(&mut header).expect("frame header");
+        let mut body = vec![0u8; u32::from_be_bytes(header) as usize];
+        self.stream.read_exact(&mut body).expect("frame body");
+        serde_json::from_slice(&body).expect("frame is JSON")
+    }
+
+    /// Reads one `\n`-terminated line and parses its JSON.
+    pub fn read_line(&mut self) -> serde_json::Value {
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while byte[0] != b'\n' {
+            self.stream.read_exact(&mut byte).expect("line byte");
+            line.push(byte[0]);
+        }
+        serde_json::from_slice(&line).expect("line is JSON")
+    }
+
+    /// True when the server closed the connection (EOF or reset) within the timeout.
+    pub fn is_closed(&mut self) -> bool {
+        let mut buf = [0u8; 256];
+        loop {
+            match self.stream.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => return true,
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+/// A length-prefixed frame around a body.
+pub fn framed(body: &[u8]) -> Vec<u8> {
+    let mut wire = (body.len() as u32).to_be_bytes().to_vec();
+    wire.extend_from_slice(body);
+    wire
+}
+
+/// This process's resident memory in bytes, from /proc (Linux); None elsewhere.
+pub fn rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
