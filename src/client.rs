@@ -26,7 +26,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::codec::{DecodeError, Decoder, Frame, Mode};
-use crate::config::MAX_FRAME_CEILING;
+use crate::config::CLIENT_FRAME_LIMIT;
 use crate::protocol::Pose;
 
 /// What can go wrong talking to a server.
@@ -130,7 +130,7 @@ impl Client {
         Ok(Client {
             stream,
             mode,
-            decoder: Decoder::with_mode(mode, MAX_FRAME_CEILING),
+            decoder: Decoder::with_mode(mode, CLIENT_FRAME_LIMIT),
             buf: BytesMut::new(),
         })
     }

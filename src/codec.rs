@@ -362,11 +362,8 @@ mod tests {
             let mut buf = BytesMut::new();
             for chunk in chunks {
                 buf.extend_from_slice(&chunk);
-                loop {
-                    match decoder.decode(&mut buf) {
-                        Ok(Some(frame)) => prop_assert!(!frame.is_empty() && frame.len() <= 32),
-                        Ok(None) | Err(_) => break,
-                    }
+                while let Ok(Some(frame)) = decoder.decode(&mut buf) {
+                    prop_assert!(!frame.is_empty() && frame.len() <= 32);
                 }
             }
         }

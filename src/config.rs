@@ -4,8 +4,12 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-/// Largest frame a client may be allowed to send; clients are told to accept 16 MiB.
-pub const MAX_FRAME_CEILING: usize = 16 * 1024 * 1024;
+/// What clients are told to accept from the server: no server frame is larger.
+pub const CLIENT_FRAME_LIMIT: usize = 16 * 1024 * 1024;
+
+/// Largest frame a client may be allowed to send: the echo of a msg adds the event's envelope
+/// (time, user, type, room: well under 1 KiB), and must stay within [`CLIENT_FRAME_LIMIT`].
+pub const MAX_FRAME_CEILING: usize = CLIENT_FRAME_LIMIT - 64 * 1024;
 
 /// Everything the server can be told. `Config::default()` is what `roomcast` runs with.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,7 +49,7 @@ impl Default for Config {
             fps: 20.0,
             history: 100,
             max_frame: 65536,
-            max_outbuf: 4 * 1024 * 1024,
+            max_outbuf: 8 * 1024 * 1024,
             max_clients: 10_000,
             login_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
@@ -75,8 +79,8 @@ pub enum ConfigError {
         /// What was given.
         value: usize,
     },
-    /// max_outbuf too small to hold one largest server frame.
-    #[error("--max-outbuf must be at least twice --max-frame ({min} bytes), got {value}")]
+    /// max_outbuf too small for a joiner's history plus the largest events.
+    #[error("--max-outbuf must be at least 4 x --max-frame ({min} bytes), got {value}")]
     OutbufTooSmall {
         /// Smallest accepted value.
         min: usize,
@@ -116,7 +120,9 @@ impl Config {
                 return Err(ConfigError::Zero { flag, value });
             }
         }
-        let min_outbuf = 2 * self.max_frame;
+        // Half of it bounds a room's history (what a joiner receives at once); the other half
+        // leaves room for live events on top.
+        let min_outbuf = 4 * self.max_frame;
         if self.max_outbuf < min_outbuf {
             return Err(ConfigError::OutbufTooSmall {
                 min: min_outbuf,

@@ -27,7 +27,7 @@ struct Args {
     #[arg(long, default_value_t = 65536)]
     max_frame: usize,
     /// Bytes queued to one connection before it is disconnected as too slow.
-    #[arg(long, default_value_t = 4 * 1024 * 1024)]
+    #[arg(long, default_value_t = 8 * 1024 * 1024)]
     max_outbuf: usize,
     /// Connections held at once; one more gets 503 "Server full.".
     #[arg(long, default_value_t = 10_000)]

@@ -306,11 +306,89 @@ fn decode_room<'a>(envelope: &Envelope<'a>) -> Result<Request<'a>, BadRequest> {
             "A {kind} message needs a \"data\" field."
         ))));
     }
+    if let (RoomKind::Msg, Some(data)) = (parsed, envelope.data) {
+        // RawValue accepts what strict parsers refuse (1e999, lone surrogate escapes); data
+        // that every client can read is the only data worth forwarding.
+        serde_json::from_str::<StrictJson>(data.get()).map_err(|err| {
+            with_context(BadRequest::new(format!(
+                "msg data is not portable JSON: {err}."
+            )))
+        })?;
+    }
     Ok(Request::Room {
         room,
         kind: parsed,
         data: envelope.data,
     })
+}
+
+/// Walks a JSON value the way a strict parser reads it (numbers as doubles, strings with their
+/// escapes decoded) without building it, so that validating costs no allocation.
+struct StrictJson;
+
+impl<'de> Deserialize<'de> for StrictJson {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(StrictVisitor)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = StrictJson;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<StrictJson, E> {
+        Ok(StrictJson)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<StrictJson, E> {
+        Ok(StrictJson)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<StrictJson, E> {
+        Ok(StrictJson)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<StrictJson, E> {
+        Ok(StrictJson)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<StrictJson, E> {
+        Ok(StrictJson)
+    }
+
+    fn visit_unit<E>(self) -> Result<StrictJson, E> {
+        Ok(StrictJson)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<StrictJson, A::Error> {
+        while seq.next_element::<StrictJson>()?.is_some() {}
+        Ok(StrictJson)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<StrictJson, A::Error> {
+        while map.next_entry::<StrictJson, StrictJson>()?.is_some() {}
+        Ok(StrictJson)
+    }
+}
+
+/// msg data as it goes out: byte for byte, except that raw line breaks between tokens (the
+/// only place JSON allows them) become spaces, so the event fits on one line in line mode.
+pub fn one_line(data: &RawValue) -> std::borrow::Cow<'_, RawValue> {
+    let text = data.get();
+    if !text.contains(['\n', '\r']) {
+        return std::borrow::Cow::Borrowed(data);
+    }
+    let flat = text.replace(['\n', '\r'], " ");
+    match RawValue::from_string(flat) {
+        Ok(raw) => std::borrow::Cow::Owned(raw),
+        // Unreachable for valid JSON: whitespace was swapped for whitespace.
+        Err(_) => std::borrow::Cow::Borrowed(data),
+    }
 }
 
 fn string_field<T: for<'de> Deserialize<'de>>(raw: &RawValue, name: &str) -> Result<T, BadRequest> {
@@ -355,49 +433,64 @@ pub struct Rotation {
 impl Pose {
     /// Checks a transform's `data`; the error names the bad field (for a 422).
     pub fn parse(data: &RawValue) -> Result<Pose, String> {
-        let value: Value = serde_json::from_str(data.get())
-            .map_err(|_| "Invalid transform: a number in data is out of range.".to_owned())?;
-        let object = value
-            .as_object()
-            .ok_or("Invalid transform: data must be an object with \"pos\" and \"rot\".")?;
-        let pos = object_field(object, "pos")?;
-        let rot = object_field(object, "rot")?;
-        let w = match rot.get("w") {
-            None => None,
-            Some(_) => Some(axis(rot, "rot", "w")?),
-        };
+        let shape = "Invalid transform: data must be an object with \"pos\" and \"rot\".";
+        let fields: PoseFields<'_> = fields_of(data).ok_or(shape)?;
+        let pos: AxisFields<'_> = fields
+            .pos
+            .and_then(fields_of)
+            .ok_or("Invalid transform: data.pos must be an object with x, y, z.")?;
+        let rot: AxisFields<'_> = fields
+            .rot
+            .and_then(fields_of)
+            .ok_or("Invalid transform: data.rot must be an object with x, y, z.")?;
         Ok(Pose {
             pos: Vec3 {
-                x: axis(pos, "pos", "x")?,
-                y: axis(pos, "pos", "y")?,
-                z: axis(pos, "pos", "z")?,
+                x: axis(pos.x, "data.pos.x")?,
+                y: axis(pos.y, "data.pos.y")?,
+                z: axis(pos.z, "data.pos.z")?,
             },
             rot: Rotation {
-                x: axis(rot, "rot", "x")?,
-                y: axis(rot, "rot", "y")?,
-                z: axis(rot, "rot", "z")?,
-                w,
+                x: axis(rot.x, "data.rot.x")?,
+                y: axis(rot.y, "data.rot.y")?,
+                z: axis(rot.z, "data.rot.z")?,
+                w: rot.w.map(|w| axis(Some(w), "data.rot.w")).transpose()?,
             },
         })
     }
 }
 
-fn object_field<'v>(
-    object: &'v Map<String, Value>,
-    name: &str,
-) -> Result<&'v Map<String, Value>, String> {
-    object
-        .get(name)
-        .and_then(Value::as_object)
-        .ok_or_else(|| format!("Invalid transform: data.{name} must be an object with x, y, z."))
+#[derive(Deserialize)]
+struct PoseFields<'a> {
+    #[serde(borrow, default, deserialize_with = "present")]
+    pos: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    rot: Option<&'a RawValue>,
 }
 
-fn axis(object: &Map<String, Value>, parent: &str, name: &str) -> Result<f64, String> {
-    object
-        .get(name)
-        .and_then(Value::as_f64)
-        .filter(|v| v.is_finite())
-        .ok_or_else(|| format!("Invalid transform: data.{parent}.{name} must be a finite number."))
+#[derive(Deserialize)]
+struct AxisFields<'a> {
+    #[serde(borrow, default, deserialize_with = "present")]
+    x: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    y: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    z: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    w: Option<&'a RawValue>,
+}
+
+/// An object's known fields, each still raw; `None` unless `raw` is a JSON object.
+fn fields_of<'a, T: Deserialize<'a>>(raw: &'a RawValue) -> Option<T> {
+    if !raw.get().starts_with('{') {
+        return None; // serde would also read an array as a struct, by position
+    }
+    serde_json::from_str(raw.get()).ok()
+}
+
+fn axis(raw: Option<&RawValue>, name: &str) -> Result<f64, String> {
+    raw.and_then(|raw| serde_json::from_str::<f64>(raw.get()).ok())
+        .filter(|value| value.is_finite())
+        .ok_or_else(|| format!("Invalid transform: {name} must be a finite number."))
 }
 
 /// What a `game` message's data asks for.
@@ -656,11 +749,22 @@ mod tests {
             ),
             (
                 r#"{"pos":{"x":1e999,"y":2,"z":3},"rot":{"x":0,"y":0,"z":0}}"#,
-                "out of range",
+                "data.pos.x",
+            ),
+            (
+                r#"{"pos":{"x":1,"y":2,"z":3},"rot":{"x":0,"y":0,"z":0},"junk":1e999}"#,
+                "!ok",
             ),
             (r#"[1,2,3]"#, "data must be an object"),
         ];
         for (json, needle) in cases {
+            if needle == "!ok" {
+                assert!(
+                    Pose::parse(&raw(json)).is_ok(),
+                    "ignored keys are not read: {json}"
+                );
+                continue;
+            }
             let err = Pose::parse(&raw(json)).unwrap_err();
             assert!(err.contains(needle), "{json}: {err}");
         }
@@ -683,6 +787,26 @@ mod tests {
         assert_eq!(value["room"], "r\"1");
         assert_eq!(value["history"], true);
         assert_eq!(value["payload"].as_array().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn msg_data_must_be_strict_json() {
+        for data in ["1e999", r#""\ud800""#, r#"{"a":[1,{"b":-1e400}]}"#] {
+            let body = format!(r#"{{"room":"r","type":"msg","data":{data}}}"#);
+            let err = decode_request(body.as_bytes()).unwrap_err();
+            assert!(err.message.contains("portable"), "{data}: {}", err.message);
+            assert_eq!(err.kind.as_deref(), Some("msg"));
+        }
+        let body = r#"{"room":"r","type":"msg","data":{"big":123456789012345678901234567890,"s":"\u00e9\ud83d\ude00"}}"#;
+        assert!(decode_request(body.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn raw_line_breaks_in_data_become_spaces() {
+        let data = raw("[1,\r\n 2, \"a\\nb\"]");
+        assert_eq!(one_line(&data).get(), "[1,   2, \"a\\nb\"]");
+        let data = raw("{\"k\": 1.50}");
+        assert!(matches!(one_line(&data), std::borrow::Cow::Borrowed(_)));
     }
 
     #[test]

@@ -31,7 +31,11 @@ fn many_frames_in_one_write_and_one_frame_across_writes() {
     let mut wire = Vec::new();
     wire.extend(framed(&login_body("batch")));
     for i in 0..20 {
-        wire.extend(framed(json!({"room": "lobby", "type": "msg", "data": i}).to_string().as_bytes()));
+        wire.extend(framed(
+            json!({"room": "lobby", "type": "msg", "data": i})
+                .to_string()
+                .as_bytes(),
+        ));
     }
     wire.extend(framed(br#"{"system":"ping"}"#));
     // Cut in odd places: mid-header and mid-body.
@@ -109,7 +113,11 @@ fn line_mode_is_sniffed_from_the_first_brace() {
     let reply = raw.read_line();
     assert_eq!(reply["response"]["msg"], "pong");
     raw.write(b"this is not json\n");
-    assert_eq!(raw.read_line()["response"]["code"], 400, "malformed line, stays open");
+    assert_eq!(
+        raw.read_line()["response"]["code"],
+        400,
+        "malformed line, stays open"
+    );
     raw.write(&login_body("liner"));
     raw.write(b"\n{\"room\":\"lobby\",\"type\":\"msg\",\"data\":\"hi\"}\n");
     assert_eq!(raw.read_line()["response"]["code"], 202);
@@ -126,7 +134,11 @@ fn line_mode_and_framed_clients_share_a_room() {
     line.write(&login_body("line"));
     line.write(b"\n");
     assert_eq!(line.read_line()["response"]["code"], 202);
-    assert_eq!(line.read_line()["history"], true, "the lobby remembers framed's join");
+    assert_eq!(
+        line.read_line()["history"],
+        true,
+        "the lobby remembers framed's join"
+    );
     assert_eq!(line.read_line()["payload"][0]["type"], "join");
     assert_eq!(line.read_line()["payload"][0]["type"], "list");
     framed_client.expect_event("join");

@@ -22,8 +22,14 @@ fn the_rust_client_chats_across_rooms() {
     assert_eq!((room.as_str(), join.user.as_str()), ("vr", "alice"));
     assert_eq!(alice.expect_event("list").1.data, json!(["alice"]));
 
-    alice.client.msg("vr", &json!({"hello": [1, 2.5, null]})).unwrap();
-    assert_eq!(alice.expect_event("msg").1.data, json!({"hello": [1, 2.5, null]}));
+    alice
+        .client
+        .msg("vr", &json!({"hello": [1, 2.5, null]}))
+        .unwrap();
+    assert_eq!(
+        alice.expect_event("msg").1.data,
+        json!({"hello": [1, 2.5, null]})
+    );
 
     // bob joins late: history first (alice's join and msg), then his join, then the list.
     bob.client.join("vr").unwrap();
@@ -49,7 +55,11 @@ fn the_rust_client_chats_across_rooms() {
         rooms.detail,
         json!({"rooms": [{"room": "lobby", "users": 2}, {"room": "vr", "users": 1}]})
     );
-    match bob.client.msg("vr", "not a member").map(|_| bob.client.recv_reply()) {
+    match bob
+        .client
+        .msg("vr", "not a member")
+        .map(|_| bob.client.recv_reply())
+    {
         Ok(Err(ClientError::Refused { code, detail, .. })) => {
             assert_eq!(code, 404);
             assert_eq!(detail, json!({"room": "vr", "type": "msg"}));
@@ -88,7 +98,10 @@ fn fifty_clients_in_one_room_all_receive_one_msg() {
                 assert_eq!(event.user, "user17");
                 break;
             }
-            assert!(room == "lobby" || event.kind == "list", "unexpected {room} {event:?}");
+            assert!(
+                room == "lobby" || event.kind == "list",
+                "unexpected {room} {event:?}"
+            );
         }
     }
 }
@@ -103,7 +116,11 @@ fn abrupt_disconnect_mid_frame_is_a_leave_in_every_room() {
     watcher.expect_event("list");
 
     let mut raw = RawConn::connect(addr);
-    raw.write(&framed(json!({"system": "login", "options": {"user": "ghost"}}).to_string().as_bytes()));
+    raw.write(&framed(
+        json!({"system": "login", "options": {"user": "ghost"}})
+            .to_string()
+            .as_bytes(),
+    ));
     raw.write(&framed(br#"{"room":"side","type":"join"}"#));
     assert_eq!(raw.read_frame()["response"]["code"], 202);
     watcher.expect_event("join");
@@ -160,5 +177,8 @@ fn shutdown_sends_503_to_everyone_and_the_server_stops() {
     assert_eq!(raw.read_frame()["response"]["msg"], "Server shutting down.");
     assert!(raw.is_closed());
     server.join().unwrap();
-    assert!(std::net::TcpStream::connect(addr).is_err(), "listener closed");
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "listener closed"
+    );
 }

@@ -25,8 +25,8 @@ use crate::codec::{DecodeError, Frame};
 use crate::config::Config;
 use crate::game;
 use crate::protocol::{
-    decode_request, encode_event, encode_reply, encode_user_frame, Code, GameCommand, Pose,
-    Request, RoomKind, RoomName, UserName, LOBBY,
+    decode_request, encode_event, encode_reply, encode_user_frame, one_line, Code, GameCommand,
+    Pose, Request, RoomKind, RoomName, UserName, LOBBY,
 };
 use room::{Room, RoomId};
 use session::Session;
@@ -75,6 +75,12 @@ pub enum Output {
 
 /// Events a room may collect before they are flushed, so a batch frame stays small.
 const MAX_BATCH: usize = 256;
+/// Bytes of events a room may collect before they are flushed: batching pays off in syscalls
+/// long before this, and small frames keep latency and per-client bursts low.
+const MAX_BATCH_BYTES: usize = 64 * 1024;
+/// Largest history frame; a longer history goes out as several consecutive history frames,
+/// so no server frame exceeds what clients are told to accept (16 MiB).
+const MAX_HISTORY_FRAME_BYTES: usize = 8 * 1024 * 1024;
 
 /// Fixed texts the protocol promises.
 const PONG: &str = "pong";
@@ -156,7 +162,7 @@ impl Hub {
                     session.backlogged = true;
                 }
             }
-            Input::Drained(id) => self.drained(id),
+            Input::Drained(id) => self.drained(now, id),
             Input::Shutdown => self.shutdown(now),
         }
     }
@@ -378,12 +384,13 @@ impl Hub {
             }
             RoomKind::Msg => {
                 let data = data.ok_or((Code::BadRequest, String::new()))?;
-                let event = encode_event(self.time(now), user.as_str(), "msg", data);
+                let data = one_line(data);
+                let event = encode_event(self.time(now), user.as_str(), "msg", &*data);
                 self.broadcast(room_id, event, true);
             }
             RoomKind::Transform => {
                 let pose = pose.ok_or((Code::BadRequest, String::new()))?;
-                self.set_pose(id, room_id, pose);
+                self.set_pose(now, id, room_id, pose);
             }
             RoomKind::Game => {
                 let command = command.ok_or((Code::BadRequest, String::new()))?;
@@ -402,10 +409,8 @@ impl Hub {
     ) -> Result<(), Refusal> {
         let existing = self.room_ids.get(name.as_str()).copied();
         let session = self.session(id).ok_or((Code::BadRequest, String::new()))?;
-        if existing.is_some_and(|room_id| session.is_in(room_id)) {
-            let message = format!("You are already in room {:?}.", name.as_str());
-            return Err((Code::Conflict, message));
-        }
+        let already_in = existing.is_some_and(|room_id| session.is_in(room_id));
+        // The documented precedence puts 422 before 409, so the limits are checked first.
         if session.rooms.len() >= self.config.max_rooms_per_user {
             let message = format!(
                 "You are in {} rooms, the most one user may join; leave one first.",
@@ -413,18 +418,22 @@ impl Hub {
             );
             return Err((Code::Unprocessable, message));
         }
-        let room_id = match existing {
-            Some(room_id) => {
-                if self.rooms[room_id.0].len() >= self.config.max_room_members {
-                    let message = format!(
-                        "Room {:?} is full: it holds at most {} members.",
-                        name.as_str(),
-                        self.config.max_room_members
-                    );
-                    return Err((Code::Unprocessable, message));
-                }
-                room_id
+        if let Some(room_id) = existing.filter(|_| !already_in) {
+            if self.rooms[room_id.0].len() >= self.config.max_room_members {
+                let message = format!(
+                    "Room {:?} is full: it holds at most {} members.",
+                    name.as_str(),
+                    self.config.max_room_members
+                );
+                return Err((Code::Unprocessable, message));
             }
+        }
+        if already_in {
+            let message = format!("You are already in room {:?}.", name.as_str());
+            return Err((Code::Conflict, message));
+        }
+        let room_id = match existing {
+            Some(room_id) => room_id,
             None => {
                 if self.rooms.len() >= self.config.max_rooms {
                     let message = format!(
@@ -442,8 +451,21 @@ impl Hub {
         // the history frame.
         self.flush_room(room_id);
         let room = &self.rooms[room_id.0];
-        if !room.history().is_empty() {
-            let frame = encode_user_frame(name.as_str(), true, room.history());
+        let mut history_frames = Vec::new();
+        let mut chunk: Vec<&Bytes> = Vec::new();
+        let mut chunk_bytes = 0;
+        for event in room.history() {
+            if !chunk.is_empty() && chunk_bytes + event.len() > MAX_HISTORY_FRAME_BYTES {
+                history_frames.push(encode_user_frame(name.as_str(), true, chunk.drain(..)));
+                chunk_bytes = 0;
+            }
+            chunk_bytes += event.len();
+            chunk.push(event);
+        }
+        if !chunk.is_empty() {
+            history_frames.push(encode_user_frame(name.as_str(), true, chunk));
+        }
+        for frame in history_frames {
             self.send(id, frame);
         }
         self.rooms[room_id.0].add(id, user.clone());
@@ -467,7 +489,7 @@ impl Hub {
             .iter()
             .any(|m| m.pose.is_some())
         {
-            self.queue_tick(room_id);
+            self.queue_tick(now, room_id);
         }
         Ok(())
     }
@@ -524,12 +546,16 @@ impl Hub {
         };
         log::debug!("{id:?} ({}) disconnected", user.as_str());
         self.users.remove(&user.folded());
+        for &room_id in &session.rooms {
+            // A half-closed client still reads: its last msgs' echoes go out before it leaves.
+            self.flush_room(room_id);
+        }
         for room_id in session.rooms {
             self.remove_member(now, id, room_id, true);
         }
     }
 
-    fn set_pose(&mut self, id: ClientId, room_id: RoomId, pose: Pose) {
+    fn set_pose(&mut self, now: Instant, id: ClientId, room_id: RoomId, pose: Pose) {
         let Some(member) = self.rooms[room_id.0].member_mut(id) else {
             return;
         };
@@ -538,7 +564,7 @@ impl Hub {
         }
         member.pose = Some(pose);
         member.pose_changed = true;
-        self.queue_tick(room_id);
+        self.queue_tick(now, room_id);
     }
 
     fn game(
@@ -597,7 +623,7 @@ impl Hub {
         Ok(())
     }
 
-    fn drained(&mut self, id: ClientId) {
+    fn drained(&mut self, now: Instant, id: ClientId) {
         let Some(session) = self.session_mut(id) else {
             return;
         };
@@ -607,7 +633,7 @@ impl Hub {
             if let Some(member) = self.rooms[room_id.0].member_mut(id) {
                 member.needs_snapshot = true;
             }
-            self.queue_tick(room_id);
+            self.queue_tick(now, room_id);
         }
     }
 
@@ -751,13 +777,14 @@ impl Hub {
     fn broadcast(&mut self, room_id: RoomId, event: Bytes, remember: bool) {
         let room = &mut self.rooms[room_id.0];
         if remember {
-            room.remember(&event, self.config.history);
+            room.remember(&event, self.config.history, self.config.max_outbuf / 2);
         }
         if room.batch.is_empty() {
             self.batched_rooms.push(room_id);
         }
+        room.batch_bytes += event.len();
         room.batch.push(event);
-        if room.batch.len() >= MAX_BATCH {
+        if room.batch.len() >= MAX_BATCH || room.batch_bytes >= MAX_BATCH_BYTES {
             flush(room, &mut self.outputs);
         }
     }
@@ -774,7 +801,12 @@ impl Hub {
         }
     }
 
-    fn queue_tick(&mut self, room_id: RoomId) {
+    fn queue_tick(&mut self, now: Instant, room_id: RoomId) {
+        if self.tick_rooms.is_empty() {
+            // After a quiet spell the schedule has fallen behind: move it to the first
+            // deadline after now, so the first tick keeps the 1/fps spacing from the last one.
+            let _ = self.ticker.fire(now);
+        }
         let room = &mut self.rooms[room_id.0];
         if !room.tick_queued {
             room.tick_queued = true;
@@ -808,6 +840,7 @@ fn flush(room: &mut Room, outputs: &mut VecDeque<Output>) {
     }
     let frame = encode_user_frame(room.name.as_str(), false, &room.batch);
     room.batch.clear();
+    room.batch_bytes = 0;
     for member in room.members() {
         outputs.push_back(Output::Send {
             to: member.id,

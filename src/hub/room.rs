@@ -34,8 +34,10 @@ pub(crate) struct Room {
     index: HashMap<ClientId, usize>,
     /// Last `history` msg/join/leave events, oldest first, already encoded.
     history: VecDeque<Bytes>,
+    history_bytes: usize,
     /// Events produced since the room was last flushed; they go out as one frame.
     pub batch: Vec<Bytes>,
+    pub batch_bytes: usize,
     /// Queued in the hub's list of rooms with tick work.
     pub tick_queued: bool,
     pub game: Option<Box<dyn Game>>,
@@ -48,7 +50,9 @@ impl Room {
             members: Vec::new(),
             index: HashMap::new(),
             history: VecDeque::new(),
+            history_bytes: 0,
             batch: Vec::new(),
+            batch_bytes: 0,
             tick_queued: false,
             game: None,
         }
@@ -102,14 +106,19 @@ impl Room {
         names
     }
 
-    /// Keeps `event` among the last `limit` for joiners.
-    pub fn remember(&mut self, event: &Bytes, limit: usize) {
-        if limit == 0 {
+    /// Keeps `event` among the last `limit` for joiners, and the whole history within
+    /// `max_bytes`, so that a joiner's history always fits its outbound queue.
+    pub fn remember(&mut self, event: &Bytes, limit: usize, max_bytes: usize) {
+        if limit == 0 || event.len() > max_bytes {
             return;
         }
-        while self.history.len() >= limit {
-            self.history.pop_front();
+        while self.history.len() >= limit || self.history_bytes + event.len() > max_bytes {
+            match self.history.pop_front() {
+                Some(old) => self.history_bytes -= old.len(),
+                None => break,
+            }
         }
+        self.history_bytes += event.len();
         self.history.push_back(event.clone());
     }
 

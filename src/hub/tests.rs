@@ -1082,3 +1082,123 @@ fn harness_time_starts_at_the_anchor() {
     let h = Harness::default();
     assert_eq!(h.hub.time(h.start), T0);
 }
+
+// ---- Found in review ----
+
+#[test]
+fn a_closing_client_still_gets_the_echo_of_its_last_msgs() {
+    let mut h = Harness::default();
+    let a = h.user("a");
+    let b = h.user("b");
+    h.take(a);
+    h.take(b);
+    // Same pass: msgs, then the half-close is noticed.
+    for i in 0..3 {
+        h.hub.handle(
+            h.now,
+            Input::Frame(a, msg("lobby", json!(i)).to_string().as_bytes()),
+        );
+    }
+    h.hub.handle(h.now, Input::Closed(a));
+    h.pump();
+    assert_eq!(kinds(&h.events(a)), ["msg", "msg", "msg"]);
+    assert_eq!(kinds(&h.events(b)), ["msg", "msg", "msg", "leave"]);
+}
+
+#[test]
+fn history_is_bounded_by_bytes_so_a_joiner_fits_its_queue() {
+    let config = Config {
+        max_frame: 16 * 1024,
+        max_outbuf: 64 * 1024,
+        rate_limit: 0.0,
+        ..Config::default()
+    };
+    let mut h = Harness::new(config);
+    let a = h.user("a");
+    for i in 0..20 {
+        h.send(a, msg("lobby", json!({"i": i, "pad": "x".repeat(10_000)})));
+    }
+    let b = h.user("b");
+    let _ = b;
+    let c = h.connect();
+    h.send(c, json!({"system": "login", "options": {"user": "c"}}));
+    let frames = h.take(c);
+    let history = &frames[1];
+    assert_eq!(history["history"], true);
+    let body_len = history.to_string().len();
+    assert!(
+        body_len <= 32 * 1024 + 1024,
+        "history frame of {body_len} bytes"
+    );
+    // The newest events are the ones kept, oldest first.
+    let kept: Vec<i64> = history["payload"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["data"]["i"].as_i64())
+        .collect();
+    assert_eq!(kept.last(), Some(&19));
+    assert!(kept.windows(2).all(|w| w[1] == w[0] + 1), "{kept:?}");
+}
+
+#[test]
+fn batches_are_cut_by_size() {
+    let config = Config {
+        rate_limit: 0.0,
+        ..Config::default()
+    };
+    let mut h = Harness::new(config);
+    let a = h.user("a");
+    h.take(a);
+    for i in 0..20 {
+        let body = msg("lobby", json!({"i": i, "pad": "x".repeat(10_000)})).to_string();
+        h.hub.handle(h.now, Input::Frame(a, body.as_bytes()));
+    }
+    h.pump();
+    let frames = h.take(a);
+    assert!(frames.len() >= 3, "20 x 10 kB must not be one frame");
+    assert_eq!(flatten(&frames).len(), 20);
+}
+
+#[test]
+fn first_tick_after_a_quiet_spell_stays_on_the_grid_spacing() {
+    let mut h = Harness::new(Config {
+        fps: 5.0,
+        ..Config::default()
+    }); // 200 ms
+    let a = h.user("a");
+    h.send(a, transform("lobby", 1.0));
+    h.advance(200 * MS);
+    assert_eq!(h.take(a).len(), 1, "one tick frame");
+    // Quiet for 1.1 s: the loop is not woken for ticks in between.
+    h.now += 1_100 * MS;
+    h.send(a, transform("lobby", 2.0));
+    assert_eq!(
+        h.hub.ticker.deadline(),
+        h.start + 1_400 * MS,
+        "next grid deadline, not an immediate tick"
+    );
+}
+
+#[test]
+fn join_limits_answer_before_already_joined() {
+    let mut h = Harness::new(Config {
+        max_rooms_per_user: 1,
+        ..Config::default()
+    });
+    let a = h.user("a");
+    h.send(a, join("lobby"));
+    assert_eq!(code(&h.take(a)[0]), 422, "422 precedes 409");
+}
+
+#[test]
+fn line_breaks_in_msg_data_do_not_break_line_mode() {
+    let mut h = Harness::default();
+    let a = h.user("a");
+    h.take(a);
+    h.send_raw(
+        a,
+        b"{\"room\":\"lobby\",\"type\":\"msg\",\"data\":[1,\r\n2]}",
+    );
+    assert_eq!(h.events(a)[0]["data"], json!([1, 2]));
+}

@@ -195,6 +195,10 @@ impl Server {
                 return Err(err);
             }
             let now = Instant::now();
+            log::trace!(
+                "woke after timeout {timeout:?} with {} events",
+                events.iter().count()
+            );
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(now),
@@ -204,6 +208,7 @@ impl Server {
                         }
                     }
                     Token(key) => {
+                        log::trace!("{key}: {event:?}");
                         if event.is_writable() {
                             self.mark_writable(key);
                         }
@@ -518,6 +523,9 @@ mod tests {
         server.accept(Instant::now());
         let (_, conn) = server.conns.iter().next().expect("accepted");
         assert!(conn.stream.nodelay().expect("getsockopt"));
-        assert!(conn.read_buf.capacity() == 0, "no read buffer before the first byte");
+        assert!(
+            conn.read_buf.capacity() == 0,
+            "no read buffer before the first byte"
+        );
     }
 }

@@ -1,0 +1,146 @@
+#!/usr/bin/env python3
+"""A simulated VR headset: streams a pose moving on a circle, prints everyone else's.
+
+    python3 examples/python/headset_sim.py --user quest1 --room vr
+    python3 examples/python/headset_sim.py --user quest2 --room vr --radius 2
+
+It sends at the headset's rate (90 Hz by default); the server coalesces and sends the room the
+latest pose of each user once per tick (its --fps, 20 by default), so the lines printed for
+the other headsets come at the server's rate, not at theirs.
+
+One thread does both: between two sends it waits for server frames with a timeout, so the
+send schedule is a fixed-rate deadline that does not drift.
+"""
+
+import argparse
+import math
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from roomcast_client import (  # noqa: E402  (the path above makes the module importable)
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    Client,
+    ConnectionClosed,
+    RoomcastError,
+)
+
+
+def say(text):
+    print(text, flush=True)
+
+
+def pose_at(t, radius, period, height):
+    """Position on a horizontal circle, facing along it: yaw as a quaternion about +y."""
+    angle = 2 * math.pi * t / period
+    pos = (radius * math.cos(angle), height, radius * math.sin(angle))
+    yaw = -angle  # Facing the direction of travel (counter-clockwise seen from above).
+    rot = (0.0, math.sin(yaw / 2), 0.0, math.cos(yaw / 2))
+    return pos, rot
+
+
+def format_pose(event):
+    pos, rot = event["data"]["pos"], event["data"]["rot"]
+    angles = ", ".join(f"{rot[k]:+.3f}" for k in ("x", "y", "z", "w") if k in rot)
+    return (
+        f"{time.strftime('%H:%M:%S')} #{event['room']} {event['user']} "
+        f"pos=({pos['x']:+.3f}, {pos['y']:+.3f}, {pos['z']:+.3f}) rot=({angles})"
+    )
+
+
+class Stats:
+    def __init__(self):
+        self.sent = 0
+        self.received = 0
+        self.users = set()
+
+
+def handle(event, me, stats):
+    """Prints what others do; our own pose comes back too and is only counted."""
+    if event["type"] == "transform":
+        if event["user"] != me:
+            stats.received += 1
+            stats.users.add(event["user"])
+            say(format_pose(event))
+    elif event["type"] in ("join", "leave") and not event["history"] and event["user"] != me:
+        verb = "joined" if event["type"] == "join" else "left"
+        say(f"{time.strftime('%H:%M:%S')} #{event['room']} * {event['user']} {verb}")
+
+
+def run(client, args, stats):
+    period = 1.0 / args.hz
+    start = time.monotonic()
+    stop = start + args.seconds if args.seconds > 0 else math.inf
+    next_send = start
+    while True:
+        now = time.monotonic()
+        if now >= stop:
+            return
+        if now >= next_send:
+            pos, rot = pose_at(now - start, args.radius, args.period, args.height)
+            client.transform(args.room, pos, rot)
+            stats.sent += 1
+            next_send += period
+            if next_send < now:  # Fell behind (a pause, a slow machine): skip, do not burst.
+                next_send = now + period
+            continue
+        try:
+            for event in client.events(deadline=min(next_send, stop)):
+                handle(event, client.user, stats)
+        except RoomcastError as err:
+            say(f"! {err.code} {err.msg}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description="A simulated VR headset for roomcast.")
+    parser.add_argument("--user", default=f"headset-{os.getpid()}")
+    parser.add_argument("--host", default=DEFAULT_HOST)
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument("--room", default="vr")
+    parser.add_argument("--hz", type=float, default=90.0, help="poses sent per second")
+    parser.add_argument("--seconds", type=float, default=0, help="stop after this; 0: never")
+    parser.add_argument("--radius", type=float, default=1.0, help="circle radius, metres")
+    parser.add_argument("--period", type=float, default=4.0, help="seconds per lap")
+    parser.add_argument("--height", type=float, default=1.6, help="eye height, metres")
+    args = parser.parse_args()
+    if not args.hz > 0:
+        parser.error("--hz must be above 0")
+
+    stats = Stats()
+    try:
+        with Client(args.host, args.port) as client:
+            client.login(args.user, "")
+            client.join(args.room)
+            say(f"{client.user}: streaming at {args.hz:g} Hz to #{args.room}; Ctrl-C stops")
+            started = time.monotonic()
+            try:
+                run(client, args, stats)
+            except KeyboardInterrupt:
+                pass
+            elapsed = time.monotonic() - started
+    except RoomcastError as err:
+        say(f"refused: {err.code} {err.msg}")
+        return 1
+    except ConnectionClosed:
+        say("the server closed the connection")
+        return 1
+    except OSError as err:
+        say(f"cannot talk to {args.host}:{args.port}: {err}")
+        return 1
+    rate = stats.sent / elapsed if elapsed > 0 else 0.0
+    others = ", ".join(sorted(stats.users)) or "nobody"
+    say(
+        f"sent {stats.sent} poses in {elapsed:.2f} s ({rate:.1f} Hz); "
+        f"received {stats.received} poses of {len(stats.users)} others ({others})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(130)
