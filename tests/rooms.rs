@@ -128,7 +128,7 @@ fn abrupt_disconnect_mid_frame_is_a_leave_in_every_room() {
     // Half a frame, then gone.
     raw.stream.write_all(&[0, 0, 0, 50, b'{']).unwrap();
     drop(raw);
-    let mut left = vec![watcher.expect_event("leave"), watcher.expect_event("leave")];
+    let mut left = [watcher.expect_event("leave"), watcher.expect_event("leave")];
     left.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(left[0].0, "lobby");
     assert_eq!(left[1].0, "side");
