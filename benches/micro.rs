@@ -1,0 +1,336 @@
+//! Micro benchmarks of the hot paths, with no sockets: framing, request parsing, event encoding,
+//! and the sans-IO hub's msg fan-out and pose tick.
+//!
+//! Run with `cargo bench --bench micro`. Every hub bench drives one `Hub` whose state returns to
+//! the same shape each iteration (history ring full, batches empty), with a fixed `Instant` base
+//! advanced by hand; setup and sanity checks run outside the timed code.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
+use serde_json::value::RawValue;
+
+use roomcast::clock::WallClock;
+use roomcast::codec::{Decoder, Frame, Mode};
+use roomcast::config::Config;
+use roomcast::hub::{ClientId, Hub, Input, Output};
+use roomcast::protocol::{decode_request, encode_event, encode_user_frame, Pose};
+
+criterion_group!(
+    benches,
+    decode,
+    encode_frame,
+    parse_request,
+    parse_pose,
+    encode_event_frame,
+    hub
+);
+criterion_main!(benches);
+
+/// Frames in the decode buffer: half msgs, half transforms.
+const DECODE_FRAMES: usize = 1000;
+/// The default `max_frame`.
+const MAX_FRAME: usize = 65536;
+/// Server time at the hub's base instant.
+const T0: f64 = 1_700_000_000.0;
+const MS: Duration = Duration::from_millis(1);
+
+/// `decode/framed`, `decode/line`: one read buffer of 1000 typical client frames, taken apart.
+fn decode(c: &mut Criterion) {
+    let mut group = c.benchmark_group("decode");
+    for (name, mode) in [("framed", Mode::Framed), ("line", Mode::Line)] {
+        let wire = decode_wire(mode);
+        group.throughput(Throughput::Bytes(wire.len() as u64));
+        group.bench_function(name, |b| {
+            b.iter_batched(
+                || BytesMut::from(&wire[..]),
+                |mut buf| {
+                    let mut decoder = Decoder::with_mode(mode, MAX_FRAME);
+                    let mut count = 0;
+                    // The wire is built from valid frames: decoding cannot fail.
+                    while let Some(frame) = decoder.decode(&mut buf).unwrap() {
+                        black_box(&frame);
+                        count += 1;
+                    }
+                    count
+                },
+                // ~100 KB per input: keep the batches small.
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+/// `encode/frame`: framing a 200-byte body once, and the per-recipient chunks in each mode.
+fn encode_frame(c: &mut Criterion) {
+    let body = body_of_len(200);
+    let frame = Frame::from_body(&body);
+    let mut group = c.benchmark_group("encode/frame");
+    group.bench_function("chunks/framed", |b| {
+        b.iter(|| black_box(&frame).chunks(Mode::Framed))
+    });
+    group.bench_function("chunks/line", |b| {
+        b.iter(|| black_box(&frame).chunks(Mode::Line))
+    });
+    group.throughput(Throughput::Bytes(body.len() as u64));
+    group.bench_function("from_body/200", |b| {
+        b.iter(|| Frame::from_body(black_box(&body)))
+    });
+    group.finish();
+}
+
+/// `parse/request`: the 400-rule parse of the three requests a client sends most.
+fn parse_request(c: &mut Criterion) {
+    let cases = [
+        ("msg_64", msg_body("lobby")),
+        ("transform", transform_body("lobby", 1.25)),
+        ("login", login_body("user042")),
+    ];
+    let mut group = c.benchmark_group("parse/request");
+    group.throughput(Throughput::Elements(1));
+    for (name, body) in &cases {
+        assert!(decode_request(body).is_ok(), "{name} must parse");
+        group.bench_function(*name, |b| {
+            b.iter(|| decode_request(black_box(body)).is_ok())
+        });
+    }
+    group.finish();
+}
+
+/// `parse/pose`: checking a transform's data, with Euler angles and with a quaternion.
+fn parse_pose(c: &mut Criterion) {
+    let cases = [
+        (
+            "euler",
+            r#"{"pos":{"x":1.25,"y":1.7,"z":-0.5},"rot":{"x":0.0,"y":90.0,"z":0.0}}"#,
+        ),
+        ("quaternion", &*transform_data(1.25)),
+    ]
+    .map(|(name, json)| (name, raw(json)));
+    let mut group = c.benchmark_group("parse/pose");
+    group.throughput(Throughput::Elements(1));
+    for (name, data) in &cases {
+        assert!(Pose::parse(data).is_ok(), "{name} must parse");
+        group.bench_function(*name, |b| b.iter(|| Pose::parse(black_box(data))));
+    }
+    group.finish();
+}
+
+/// `encode/event_frame`: encoding N msg events and their user frame, as a room flush does.
+fn encode_event_frame(c: &mut Criterion) {
+    let data = raw(&msg_data());
+    let mut group = c.benchmark_group("encode/event_frame");
+    for batch in [1usize, 10] {
+        group.throughput(Throughput::Elements(batch as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(batch), &batch, |b, &batch| {
+            // Reused like a room's batch vector.
+            let mut events: Vec<Bytes> = Vec::with_capacity(batch);
+            b.iter(|| {
+                events.clear();
+                for _ in 0..batch {
+                    events.push(encode_event(
+                        black_box(T0 + 0.123),
+                        "user042",
+                        "msg",
+                        &*data,
+                    ));
+                }
+                encode_user_frame("lobby", false, &events)
+            })
+        });
+    }
+    group.finish();
+}
+
+/// `hub/fanout_100`, `hub/fanout_100_batch10`, `hub/tick_20`.
+fn hub(c: &mut Criterion) {
+    let mut group = c.benchmark_group("hub");
+    let msg = msg_body("lobby");
+
+    // One msg in, one frame out to each of 100 members.
+    let mut room = Lobby::new(100);
+    room.prefill_history(&msg);
+    assert_eq!(room.msgs(&msg, 1), 100, "one frame per member");
+    group.throughput(Throughput::Elements(100));
+    group.bench_function("fanout_100", |b| b.iter(|| room.msgs(&msg, 1)));
+
+    // Ten msgs from ten members in one loop pass: still one frame per member, of ten events.
+    let mut room = Lobby::new(100);
+    room.prefill_history(&msg);
+    assert_eq!(room.msgs(&msg, 10), 100, "the ten msgs share one frame");
+    group.throughput(Throughput::Elements(1000));
+    group.bench_function("fanout_100_batch10", |b| b.iter(|| room.msgs(&msg, 10)));
+
+    // Twenty changed poses, one tick: each member gets one frame of the twenty poses. Only the
+    // tick is timed; the transforms that change the poses run between the timed spans.
+    let mut room = Lobby::new(20);
+    let poses = [1.25, 1.5].map(|x| {
+        (0..room.members.len())
+            .map(|_| transform_body("lobby", x))
+            .collect::<Vec<_>>()
+    });
+    let mut which = 0;
+    for _ in 0..2 {
+        room.set_poses(&poses[which]);
+        which ^= 1;
+        room.tick();
+    }
+    room.set_poses(&poses[which]);
+    which ^= 1;
+    assert_eq!(room.tick(), 20, "one changes frame per member");
+    group.throughput(Throughput::Elements(20 * 20));
+    group.bench_function("tick_20", |b| {
+        b.iter_custom(|iters| {
+            let mut timed = Duration::ZERO;
+            for _ in 0..iters {
+                room.set_poses(&poses[which]);
+                which ^= 1;
+                let start = Instant::now();
+                black_box(room.tick());
+                timed += start.elapsed();
+            }
+            timed
+        })
+    });
+    group.finish();
+}
+
+/// A hub whose members are all logged in (and so in the lobby), with its own moving clock.
+struct Lobby {
+    hub: Hub,
+    now: Instant,
+    members: Vec<ClientId>,
+}
+
+impl Lobby {
+    /// `count` users logged in, rate limit off, every output drained.
+    fn new(count: usize) -> Lobby {
+        let base = Instant::now();
+        let config = Config {
+            rate_limit: 0.0,
+            ..Config::default()
+        };
+        let mut lobby = Lobby {
+            hub: Hub::new(config, WallClock::new(base, T0), base),
+            now: base,
+            members: (0..count).map(ClientId).collect(),
+        };
+        for (i, &id) in lobby.members.iter().enumerate() {
+            lobby.hub.handle(lobby.now, Input::Open(id));
+            let login = login_body(&format!("user{i:03}"));
+            lobby.hub.handle(lobby.now, Input::Frame(id, &login));
+            drain(&mut lobby.hub);
+        }
+        lobby
+    }
+
+    /// Fills the room's history ring, so the timed msgs find it at its steady size.
+    fn prefill_history(&mut self, msg: &[u8]) {
+        for _ in 0..Config::default().history {
+            self.msgs(msg, 1);
+        }
+    }
+
+    /// One loop pass: `senders` members send `msg` each, then the outputs are drained.
+    /// Returns the number of outputs.
+    fn msgs(&mut self, msg: &[u8], senders: usize) -> usize {
+        self.now += MS;
+        for &id in &self.members[..senders] {
+            self.hub.handle(self.now, Input::Frame(id, msg));
+        }
+        drain(&mut self.hub)
+    }
+
+    /// Every member sends the transform at its index; none of them produces output.
+    fn set_poses(&mut self, transforms: &[Vec<u8>]) {
+        for (&id, body) in self.members.iter().zip(transforms) {
+            self.hub.handle(self.now, Input::Frame(id, body));
+        }
+        assert_eq!(
+            drain(&mut self.hub),
+            0,
+            "transforms are silent until the tick"
+        );
+    }
+
+    /// Moves to the next deadline (the tick: housekeeping falls on the same grid) and runs it.
+    fn tick(&mut self) -> usize {
+        // set_poses queued the tick, so a deadline is scheduled.
+        self.now = self.hub.poll_timeout().unwrap();
+        self.hub.handle_timeout(self.now);
+        drain(&mut self.hub)
+    }
+}
+
+/// Takes every output, as the event loop would, and counts the frames sent.
+fn drain(hub: &mut Hub) -> usize {
+    let mut sent = 0;
+    while let Some(output) = hub.poll_output() {
+        if let Output::Send { .. } = black_box(&output) {
+            sent += 1;
+        }
+    }
+    sent
+}
+
+/// 1000 client frames in `mode`, alternating a msg and a transform, as one read buffer.
+fn decode_wire(mode: Mode) -> Vec<u8> {
+    let bodies = [msg_body("lobby"), transform_body("lobby", 1.25)];
+    let mut wire = Vec::new();
+    for body in bodies.iter().cycle().take(DECODE_FRAMES) {
+        for chunk in Frame::from_body(body).chunks(mode) {
+            wire.extend_from_slice(&chunk);
+        }
+    }
+    wire
+}
+
+/// A msg whose data is a 64-byte JSON object.
+fn msg_body(room: &str) -> Vec<u8> {
+    format!(r#"{{"room":"{room}","type":"msg","data":{}}}"#, msg_data()).into_bytes()
+}
+
+/// `{"text":"..."}`, 64 bytes.
+fn msg_data() -> String {
+    let text = "hello from the bench, ".repeat(3);
+    let data = format!(r#"{{"text":"{}"}}"#, &text[..53]);
+    assert_eq!(data.len(), 64);
+    data
+}
+
+fn transform_body(room: &str, x: f64) -> Vec<u8> {
+    format!(
+        r#"{{"room":"{room}","type":"transform","data":{}}}"#,
+        transform_data(x)
+    )
+    .into_bytes()
+}
+
+/// A headset pose with a quaternion rotation; `x` varies it.
+fn transform_data(x: f64) -> String {
+    format!(
+        r#"{{"pos":{{"x":{x:?},"y":1.7,"z":-0.5}},"rot":{{"x":0.0,"y":0.7071,"z":0.0,"w":0.7071}}}}"#
+    )
+}
+
+fn login_body(user: &str) -> Vec<u8> {
+    format!(r#"{{"system":"login","options":{{"user":"{user}","pass":"secret"}}}}"#).into_bytes()
+}
+
+/// A JSON body of exactly `len` bytes, shaped like a one-event user frame.
+fn body_of_len(len: usize) -> Vec<u8> {
+    let head = r#"{"info":"user","room":"lobby","payload":[{"time":1700000000.123,"user":"user042","type":"msg","data":{"text":""#;
+    let tail = r#""}}]}"#;
+    let pad = len - head.len() - tail.len();
+    let body = format!("{head}{}{tail}", "a".repeat(pad)).into_bytes();
+    assert_eq!(body.len(), len);
+    body
+}
+
+fn raw(json: &str) -> Box<RawValue> {
+    // Fixtures are literal JSON.
+    RawValue::from_string(json.to_owned()).unwrap()
+}

@@ -1,0 +1,368 @@
+//! The three loads: chat (fan-out throughput and latency), vr (headsets streaming poses with a
+//! chat side stream) and idle (many logged-in connections doing nothing).
+//!
+//! Payloads are scanned, not parsed: a msg's data is `{"s":SEQ,"p":PUB,"t":MICROS,...}` and is
+//! forwarded byte for byte, so a `memmem` for `{"s":` finds each event in a batch frame.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use memchr::memmem;
+use serde_json::{json, Value};
+
+use crate::pool::Pool;
+use crate::stats::{leading_f64, leading_u64, Samples, Sequences};
+use crate::target::Target;
+
+/// Time allowed after the load stops for in-flight events to arrive.
+const DRAIN: Duration = Duration::from_secs(2);
+
+pub struct Outcome {
+    /// Named figures, in the order they are printed.
+    pub figures: Vec<(&'static str, Value)>,
+}
+
+/// Logs every connection in, takes it out of the lobby (so logins do not fan out to everyone)
+/// and into its room, then waits for a pong on each: replies come after what their messages
+/// caused, so a pong means the set-up is done.
+fn set_up(pool: &mut Pool, room_of: impl Fn(usize) -> Option<String>) -> io::Result<Duration> {
+    let started = Instant::now();
+    for i in 0..pool.conns.len() {
+        let login = json!({"system": "login", "options": {"user": format!("u{i}"), "pass": "bench"}});
+        pool.queue(i, login.to_string().as_bytes());
+        pool.queue(i, br#"{"room":"lobby","type":"leave"}"#);
+        if let Some(room) = room_of(i) {
+            pool.queue(i, json!({"room": room, "type": "join"}).to_string().as_bytes());
+        }
+        pool.queue(i, br#"{"system":"ping"}"#);
+        if i % 256 == 255 {
+            pool.flush()?;
+            // Let the server accept before the backlog overflows.
+            pool.poll(Duration::from_millis(1), |_, _, _| {})?;
+        }
+    }
+    pool.flush()?;
+    let pong = memmem::Finder::new(br#""msg":"pong""#);
+    let error = memmem::Finder::new(br#""info":"error""#);
+    let mut ready = vec![false; pool.conns.len()];
+    let mut remaining = pool.conns.len();
+    let mut refused = None;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while remaining > 0 {
+        if Instant::now() > deadline {
+            return Err(io::Error::other(format!("{remaining} connections not set up in 120 s")));
+        }
+        pool.poll(Duration::from_millis(50), |i, body, _| {
+            if error.find(body).is_some() && refused.is_none() {
+                refused = Some(String::from_utf8_lossy(body).into_owned());
+            }
+            if !ready[i] && pong.find(body).is_some() {
+                ready[i] = true;
+                remaining -= 1;
+            }
+        })?;
+        if let Some(body) = refused.take() {
+            return Err(io::Error::other(format!("set-up refused: {body}")));
+        }
+    }
+    Ok(started.elapsed())
+}
+
+fn progress(started: Instant, seconds: f64, what: &str) {
+    eprint!("\r[{:5.1}/{seconds:.0} s] {what}        ", started.elapsed().as_secs_f64());
+}
+
+pub struct ChatLoad {
+    pub rooms: usize,
+    pub members: usize,
+    pub publishers: usize,
+    pub payload: usize,
+    /// msgs per second per publisher; `None` means saturation with `window` in flight.
+    pub rate: Option<f64>,
+    pub window: u64,
+    pub seconds: f64,
+}
+
+pub fn chat(target: &Target, load: &ChatLoad) -> io::Result<Outcome> {
+    let ChatLoad { rooms, members, publishers, .. } = *load;
+    let addr: SocketAddr = target.addr();
+    let mut pool = Pool::connect(addr, rooms * members)?;
+    let room_name = |i: usize| format!("chat{}", i / members);
+    set_up(&mut pool, |i| Some(room_name(i)))?;
+
+    let pad = "x".repeat(load.payload.saturating_sub(40));
+    let clock = Instant::now();
+    let publisher_ids: Vec<usize> = (0..rooms)
+        .flat_map(|r| (0..publishers).map(move |p| r * members + p))
+        .collect();
+    let mut sent = vec![0u64; publisher_ids.len()];
+    let mut echoed = vec![0u64; publisher_ids.len()];
+    let mut seqs: Vec<Sequences> = (0..rooms * members).map(|_| Sequences::new(publishers)).collect();
+    let mut latency = Samples::default();
+    let mut delivered = 0u64;
+    let finder = memmem::Finder::new(br#"{"s":"#);
+
+    let cpu_before = target.cpu_seconds();
+    let started = Instant::now();
+    let load_until = started + Duration::from_secs_f64(load.seconds);
+    let mut next_progress = started + Duration::from_secs(1);
+    let mut drained_at = None;
+    loop {
+        let now = Instant::now();
+        if now < load_until {
+            for (k, &conn) in publisher_ids.iter().enumerate() {
+                let due = match load.rate {
+                    Some(rate) => (now.duration_since(started).as_secs_f64() * rate) as u64,
+                    None => echoed[k] + load.window,
+                };
+                while sent[k] < due {
+                    let t = clock.elapsed().as_micros() as u64;
+                    let body = format!(
+                        r#"{{"room":"{}","type":"msg","data":{{"s":{},"p":{},"t":{t},"x":"{pad}"}}}}"#,
+                        room_name(conn),
+                        sent[k],
+                        k % publishers
+                    );
+                    pool.queue(conn, body.as_bytes());
+                    sent[k] += 1;
+                }
+            }
+            pool.flush()?;
+        } else {
+            let expected: u64 = sent.iter().sum::<u64>() * members as u64;
+            if delivered >= expected {
+                break;
+            }
+            let since = *drained_at.get_or_insert(now);
+            if now.duration_since(since) > DRAIN {
+                break;
+            }
+        }
+        pool.poll(Duration::from_millis(1), |i, body, now| {
+            let room = i / members;
+            let at = clock_micros(clock, now);
+            for start in finder.find_iter(body) {
+                let rest = &body[start + 5..];
+                let Some(seq) = leading_u64(rest) else { continue };
+                let Some(p) = field_u64(rest, b"\"p\":") else { continue };
+                let Some(t) = field_u64(rest, b"\"t\":") else { continue };
+                delivered += 1;
+                seqs[i].see(p as usize, seq);
+                latency.push(at.saturating_sub(t));
+                if i == room * members + p as usize {
+                    echoed[room * publishers + p as usize] += 1;
+                }
+            }
+        })?;
+        if Instant::now() >= next_progress {
+            next_progress += Duration::from_secs(1);
+            let rate = delivered as f64 / started.elapsed().as_secs_f64();
+            progress(started, load.seconds, &format!("{:.0} delivered ev/s", rate));
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = cpu_delta(target, cpu_before);
+    eprintln!();
+    let mut lost = 0;
+    let mut duplicated = 0;
+    for (i, seq) in seqs.iter_mut().enumerate() {
+        let room = i / members;
+        seq.finish(&sent[room * publishers..(room + 1) * publishers]);
+        lost += seq.lost;
+        duplicated += seq.duplicated;
+    }
+    let offered = sent.iter().sum::<u64>() * members as u64;
+    let summary = latency.summary();
+    let mut figures = vec![
+        ("offered_events_per_s", json!(offered as f64 / load.seconds)),
+        ("delivered_events_per_s", json!(delivered as f64 / elapsed)),
+        ("delivered_events", json!(delivered)),
+        ("lost", json!(lost)),
+        ("duplicated", json!(duplicated)),
+        ("latency_ms", json!(summary)),
+    ];
+    if let Some(cpu) = cpu {
+        figures.push(("server_cpu_s", json!(cpu)));
+        figures.push(("events_per_server_cpu_s", json!(delivered as f64 / cpu)));
+    }
+    Ok(Outcome { figures })
+}
+
+pub struct VrLoad {
+    pub headsets: usize,
+    pub room_size: usize,
+    pub hz: f64,
+    pub fps: f64,
+    pub chat_rate: f64,
+    pub seconds: f64,
+}
+
+pub fn vr(target: &Target, load: &VrLoad) -> io::Result<Outcome> {
+    let VrLoad { headsets, room_size, .. } = *load;
+    let rooms = headsets.div_ceil(room_size);
+    let mut pool = Pool::connect(target.addr(), headsets)?;
+    let room_name = |i: usize| format!("vr{}", i / room_size);
+    set_up(&mut pool, |i| Some(room_name(i)))?;
+
+    let clock = Instant::now();
+    let period = 1.0 / load.fps;
+    let transform = memmem::Finder::new(br#""type":"transform""#);
+    let pos_x = memmem::Finder::new(br#""pos":{"x":"#);
+    let chat = memmem::Finder::new(br#"{"s":"#);
+    let mut poses_sent = 0u64;
+    let mut sent_per_headset = vec![0u64; headsets];
+    let mut chat_sent = vec![0u64; rooms];
+    let mut seqs: Vec<Sequences> = (0..headsets).map(|_| Sequences::new(1)).collect();
+    let mut last_tick: Vec<Option<Instant>> = vec![None; headsets];
+    let mut jitter = Samples::default();
+    let mut age = Samples::default();
+    let mut pose_events = 0u64;
+    let mut chat_delivered = 0u64;
+
+    let bytes_before = pool.bytes_in();
+    let cpu_before = target.cpu_seconds();
+    let started = Instant::now();
+    let load_until = started + Duration::from_secs_f64(load.seconds);
+    let mut next_progress = started + Duration::from_secs(1);
+    let mut drained_at = None;
+    loop {
+        let now = Instant::now();
+        let running = now < load_until;
+        if running {
+            let elapsed = now.duration_since(started).as_secs_f64();
+            let t_ms = clock.elapsed().as_secs_f64() * 1000.0;
+            for (i, sent) in sent_per_headset.iter_mut().enumerate() {
+                // Headsets start at staggered phases, as real ones do.
+                let phase = i as f64 / headsets as f64;
+                let due = ((elapsed * load.hz) + phase) as u64;
+                if *sent < due {
+                    *sent = due;
+                    let angle = due as f64 * 0.05;
+                    let body = format!(
+                        r#"{{"room":"{}","type":"transform","data":{{"pos":{{"x":{t_ms:.3},"y":1.6,"z":{:.4}}},"rot":{{"x":0,"y":{:.4},"z":0,"w":1}}}}}}"#,
+                        room_name(i),
+                        angle.sin(),
+                        angle.cos()
+                    );
+                    pool.queue(i, body.as_bytes());
+                    poses_sent += 1;
+                }
+            }
+            for (room, sent) in chat_sent.iter_mut().enumerate() {
+                let due = (elapsed * load.chat_rate) as u64;
+                while *sent < due {
+                    let t = clock.elapsed().as_micros() as u64;
+                    let body = format!(
+                        r#"{{"room":"vr{room}","type":"msg","data":{{"s":{},"p":0,"t":{t}}}}}"#,
+                        *sent
+                    );
+                    pool.queue(room * room_size, body.as_bytes());
+                    *sent += 1;
+                }
+            }
+            pool.flush()?;
+        } else {
+            let expected_chat: u64 = (0..headsets).map(|i| chat_sent[i / room_size]).sum();
+            if chat_delivered >= expected_chat {
+                break;
+            }
+            let since = *drained_at.get_or_insert(now);
+            if now.duration_since(since) > DRAIN {
+                break;
+            }
+        }
+        pool.poll(Duration::from_micros(500), |i, body, now| {
+            let at_ms = now.duration_since(clock).as_secs_f64() * 1000.0;
+            let poses = transform.find_iter(body).count() as u64;
+            if poses > 0 {
+                pose_events += poses;
+                if running {
+                    if let Some(previous) = last_tick[i] {
+                        let interval = now.duration_since(previous).as_secs_f64();
+                        jitter.push(((interval - period).abs() * 1e6) as u64);
+                    }
+                    last_tick[i] = Some(now);
+                }
+                for start in pos_x.find_iter(body) {
+                    if let Some(sent_ms) = leading_f64(&body[start + 11..]) {
+                        age.push(((at_ms - sent_ms).max(0.0) * 1000.0) as u64);
+                    }
+                }
+            }
+            for start in chat.find_iter(body) {
+                if let Some(seq) = leading_u64(&body[start + 5..]) {
+                    chat_delivered += 1;
+                    seqs[i].see(0, seq);
+                }
+            }
+        })?;
+        if Instant::now() >= next_progress {
+            next_progress += Duration::from_secs(1);
+            let rate = pose_events as f64 / started.elapsed().as_secs_f64();
+            progress(started, load.seconds, &format!("{rate:.0} pose events/s"));
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = cpu_delta(target, cpu_before);
+    eprintln!();
+    let mut chat_lost = 0;
+    for (i, seq) in seqs.iter_mut().enumerate() {
+        seq.finish(&chat_sent[i / room_size..i / room_size + 1]);
+        chat_lost += seq.lost + seq.duplicated;
+    }
+    let mut figures = vec![
+        ("poses_sent_per_s", json!(poses_sent as f64 / load.seconds)),
+        ("pose_events_delivered_per_s", json!(pose_events as f64 / elapsed)),
+        ("tick_jitter_ms", json!(jitter.summary())),
+        ("pose_age_ms", json!(age.summary())),
+        ("bytes_out_per_s", json!((pool.bytes_in() - bytes_before) as f64 / elapsed)),
+        ("chat_delivered", json!(chat_delivered)),
+        ("chat_lost", json!(chat_lost)),
+    ];
+    if let Some(cpu) = cpu {
+        figures.push(("server_cpu_s", json!(cpu)));
+        figures.push(("server_cpu_share", json!(cpu / elapsed)));
+    }
+    Ok(Outcome { figures })
+}
+
+pub fn idle(target: &Target, connections: usize, seconds: f64) -> io::Result<Outcome> {
+    let rss_before = target.rss();
+    let mut pool = Pool::connect(target.addr(), connections)?;
+    let took = set_up(&mut pool, |_| None)?;
+    let started = Instant::now();
+    // Stay connected and idle; the server's housekeeping runs meanwhile.
+    while started.elapsed() < Duration::from_secs_f64(seconds) {
+        pool.poll(Duration::from_millis(100), |_, _, _| {})?;
+        progress(started, seconds, &format!("{connections} idle connections"));
+    }
+    eprintln!();
+    let mut figures = vec![
+        ("connections", json!(connections)),
+        ("connect_login_per_s", json!(connections as f64 / took.as_secs_f64())),
+    ];
+    if let (Some((before, _)), Some((after, peak))) = (rss_before, target.rss()) {
+        figures.push(("server_rss_mib", json!(after as f64 / 1048576.0)));
+        figures.push(("server_peak_rss_mib", json!(peak as f64 / 1048576.0)));
+        figures.push((
+            "rss_per_connection_bytes",
+            json!((after.saturating_sub(before)) as f64 / connections as f64),
+        ));
+    }
+    drop(pool);
+    Ok(Outcome { figures })
+}
+
+fn clock_micros(clock: Instant, now: Instant) -> u64 {
+    now.saturating_duration_since(clock).as_micros() as u64
+}
+
+fn field_u64(bytes: &[u8], key: &[u8]) -> Option<u64> {
+    let at = memmem::find(&bytes[..bytes.len().min(64)], key)?;
+    leading_u64(&bytes[at + key.len()..])
+}
+
+fn cpu_delta(target: &Target, before: Option<f64>) -> Option<f64> {
+    Some(target.cpu_seconds()? - before?)
+}
