@@ -162,7 +162,7 @@ impl Hub {
                     session.backlogged = true;
                 }
             }
-            Input::Drained(id) => self.drained(now, id),
+            Input::Drained(id) => self.drained(id),
             Input::Shutdown => self.shutdown(now),
         }
     }
@@ -390,7 +390,7 @@ impl Hub {
             }
             RoomKind::Transform => {
                 let pose = pose.ok_or((Code::BadRequest, String::new()))?;
-                self.set_pose(now, id, room_id, pose);
+                self.set_pose(id, room_id, pose);
             }
             RoomKind::Game => {
                 let command = command.ok_or((Code::BadRequest, String::new()))?;
@@ -489,7 +489,7 @@ impl Hub {
             .iter()
             .any(|m| m.pose.is_some())
         {
-            self.queue_tick(now, room_id);
+            self.queue_tick(room_id);
         }
         Ok(())
     }
@@ -555,7 +555,7 @@ impl Hub {
         }
     }
 
-    fn set_pose(&mut self, now: Instant, id: ClientId, room_id: RoomId, pose: Pose) {
+    fn set_pose(&mut self, id: ClientId, room_id: RoomId, pose: Pose) {
         let Some(member) = self.rooms[room_id.0].member_mut(id) else {
             return;
         };
@@ -564,7 +564,7 @@ impl Hub {
         }
         member.pose = Some(pose);
         member.pose_changed = true;
-        self.queue_tick(now, room_id);
+        self.queue_tick(room_id);
     }
 
     fn game(
@@ -623,7 +623,7 @@ impl Hub {
         Ok(())
     }
 
-    fn drained(&mut self, now: Instant, id: ClientId) {
+    fn drained(&mut self, id: ClientId) {
         let Some(session) = self.session_mut(id) else {
             return;
         };
@@ -633,7 +633,7 @@ impl Hub {
             if let Some(member) = self.rooms[room_id.0].member_mut(id) {
                 member.needs_snapshot = true;
             }
-            self.queue_tick(now, room_id);
+            self.queue_tick(room_id);
         }
     }
 
@@ -801,12 +801,7 @@ impl Hub {
         }
     }
 
-    fn queue_tick(&mut self, now: Instant, room_id: RoomId) {
-        if self.tick_rooms.is_empty() {
-            // After a quiet spell the schedule has fallen behind: move it to the first
-            // deadline after now, so the first tick keeps the 1/fps spacing from the last one.
-            let _ = self.ticker.fire(now);
-        }
+    fn queue_tick(&mut self, room_id: RoomId) {
         let room = &mut self.rooms[room_id.0];
         if !room.tick_queued {
             room.tick_queued = true;

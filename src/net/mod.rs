@@ -212,14 +212,15 @@ impl Server {
                         if event.is_writable() {
                             self.mark_writable(key);
                         }
-                        if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            self.read(key, now);
+                        let closing = event.is_read_closed() || event.is_error();
+                        if event.is_readable() || closing {
+                            self.read(key, now, closing);
                         }
                     }
                 }
             }
             for key in std::mem::take(&mut self.pending_reads) {
-                self.read(key, now);
+                self.read(key, now, true);
             }
             if self.accept_retry.is_some_and(|at| now >= at) {
                 self.accept_retry = None;
@@ -314,7 +315,9 @@ impl Server {
     }
 
     /// Reads what the socket has (up to the per-pass budget) and feeds whole frames to the hub.
-    fn read(&mut self, key: usize, now: Instant) {
+    /// `drain` reads on to `WouldBlock` or EOF even after a short read: needed when the event
+    /// already reported the peer's close, which will not raise another edge.
+    fn read(&mut self, key: usize, now: Instant, drain: bool) {
         let Server {
             conns,
             hub,
@@ -365,6 +368,13 @@ impl Server {
                     }
                     if conn.read_buf.is_empty() {
                         conn.read_buf = BytesMut::new(); // idle connections hold no buffer
+                    }
+                    if n < scratch.len() && !drain {
+                        // A stream socket's read takes all that is there: a short read means
+                        // the buffer was empty just now, and data arriving later raises a new
+                        // edge. Skipping the read that would say WouldBlock saves a syscall
+                        // per message for the typical small frame.
+                        return;
                     }
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,

@@ -107,7 +107,14 @@ fn main() -> ExitCode {
     };
     eprintln!("server: {} at {}", target.describe(), target.addr());
     let (name, outcome) = match &cli.load {
-        Load::Chat { rooms, members, publishers, payload, rate, window } => {
+        Load::Chat {
+            rooms,
+            members,
+            publishers,
+            payload,
+            rate,
+            window,
+        } => {
             let load = ChatLoad {
                 rooms: *rooms,
                 members: *members,
@@ -119,7 +126,12 @@ fn main() -> ExitCode {
             };
             ("chat", scenarios::chat(&target, &load))
         }
-        Load::Vr { headsets, room_size, hz, chat_rate } => {
+        Load::Vr {
+            headsets,
+            room_size,
+            hz,
+            chat_rate,
+        } => {
             let load = VrLoad {
                 headsets: *headsets,
                 room_size: *room_size,

@@ -60,8 +60,19 @@ impl Pool {
     /// Queues one length-prefixed frame; it goes out on the next `flush` or `poll`.
     pub fn queue(&mut self, index: usize, body: &[u8]) {
         let conn = &mut self.conns[index];
-        conn.outbox.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        conn.outbox
+            .extend_from_slice(&(body.len() as u32).to_be_bytes());
         conn.outbox.extend_from_slice(body);
+    }
+
+    /// Queues one frame whose body `write_body` appends in place (no allocation per frame).
+    pub fn queue_with(&mut self, index: usize, write_body: impl FnOnce(&mut Vec<u8>)) {
+        let outbox = &mut self.conns[index].outbox;
+        let header_at = outbox.len();
+        outbox.extend_from_slice(&[0; 4]);
+        write_body(outbox);
+        let len = (outbox.len() - header_at - 4) as u32;
+        outbox[header_at..header_at + 4].copy_from_slice(&len.to_be_bytes());
     }
 
     /// Writes what each connection has queued, as far as its socket takes it.

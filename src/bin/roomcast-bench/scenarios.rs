@@ -4,7 +4,7 @@
 //! Payloads are scanned, not parsed: a msg's data is `{"s":SEQ,"p":PUB,"t":MICROS,...}` and is
 //! forwarded byte for byte, so a `memmem` for `{"s":` finds each event in a batch frame.
 
-use std::io;
+use std::io::{self, Write as _};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -29,11 +29,15 @@ pub struct Outcome {
 fn set_up(pool: &mut Pool, room_of: impl Fn(usize) -> Option<String>) -> io::Result<Duration> {
     let started = Instant::now();
     for i in 0..pool.conns.len() {
-        let login = json!({"system": "login", "options": {"user": format!("u{i}"), "pass": "bench"}});
+        let login =
+            json!({"system": "login", "options": {"user": format!("u{i}"), "pass": "bench"}});
         pool.queue(i, login.to_string().as_bytes());
         pool.queue(i, br#"{"room":"lobby","type":"leave"}"#);
         if let Some(room) = room_of(i) {
-            pool.queue(i, json!({"room": room, "type": "join"}).to_string().as_bytes());
+            pool.queue(
+                i,
+                json!({"room": room, "type": "join"}).to_string().as_bytes(),
+            );
         }
         pool.queue(i, br#"{"system":"ping"}"#);
         if i % 256 == 255 {
@@ -51,7 +55,9 @@ fn set_up(pool: &mut Pool, room_of: impl Fn(usize) -> Option<String>) -> io::Res
     let deadline = Instant::now() + Duration::from_secs(120);
     while remaining > 0 {
         if Instant::now() > deadline {
-            return Err(io::Error::other(format!("{remaining} connections not set up in 120 s")));
+            return Err(io::Error::other(format!(
+                "{remaining} connections not set up in 120 s"
+            )));
         }
         pool.poll(Duration::from_millis(50), |i, body, _| {
             if error.find(body).is_some() && refused.is_none() {
@@ -70,7 +76,10 @@ fn set_up(pool: &mut Pool, room_of: impl Fn(usize) -> Option<String>) -> io::Res
 }
 
 fn progress(started: Instant, seconds: f64, what: &str) {
-    eprint!("\r[{:5.1}/{seconds:.0} s] {what}        ", started.elapsed().as_secs_f64());
+    eprint!(
+        "\r[{:5.1}/{seconds:.0} s] {what}        ",
+        started.elapsed().as_secs_f64()
+    );
 }
 
 pub struct ChatLoad {
@@ -85,7 +94,12 @@ pub struct ChatLoad {
 }
 
 pub fn chat(target: &Target, load: &ChatLoad) -> io::Result<Outcome> {
-    let ChatLoad { rooms, members, publishers, .. } = *load;
+    let ChatLoad {
+        rooms,
+        members,
+        publishers,
+        ..
+    } = *load;
     let addr: SocketAddr = target.addr();
     let mut pool = Pool::connect(addr, rooms * members)?;
     let room_name = |i: usize| format!("chat{}", i / members);
@@ -98,7 +112,9 @@ pub fn chat(target: &Target, load: &ChatLoad) -> io::Result<Outcome> {
         .collect();
     let mut sent = vec![0u64; publisher_ids.len()];
     let mut echoed = vec![0u64; publisher_ids.len()];
-    let mut seqs: Vec<Sequences> = (0..rooms * members).map(|_| Sequences::new(publishers)).collect();
+    let mut seqs: Vec<Sequences> = (0..rooms * members)
+        .map(|_| Sequences::new(publishers))
+        .collect();
     let mut latency = Samples::default();
     let mut delivered = 0u64;
     let finder = memmem::Finder::new(br#"{"s":"#);
@@ -144,9 +160,15 @@ pub fn chat(target: &Target, load: &ChatLoad) -> io::Result<Outcome> {
             let at = clock_micros(clock, now);
             for start in finder.find_iter(body) {
                 let rest = &body[start + 5..];
-                let Some(seq) = leading_u64(rest) else { continue };
-                let Some(p) = field_u64(rest, b"\"p\":") else { continue };
-                let Some(t) = field_u64(rest, b"\"t\":") else { continue };
+                let Some(seq) = leading_u64(rest) else {
+                    continue;
+                };
+                let Some(p) = field_u64(rest, b"\"p\":") else {
+                    continue;
+                };
+                let Some(t) = field_u64(rest, b"\"t\":") else {
+                    continue;
+                };
                 delivered += 1;
                 seqs[i].see(p as usize, seq);
                 latency.push(at.saturating_sub(t));
@@ -158,7 +180,11 @@ pub fn chat(target: &Target, load: &ChatLoad) -> io::Result<Outcome> {
         if Instant::now() >= next_progress {
             next_progress += Duration::from_secs(1);
             let rate = delivered as f64 / started.elapsed().as_secs_f64();
-            progress(started, load.seconds, &format!("{:.0} delivered ev/s", rate));
+            progress(
+                started,
+                load.seconds,
+                &format!("{:.0} delivered ev/s", rate),
+            );
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
@@ -189,6 +215,18 @@ pub fn chat(target: &Target, load: &ChatLoad) -> io::Result<Outcome> {
     Ok(Outcome { figures })
 }
 
+/// Eight points on a unit circle, already spelled, so pose encoding does no float formatting.
+const CIRCLE: [(&str, &str); 8] = [
+    ("0.0", "1.0"),
+    ("0.7071", "0.7071"),
+    ("1.0", "0.0"),
+    ("0.7071", "-0.7071"),
+    ("0.0", "-1.0"),
+    ("-0.7071", "-0.7071"),
+    ("-1.0", "0.0"),
+    ("-0.7071", "0.7071"),
+];
+
 pub struct VrLoad {
     pub headsets: usize,
     pub room_size: usize,
@@ -199,7 +237,11 @@ pub struct VrLoad {
 }
 
 pub fn vr(target: &Target, load: &VrLoad) -> io::Result<Outcome> {
-    let VrLoad { headsets, room_size, .. } = *load;
+    let VrLoad {
+        headsets,
+        room_size,
+        ..
+    } = *load;
     let rooms = headsets.div_ceil(room_size);
     let mut pool = Pool::connect(target.addr(), headsets)?;
     let room_name = |i: usize| format!("vr{}", i / room_size);
@@ -210,6 +252,7 @@ pub fn vr(target: &Target, load: &VrLoad) -> io::Result<Outcome> {
     let transform = memmem::Finder::new(br#""type":"transform""#);
     let pos_x = memmem::Finder::new(br#""pos":{"x":"#);
     let chat = memmem::Finder::new(br#"{"s":"#);
+    let kind = memmem::Finder::new(br#""type":""#);
     let mut poses_sent = 0u64;
     let mut sent_per_headset = vec![0u64; headsets];
     let mut chat_sent = vec![0u64; rooms];
@@ -231,21 +274,22 @@ pub fn vr(target: &Target, load: &VrLoad) -> io::Result<Outcome> {
         let running = now < load_until;
         if running {
             let elapsed = now.duration_since(started).as_secs_f64();
-            let t_ms = clock.elapsed().as_secs_f64() * 1000.0;
+            // Send time in whole microseconds rides in pos.x, for the pose age.
+            let t_us = clock.elapsed().as_micros() as u64;
             for (i, sent) in sent_per_headset.iter_mut().enumerate() {
                 // Headsets start at staggered phases, as real ones do.
                 let phase = i as f64 / headsets as f64;
                 let due = ((elapsed * load.hz) + phase) as u64;
                 if *sent < due {
                     *sent = due;
-                    let angle = due as f64 * 0.05;
-                    let body = format!(
-                        r#"{{"room":"{}","type":"transform","data":{{"pos":{{"x":{t_ms:.3},"y":1.6,"z":{:.4}}},"rot":{{"x":0,"y":{:.4},"z":0,"w":1}}}}}}"#,
-                        room_name(i),
-                        angle.sin(),
-                        angle.cos()
-                    );
-                    pool.queue(i, body.as_bytes());
+                    let (sin, cos) = CIRCLE[(due % CIRCLE.len() as u64) as usize];
+                    let room = i / room_size;
+                    pool.queue_with(i, |buf| {
+                        let _ = write!(
+                            buf,
+                            r#"{{"room":"vr{room}","type":"transform","data":{{"pos":{{"x":{t_us},"y":1.6,"z":{sin}}},"rot":{{"x":0,"y":{cos},"z":0,"w":1}}}}}}"#
+                        );
+                    });
                     poses_sent += 1;
                 }
             }
@@ -273,10 +317,10 @@ pub fn vr(target: &Target, load: &VrLoad) -> io::Result<Outcome> {
             }
         }
         pool.poll(Duration::from_micros(500), |i, body, now| {
-            let at_ms = now.duration_since(clock).as_secs_f64() * 1000.0;
-            let poses = transform.find_iter(body).count() as u64;
-            if poses > 0 {
-                pose_events += poses;
+            // Tick frames hold only transforms; anything else is the chat side stream.
+            let first_type = kind.find(body).map(|at| &body[at + 8..]);
+            if first_type.is_some_and(|rest| rest.starts_with(b"transform")) {
+                pose_events += transform.find_iter(body).count() as u64;
                 if running {
                     if let Some(previous) = last_tick[i] {
                         let interval = now.duration_since(previous).as_secs_f64();
@@ -284,11 +328,13 @@ pub fn vr(target: &Target, load: &VrLoad) -> io::Result<Outcome> {
                     }
                     last_tick[i] = Some(now);
                 }
-                for start in pos_x.find_iter(body) {
-                    if let Some(sent_ms) = leading_f64(&body[start + 11..]) {
-                        age.push(((at_ms - sent_ms).max(0.0) * 1000.0) as u64);
+                // One age sample per frame: the first pose's send time.
+                if let Some(start) = pos_x.find(body) {
+                    if let Some(sent_us) = leading_f64(&body[start + 11..]) {
+                        age.push(clock_micros(clock, now).saturating_sub(sent_us as u64));
                     }
                 }
+                return;
             }
             for start in chat.find_iter(body) {
                 if let Some(seq) = leading_u64(&body[start + 5..]) {
@@ -313,10 +359,16 @@ pub fn vr(target: &Target, load: &VrLoad) -> io::Result<Outcome> {
     }
     let mut figures = vec![
         ("poses_sent_per_s", json!(poses_sent as f64 / load.seconds)),
-        ("pose_events_delivered_per_s", json!(pose_events as f64 / elapsed)),
+        (
+            "pose_events_delivered_per_s",
+            json!(pose_events as f64 / elapsed),
+        ),
         ("tick_jitter_ms", json!(jitter.summary())),
         ("pose_age_ms", json!(age.summary())),
-        ("bytes_out_per_s", json!((pool.bytes_in() - bytes_before) as f64 / elapsed)),
+        (
+            "bytes_out_per_s",
+            json!((pool.bytes_in() - bytes_before) as f64 / elapsed),
+        ),
         ("chat_delivered", json!(chat_delivered)),
         ("chat_lost", json!(chat_lost)),
     ];
@@ -340,7 +392,10 @@ pub fn idle(target: &Target, connections: usize, seconds: f64) -> io::Result<Out
     eprintln!();
     let mut figures = vec![
         ("connections", json!(connections)),
-        ("connect_login_per_s", json!(connections as f64 / took.as_secs_f64())),
+        (
+            "connect_login_per_s",
+            json!(connections as f64 / took.as_secs_f64()),
+        ),
     ];
     if let (Some((before, _)), Some((after, peak))) = (rss_before, target.rss()) {
         figures.push(("server_rss_mib", json!(after as f64 / 1048576.0)));

@@ -50,7 +50,10 @@ impl Target {
             .stdout(Stdio::null())
             .spawn()
             .map_err(|err| io::Error::new(err.kind(), format!("cannot start {exe:?}: {err}")))?;
-        let stderr = child.stderr.take().ok_or_else(|| io::Error::other("no stderr"))?;
+        let stderr = child
+            .stderr
+            .take()
+            .ok_or_else(|| io::Error::other("no stderr"))?;
         let mut lines = BufReader::new(stderr).lines();
         let addr = loop {
             let line = lines
