@@ -16,7 +16,7 @@ use roomcast::clock::WallClock;
 use roomcast::codec::{Decoder, Frame, Mode};
 use roomcast::config::Config;
 use roomcast::hub::{ClientId, Hub, Input, Output};
-use roomcast::protocol::{decode_request, encode_event, encode_user_frame, Pose};
+use roomcast::protocol::{check_portable, decode_request, encode_event, encode_user_frame, Pose};
 
 criterion_group!(
     benches,
@@ -97,6 +97,13 @@ fn parse_request(c: &mut Criterion) {
             b.iter(|| decode_request(black_box(body)).is_ok())
         });
     }
+    // The portable-JSON check on msg data is part of `msg_64` above; priced alone here, it is
+    // what that defence adds to every msg.
+    let data = raw(&msg_data());
+    assert!(check_portable(&data).is_ok());
+    group.bench_function("msg_64_portable_check_only", |b| {
+        b.iter(|| check_portable(black_box(&data)).is_ok())
+    });
     group.finish();
 }
 

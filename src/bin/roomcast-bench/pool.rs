@@ -134,6 +134,18 @@ impl Pool {
         Ok(())
     }
 
+    /// Buffer state of one connection, for error messages.
+    pub fn describe(&self, index: usize) -> String {
+        let c = &self.conns[index];
+        format!(
+            "{} bytes received, {} buffered unparsed, {} of {} queued bytes written",
+            c.bytes_in,
+            c.inbox.len() - c.read_at,
+            c.written,
+            c.outbox.len()
+        )
+    }
+
     /// Bytes received over all connections.
     pub fn bytes_in(&self) -> u64 {
         self.conns.iter().map(|c| c.bytes_in).sum()

@@ -26,8 +26,36 @@ pub struct Outcome {
 /// Logs every connection in, takes it out of the lobby (so logins do not fan out to everyone)
 /// and into its room, then waits for a pong on each: replies come after what their messages
 /// caused, so a pong means the set-up is done.
+/// Which connections have seen their set-up pong, and the first refusal if any.
+struct SetUp {
+    pong: memmem::Finder<'static>,
+    error: memmem::Finder<'static>,
+    ready: Vec<bool>,
+    remaining: usize,
+    refused: Option<String>,
+}
+
+impl SetUp {
+    fn on_frame(&mut self, i: usize, body: &[u8]) {
+        if self.refused.is_none() && self.error.find(body).is_some() {
+            self.refused = Some(String::from_utf8_lossy(body).into_owned());
+        }
+        if !self.ready[i] && self.pong.find(body).is_some() {
+            self.ready[i] = true;
+            self.remaining -= 1;
+        }
+    }
+}
+
 fn set_up(pool: &mut Pool, room_of: impl Fn(usize) -> Option<String>) -> io::Result<Duration> {
     let started = Instant::now();
+    let mut state = SetUp {
+        pong: memmem::Finder::new(br#""msg":"pong""#),
+        error: memmem::Finder::new(br#""info":"error""#),
+        ready: vec![false; pool.conns.len()],
+        remaining: pool.conns.len(),
+        refused: None,
+    };
     for i in 0..pool.conns.len() {
         let login =
             json!({"system": "login", "options": {"user": format!("u{i}"), "pass": "bench"}});
@@ -42,37 +70,44 @@ fn set_up(pool: &mut Pool, room_of: impl Fn(usize) -> Option<String>) -> io::Res
         pool.queue(i, br#"{"system":"ping"}"#);
         if i % 256 == 255 {
             pool.flush()?;
-            // Let the server accept before the backlog overflows.
-            pool.poll(Duration::from_millis(1), |_, _, _| {})?;
+            // Let the server accept before its listen backlog overflows. Replies that arrive
+            // meanwhile count too.
+            pool.poll(Duration::from_millis(1), |i, body, _| {
+                state.on_frame(i, body)
+            })?;
         }
     }
     pool.flush()?;
-    let pong = memmem::Finder::new(br#""msg":"pong""#);
-    let error = memmem::Finder::new(br#""info":"error""#);
-    let mut ready = vec![false; pool.conns.len()];
-    let mut remaining = pool.conns.len();
-    let mut refused = None;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while remaining > 0 {
+    let limit = std::env::var("ROOMCAST_BENCH_SETUP_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(120);
+    let deadline = Instant::now() + Duration::from_secs(limit);
+    let mut next_progress = Instant::now() + Duration::from_secs(1);
+    loop {
+        if let Some(body) = state.refused.take() {
+            return Err(io::Error::other(format!("set-up refused: {body}")));
+        }
+        if state.remaining == 0 {
+            return Ok(started.elapsed());
+        }
+        if Instant::now() >= next_progress {
+            next_progress += Duration::from_secs(1);
+            let what = format!("set-up: {} connections not ready", state.remaining);
+            progress(started, limit as f64, &what);
+        }
         if Instant::now() > deadline {
+            let stuck = state.ready.iter().position(|r| !r).unwrap_or(0);
             return Err(io::Error::other(format!(
-                "{remaining} connections not set up in 120 s"
+                "{} connections not set up in {limit} s; e.g. #{stuck}: {}",
+                state.remaining,
+                pool.describe(stuck)
             )));
         }
         pool.poll(Duration::from_millis(50), |i, body, _| {
-            if error.find(body).is_some() && refused.is_none() {
-                refused = Some(String::from_utf8_lossy(body).into_owned());
-            }
-            if !ready[i] && pong.find(body).is_some() {
-                ready[i] = true;
-                remaining -= 1;
-            }
+            state.on_frame(i, body)
         })?;
-        if let Some(body) = refused.take() {
-            return Err(io::Error::other(format!("set-up refused: {body}")));
-        }
     }
-    Ok(started.elapsed())
 }
 
 fn progress(started: Instant, seconds: f64, what: &str) {
