@@ -164,7 +164,12 @@ pub fn chat(target: &Target, load: &ChatLoad) -> io::Result<Outcome> {
         if now < load_until {
             for (k, &conn) in publisher_ids.iter().enumerate() {
                 let due = match load.rate {
-                    Some(rate) => (now.duration_since(started).as_secs_f64() * rate) as u64,
+                    // Publishers start at staggered phases: independent senders are not
+                    // synchronised, and a lock-step schedule would measure its own bursts.
+                    Some(rate) => {
+                        let phase = k as f64 / publisher_ids.len() as f64;
+                        (now.duration_since(started).as_secs_f64() * rate + phase) as u64
+                    }
                     None => echoed[k] + load.window,
                 };
                 while sent[k] < due {
@@ -294,6 +299,11 @@ pub fn vr(target: &Target, load: &VrLoad) -> io::Result<Outcome> {
     let mut seqs: Vec<Sequences> = (0..headsets).map(|_| Sequences::new(1)).collect();
     let mut last_tick: Vec<Option<Instant>> = vec![None; headsets];
     let mut jitter = Samples::default();
+    // The same intervals from the tick's own server time (the `time` of its events): what the
+    // server did, without the load generator's read latency.
+    let mut last_server_tick: Vec<Option<f64>> = vec![None; headsets];
+    let mut server_jitter = Samples::default();
+    let time_field = memmem::Finder::new(br#""time":"#);
     let mut age = Samples::default();
     let mut pose_events = 0u64;
     let mut chat_delivered = 0u64;
@@ -362,6 +372,13 @@ pub fn vr(target: &Target, load: &VrLoad) -> io::Result<Outcome> {
                         jitter.push(((interval - period).abs() * 1e6) as u64);
                     }
                     last_tick[i] = Some(now);
+                    let server_time = time_field.find(body).and_then(|at| leading_f64(&body[at + 7..]));
+                    if let Some(t) = server_time {
+                        if let Some(previous) = last_server_tick[i] {
+                            server_jitter.push((((t - previous) - period).abs() * 1e6) as u64);
+                        }
+                        last_server_tick[i] = Some(t);
+                    }
                 }
                 // One age sample per frame: the first pose's send time.
                 if let Some(start) = pos_x.find(body) {
@@ -399,6 +416,7 @@ pub fn vr(target: &Target, load: &VrLoad) -> io::Result<Outcome> {
             json!(pose_events as f64 / elapsed),
         ),
         ("tick_jitter_ms", json!(jitter.summary())),
+        ("server_tick_jitter_ms", json!(server_jitter.summary())),
         ("pose_age_ms", json!(age.summary())),
         (
             "bytes_out_per_s",
