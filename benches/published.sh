@@ -2,7 +2,7 @@
 # The published benchmark: every scenario of BENCHMARKS.md, 3 runs each, server and load
 # generator pinned to different cores. Prints one JSON line per run (also kept in
 # target/bench-results.jsonl); BENCHMARKS.md quotes the medians.
-#   bash benches/published.sh            # ~6 minutes on 2 cores
+#   bash benches/published.sh            # ~8 minutes on 2 cores
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --bin roomcast --bin roomcast-bench
@@ -20,6 +20,7 @@ run chat-saturation           --seconds 10 chat --rooms 1 --members 100 --publis
 run chat-saturation-ratelimit --seconds 10 --rate-limit 1000000000 chat --rooms 1 --members 100 --publishers 10 --payload 64
 run chat-latency-50k          --seconds 10 chat --rooms 1 --members 100 --publishers 10 --payload 64 --rate 50
 run ping-floor                --seconds 10 chat --rooms 1 --members 1 --publishers 1 --payload 64 --rate 50
+run vr-500x20-90hz            --seconds 10 --fps 30 vr --headsets 500 --room-size 20 --hz 90
 run vr-2000x20-90hz           --seconds 10 --fps 30 vr --headsets 2000 --room-size 20 --hz 90
 run vr-1000x20-90hz           --seconds 10 --fps 30 vr --headsets 1000 --room-size 20 --hz 90
 run vr-1000x100-90hz          --seconds 10 --fps 30 vr --headsets 1000 --room-size 100 --hz 90

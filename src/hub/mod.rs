@@ -671,14 +671,33 @@ impl Hub {
                 continue;
             };
             room.tick_queued = false;
+            // The full snapshot is only built when some member will get it; in steady
+            // streaming only the changed poses are encoded.
+            let sessions = &self.sessions;
+            let reachable = |id: ClientId| {
+                sessions
+                    .get(id.0)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|session| !session.backlogged)
+            };
+            let wants_snapshot = room
+                .members()
+                .iter()
+                .any(|m| m.needs_snapshot && reachable(m.id));
             let mut changed = Vec::new();
             let mut everyone = Vec::new();
             for member in room.members() {
-                if let Some(pose) = &member.pose {
-                    let event = encode_event(time, member.user.as_str(), "transform", pose);
-                    if member.pose_changed {
-                        changed.push(event.clone());
-                    }
+                let Some(pose) = &member.pose else {
+                    continue;
+                };
+                if !(member.pose_changed || wants_snapshot) {
+                    continue;
+                }
+                let event = encode_event(time, member.user.as_str(), "transform", pose);
+                if member.pose_changed {
+                    changed.push(event.clone());
+                }
+                if wants_snapshot {
                     everyone.push(event);
                 }
             }
@@ -688,12 +707,7 @@ impl Hub {
                 (!everyone.is_empty()).then(|| encode_user_frame(name, false, &everyone));
             for member in room.members_mut() {
                 member.pose_changed = false;
-                let backlogged = self
-                    .sessions
-                    .get(member.id.0)
-                    .and_then(Option::as_ref)
-                    .is_none_or(|session| session.backlogged);
-                if backlogged {
+                if !reachable(member.id) {
                     continue;
                 }
                 let frame = if member.needs_snapshot {

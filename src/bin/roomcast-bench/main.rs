@@ -144,9 +144,20 @@ fn main() -> ExitCode {
         }
         Load::Idle { connections } => ("idle", scenarios::idle(&target, *connections, s.seconds)),
     };
+    let rss = target.rss();
     target.stop();
     match outcome {
-        Ok(outcome) => {
+        Ok(mut outcome) => {
+            if let Some((_, peak)) = rss {
+                // Embedded, /proc/self is the server and the load generator together.
+                let key = match cli.server.spawn {
+                    true => "server_peak_rss_mib",
+                    false => "process_peak_rss_mib",
+                };
+                if !outcome.figures.iter().any(|(k, _)| *k == key) {
+                    outcome.figures.push((key, json!(peak as f64 / 1048576.0)));
+                }
+            }
             report(name, &cli, &outcome);
             ExitCode::SUCCESS
         }

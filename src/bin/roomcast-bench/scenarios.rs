@@ -372,7 +372,9 @@ pub fn vr(target: &Target, load: &VrLoad) -> io::Result<Outcome> {
                         jitter.push(((interval - period).abs() * 1e6) as u64);
                     }
                     last_tick[i] = Some(now);
-                    let server_time = time_field.find(body).and_then(|at| leading_f64(&body[at + 7..]));
+                    let server_time = time_field
+                        .find(body)
+                        .and_then(|at| leading_f64(&body[at + 7..]));
                     if let Some(t) = server_time {
                         if let Some(previous) = last_server_tick[i] {
                             server_jitter.push((((t - previous) - period).abs() * 1e6) as u64);
