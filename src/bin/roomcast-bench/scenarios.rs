@@ -186,12 +186,8 @@ pub fn chat(target: &Target, load: &ChatLoad) -> io::Result<Outcome> {
             }
             pool.flush()?;
         } else {
-            let expected: u64 = sent.iter().sum::<u64>() * members as u64;
-            if delivered >= expected {
-                break;
-            }
-            let since = *drained_at.get_or_insert(now);
-            if now.duration_since(since) > DRAIN {
+            let expected = sent.iter().sum::<u64>() * members as u64;
+            if drain_done(&mut drained_at, now, delivered, expected) {
                 break;
             }
         }
@@ -352,12 +348,8 @@ pub fn vr(target: &Target, load: &VrLoad) -> io::Result<Outcome> {
             }
             pool.flush()?;
         } else {
-            let expected_chat: u64 = (0..headsets).map(|i| chat_sent[i / room_size]).sum();
-            if chat_delivered >= expected_chat {
-                break;
-            }
-            let since = *drained_at.get_or_insert(now);
-            if now.duration_since(since) > DRAIN {
+            let expected_chat = (0..headsets).map(|i| chat_sent[i / room_size]).sum();
+            if drain_done(&mut drained_at, now, chat_delivered, expected_chat) {
                 break;
             }
         }
@@ -462,6 +454,17 @@ pub fn idle(target: &Target, connections: usize, seconds: f64) -> io::Result<Out
     }
     drop(pool);
     Ok(Outcome { figures })
+}
+
+/// After the load stops: done once every expected event arrived, or `DRAIN` after the first
+/// call, whichever comes first (what is still missing then is counted as lost).
+fn drain_done(
+    drained_at: &mut Option<Instant>,
+    now: Instant,
+    delivered: u64,
+    expected: u64,
+) -> bool {
+    delivered >= expected || now.duration_since(*drained_at.get_or_insert(now)) > DRAIN
 }
 
 fn clock_micros(clock: Instant, now: Instant) -> u64 {
