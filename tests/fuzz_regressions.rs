@@ -2,10 +2,11 @@
 //! sans-IO hub (no sockets).
 //!
 //! protocol.md §3.8: msg `data` is forwarded byte for byte. serde_json's `RawValue` accepts JSON
-//! that a strict parser refuses (numbers beyond a double's range, unpaired UTF-16 surrogate escapes),
-//! so such data went out, and stayed in the room's history, inside frames that
-//! `serde_json::from_slice::<Value>` (and so `roomcast::client::Client::recv`) cannot read.
-//! Every frame the server sends must be readable by a strict JSON parser.
+//! that a strict parser refuses (numbers beyond a double's range, unpaired UTF-16 surrogate
+//! escapes). Up to 1d39558 such data went out, and stayed in the room's history, inside frames
+//! that `serde_json::from_slice::<Value>` (and so `roomcast::client::Client::recv`) cannot read;
+//! the `request` target found it, and a34a362 refuses such data (`check_portable`). These tests
+//! keep that rule at the hub's output: every frame the server sends reads as strict JSON.
 
 use std::time::Instant;
 
