@@ -128,7 +128,7 @@ impl Server {
             .validate()
             .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err))?;
         let poll = Poll::new()?;
-        let mut listener = TcpListener::bind(config.addr)?;
+        let mut listener = listen(config.addr)?;
         let local_addr = listener.local_addr()?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
@@ -493,6 +493,26 @@ impl Server {
         }
         self.hub.handle(now, Input::Shutdown);
     }
+}
+
+/// Pending connections the kernel may hold before we accept them. A room server sees storms
+/// (a match starts, a venue reconnects after a Wi-Fi drop); std's and mio's 128 overflows into
+/// SYN cookies and retransmits, which stall those clients for a second or more.
+const LISTEN_BACKLOG: i32 = 1024;
+
+/// A non-blocking listener with [`LISTEN_BACKLOG`] (the kernel caps it at `somaxconn`).
+fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    // Restarting the server must not wait for the old listener's TIME_WAIT sockets.
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(TcpListener::from_std(socket.into()))
 }
 
 /// Stops reading from a connection and lets its queue drain before closing.
