@@ -93,6 +93,22 @@ pub const SERVER_FULL: &str = "Server full.";
 /// The refusal of one request: a code and a message for the client.
 type Refusal = (Code, String);
 
+/// For a message whose connection the hub has already let go (it is being closed); the event
+/// loop stops feeding those, so no client should ever see this.
+fn closing() -> Refusal {
+    (Code::BadRequest, "This connection is closing.".to_owned())
+}
+
+/// A room message, parsed: the 400 and 422 rules have passed.
+enum Action<'a> {
+    Join,
+    Leave,
+    List,
+    Msg(&'a RawValue),
+    Transform(Pose),
+    Game(GameCommand),
+}
+
 /// Users, rooms, history and poses, and the rules between them.
 pub struct Hub {
     config: Config,
@@ -322,7 +338,7 @@ impl Hub {
             .sessions
             .get_mut(id.0)
             .and_then(Option::as_mut)
-            .ok_or((Code::BadRequest, String::new()))?;
+            .ok_or_else(closing)?;
         if let Some(current) = &session.user {
             let message = format!("Already logged in as {}.", current.as_str());
             return Err((Code::Conflict, message));
@@ -346,25 +362,31 @@ impl Hub {
         kind: RoomKind,
         data: Option<&RawValue>,
     ) -> Result<(), Refusal> {
-        let session = self.session(id).ok_or((Code::BadRequest, String::new()))?;
+        let session = self.session(id).ok_or_else(closing)?;
         let Some(user) = session.user.clone() else {
             let message = "Log in first: {\"system\":\"login\",\"options\":{\"user\":NAME,\"pass\":PASSWORD}}.";
             return Err((Code::Unauthorized, message.to_owned()));
         };
         let name = RoomName::parse(room).map_err(|msg| (Code::Unprocessable, msg))?;
-        let pose = match (kind, data) {
+        let unprocessable = |msg| (Code::Unprocessable, msg);
+        // Parse what the message asks for before looking at membership: 422 precedes 404.
+        let action = match (kind, data) {
+            (RoomKind::Join, _) => Action::Join,
+            (RoomKind::Leave, _) => Action::Leave,
+            (RoomKind::List, _) => Action::List,
+            (RoomKind::Msg, Some(data)) => Action::Msg(data),
             (RoomKind::Transform, Some(data)) => {
-                Some(Pose::parse(data).map_err(|msg| (Code::Unprocessable, msg))?)
+                Action::Transform(Pose::parse(data).map_err(unprocessable)?)
             }
-            _ => None,
-        };
-        let command = match (kind, data) {
             (RoomKind::Game, Some(data)) => {
-                Some(GameCommand::parse(data).map_err(|msg| (Code::Unprocessable, msg))?)
+                Action::Game(GameCommand::parse(data).map_err(unprocessable)?)
             }
-            _ => None,
+            (RoomKind::Msg | RoomKind::Transform | RoomKind::Game, None) => {
+                let message = format!("A {} message needs a \"data\" field.", kind.as_str());
+                return Err((Code::BadRequest, message));
+            }
         };
-        if kind == RoomKind::Join {
+        if let Action::Join = action {
             return self.join(now, id, user, name);
         }
         let room_id = self
@@ -373,29 +395,22 @@ impl Hub {
             .copied()
             .filter(|&room_id| session.is_in(room_id))
             .ok_or_else(|| (Code::NotFound, format!("You are not in room {room:?}.")))?;
-        match kind {
-            RoomKind::Join => unreachable!("handled above"),
-            RoomKind::Leave => self.leave(now, id, &user, room_id),
-            RoomKind::List => {
+        match action {
+            Action::Join => {} // joined above
+            Action::Leave => self.leave(now, id, &user, room_id),
+            Action::List => {
                 let names = self.rooms[room_id.0].names();
                 let event = encode_event(self.time(now), user.as_str(), "list", names);
                 let frame = encode_user_frame(name.as_str(), false, [&event]);
                 self.send(id, frame);
             }
-            RoomKind::Msg => {
-                let data = data.ok_or((Code::BadRequest, String::new()))?;
+            Action::Msg(data) => {
                 let data = one_line(data);
                 let event = encode_event(self.time(now), user.as_str(), "msg", &*data);
                 self.broadcast(room_id, event, true);
             }
-            RoomKind::Transform => {
-                let pose = pose.ok_or((Code::BadRequest, String::new()))?;
-                self.set_pose(id, room_id, pose);
-            }
-            RoomKind::Game => {
-                let command = command.ok_or((Code::BadRequest, String::new()))?;
-                self.game(now, &user, room_id, command)?;
-            }
+            Action::Transform(pose) => self.set_pose(id, room_id, pose),
+            Action::Game(command) => self.game(now, &user, room_id, command)?,
         }
         Ok(())
     }
@@ -408,7 +423,7 @@ impl Hub {
         name: RoomName,
     ) -> Result<(), Refusal> {
         let existing = self.room_ids.get(name.as_str()).copied();
-        let session = self.session(id).ok_or((Code::BadRequest, String::new()))?;
+        let session = self.session(id).ok_or_else(closing)?;
         let already_in = existing.is_some_and(|room_id| session.is_in(room_id));
         // The documented precedence puts 422 before 409, so the limits are checked first.
         if session.rooms.len() >= self.config.max_rooms_per_user {
