@@ -61,6 +61,12 @@ impl Harness {
         self.send_raw(id, message.to_string().as_bytes());
     }
 
+    /// Hands the hub a message without draining: several of these are one loop pass.
+    fn feed(&mut self, id: ClientId, message: Value) {
+        self.hub
+            .handle(self.now, Input::Frame(id, message.to_string().as_bytes()));
+    }
+
     fn send_raw(&mut self, id: ClientId, body: &[u8]) {
         self.hub.handle(self.now, Input::Frame(id, body));
         self.pump();
@@ -423,14 +429,8 @@ fn events_of_one_pass_are_batched_into_one_frame() {
     h.take(a);
     h.take(b);
     for i in 0..3 {
-        h.hub.handle(
-            h.now,
-            Input::Frame(a, msg("lobby", json!(i)).to_string().as_bytes()),
-        );
-        h.hub.handle(
-            h.now,
-            Input::Frame(b, msg("lobby", json!(i)).to_string().as_bytes()),
-        );
+        h.feed(a, msg("lobby", json!(i)));
+        h.feed(b, msg("lobby", json!(i)));
     }
     h.pump();
     let frames = h.take(b);
@@ -444,10 +444,7 @@ fn replies_come_after_the_events_their_cause_produced() {
     let mut h = Harness::default();
     let a = h.user("a");
     h.take(a);
-    h.hub.handle(
-        h.now,
-        Input::Frame(a, msg("lobby", json!(1)).to_string().as_bytes()),
-    );
+    h.feed(a, msg("lobby", json!(1)));
     h.hub
         .handle(h.now, Input::Frame(a, br#"{"system":"ping"}"#));
     h.pump();
@@ -1094,10 +1091,7 @@ fn a_closing_client_still_gets_the_echo_of_its_last_msgs() {
     h.take(b);
     // Same pass: msgs, then the half-close is noticed.
     for i in 0..3 {
-        h.hub.handle(
-            h.now,
-            Input::Frame(a, msg("lobby", json!(i)).to_string().as_bytes()),
-        );
+        h.feed(a, msg("lobby", json!(i)));
     }
     h.hub.handle(h.now, Input::Closed(a));
     h.pump();
