@@ -12,11 +12,12 @@ use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use serde_json::value::RawValue;
 
-use roomcast::clock::WallClock;
-use roomcast::codec::{Decoder, Frame, Mode};
 use roomcast::config::Config;
-use roomcast::hub::{ClientId, Hub, Input, Output};
+use roomcast::frame::Frame;
+use roomcast::hub::testing::Harness;
+use roomcast::hub::ConnId;
 use roomcast::protocol::{check_portable, decode_request, encode_event, encode_user_frame, Pose};
+use roomcast::transport::{framed, line, Transport, TransportKind};
 
 criterion_group!(
     benches,
@@ -34,20 +35,23 @@ const DECODE_FRAMES: usize = 1000;
 /// The default `max_frame`.
 const MAX_FRAME: usize = 65536;
 /// Server time at the hub's base instant.
-const T0: f64 = 1_700_000_000.0;
+const T0: f64 = roomcast::hub::testing::T0;
 const MS: Duration = Duration::from_millis(1);
 
 /// `decode/framed`, `decode/line`: one read buffer of 1000 typical client frames, taken apart.
 fn decode(c: &mut Criterion) {
     let mut group = c.benchmark_group("decode");
-    for (name, mode) in [("framed", Mode::Framed), ("line", Mode::Line)] {
+    for (name, mode) in [
+        ("framed", TransportKind::Framed),
+        ("line", TransportKind::Line),
+    ] {
         let wire = decode_wire(mode);
         group.throughput(Throughput::Bytes(wire.len() as u64));
         group.bench_function(name, |b| {
             b.iter_batched(
                 || BytesMut::from(&wire[..]),
                 |mut buf| {
-                    let mut decoder = Decoder::with_mode(mode, MAX_FRAME);
+                    let mut decoder = Transport::new(mode, MAX_FRAME);
                     let mut count = 0;
                     // The wire is built from valid frames: decoding cannot fail.
                     while let Some(frame) = decoder.decode(&mut buf).unwrap() {
@@ -70,10 +74,10 @@ fn encode_frame(c: &mut Criterion) {
     let frame = Frame::from_body(&body);
     let mut group = c.benchmark_group("encode/frame");
     group.bench_function("chunks/framed", |b| {
-        b.iter(|| black_box(&frame).chunks(Mode::Framed))
+        b.iter(|| framed::chunks(black_box(&frame)))
     });
     group.bench_function("chunks/line", |b| {
-        b.iter(|| black_box(&frame).chunks(Mode::Line))
+        b.iter(|| line::chunks(black_box(&frame)))
     });
     group.throughput(Throughput::Bytes(body.len() as u64));
     group.bench_function("from_body/200", |b| {
@@ -205,33 +209,25 @@ fn hub(c: &mut Criterion) {
     group.finish();
 }
 
-/// A hub whose members are all logged in (and so in the lobby), with its own moving clock.
+/// A hub whose members are all logged in (and so in the lobby), driven by the shared harness.
 struct Lobby {
-    hub: Hub,
-    now: Instant,
-    members: Vec<ClientId>,
+    h: Harness,
+    members: Vec<ConnId>,
 }
 
 impl Lobby {
     /// `count` users logged in, rate limit off, every output drained.
     fn new(count: usize) -> Lobby {
-        let base = Instant::now();
         let config = Config {
             rate_limit: 0.0,
             ..Config::default()
         };
-        let mut lobby = Lobby {
-            hub: Hub::new(config, WallClock::new(base, T0), base),
-            now: base,
-            members: (0..count).map(ClientId).collect(),
-        };
-        for (i, &id) in lobby.members.iter().enumerate() {
-            lobby.hub.handle(lobby.now, Input::Open(id));
-            let login = login_body(&format!("user{i:03}"));
-            lobby.hub.handle(lobby.now, Input::Frame(id, &login));
-            drain(&mut lobby.hub);
+        let mut h = Harness::new(config);
+        let members = (0..count).map(|i| h.user(&format!("user{i:03}"))).collect();
+        for &member in &members {
+            h.take(member);
         }
-        lobby
+        Lobby { h, members }
     }
 
     /// Fills the room's history ring, so the timed msgs find it at its steady size.
@@ -242,22 +238,22 @@ impl Lobby {
     }
 
     /// One loop pass: `senders` members send `msg` each, then the outputs are drained.
-    /// Returns the number of outputs.
+    /// Returns the number of frames sent.
     fn msgs(&mut self, msg: &[u8], senders: usize) -> usize {
-        self.now += MS;
+        self.h.now += MS;
         for &id in &self.members[..senders] {
-            self.hub.handle(self.now, Input::Frame(id, msg));
+            self.h.feed_raw(id, msg);
         }
-        drain(&mut self.hub)
+        self.h.drain_count()
     }
 
     /// Every member sends the transform at its index; none of them produces output.
     fn set_poses(&mut self, transforms: &[Vec<u8>]) {
         for (&id, body) in self.members.iter().zip(transforms) {
-            self.hub.handle(self.now, Input::Frame(id, body));
+            self.h.feed_raw(id, body);
         }
         assert_eq!(
-            drain(&mut self.hub),
+            self.h.drain_count(),
             0,
             "transforms are silent until the tick"
         );
@@ -266,29 +262,18 @@ impl Lobby {
     /// Moves to the next deadline (the tick: housekeeping falls on the same grid) and runs it.
     fn tick(&mut self) -> usize {
         // set_poses queued the tick, so a deadline is scheduled.
-        self.now = self.hub.poll_timeout().unwrap();
-        self.hub.handle_timeout(self.now);
-        drain(&mut self.hub)
+        self.h.now = self.h.hub.poll_timeout().unwrap();
+        self.h.hub.handle_timeout(self.h.now);
+        self.h.drain_count()
     }
-}
-
-/// Takes every output, as the event loop would, and counts the frames sent.
-fn drain(hub: &mut Hub) -> usize {
-    let mut sent = 0;
-    while let Some(output) = hub.poll_output() {
-        if let Output::Send { .. } = black_box(&output) {
-            sent += 1;
-        }
-    }
-    sent
 }
 
 /// 1000 client frames in `mode`, alternating a msg and a transform, as one read buffer.
-fn decode_wire(mode: Mode) -> Vec<u8> {
+fn decode_wire(mode: TransportKind) -> Vec<u8> {
     let bodies = [msg_body("lobby"), transform_body("lobby", 1.25)];
     let mut wire = Vec::new();
     for body in bodies.iter().cycle().take(DECODE_FRAMES) {
-        for chunk in Frame::from_body(body).chunks(mode) {
+        for chunk in Transport::new(mode, MAX_FRAME).chunks(&Frame::from_body(body)) {
             wire.extend_from_slice(&chunk);
         }
     }

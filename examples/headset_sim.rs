@@ -24,7 +24,6 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use roomcast::client::{Client, ClientError};
-use roomcast::codec::{Frame, Mode};
 use roomcast::protocol::{Pose, Rotation, Vec3};
 use serde::Deserialize;
 use serde_json::json;
@@ -353,7 +352,7 @@ fn write_poses(
         for headset in group.iter_mut().filter(|h| h.alive) {
             let pose = circle_pose(headset.index, total, t);
             let body = json!({"room": headset.room, "type": "transform", "data": pose}).to_string();
-            let [frame, _] = Frame::from_body(body.as_bytes()).chunks(Mode::Framed);
+            let frame = roomcast::transport::framed::encode(body.as_bytes());
             match headset.stream.write_all(&frame) {
                 Ok(()) => {
                     counters.poses_sent.fetch_add(1, Ordering::Relaxed);

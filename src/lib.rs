@@ -6,22 +6,36 @@
 //! `fps`. protocol.md is the wire specification.
 //!
 //! # Layout
-//! | module | owns |
-//! |---|---|
-//! | [`codec`] | framing only: length prefix or lines, sniffing, the shared outgoing [`codec::Frame`] |
-//! | [`protocol`] | message types, codes, parsed names and poses, reply and event encoding |
-//! | [`hub`] | the sans-IO core: every protocol rule, driven by `(connection, input, now)` |
-//! | [`game`] | server-authoritative games (the `Game` trait and its registry) |
-//! | [`clock`] | tick schedule, server time, token bucket: arithmetic on a `now` passed in |
-//! | [`config`] | settings, defaults and their validation |
-//! | [`net`] | the mio event loop that drives the hub over sockets |
-//! | [`client`] | a blocking client for native programs, tests and the bench |
+//! | module | owns | may import |
+//! |---|---|---|
+//! | [`config`] | settings, defaults and their validation | std |
+//! | [`clock`] | tick schedule, server time, token bucket: arithmetic on a `now` passed in | std |
+//! | [`frame`] | one outgoing message, encoded once, and the slices each transport sends | bytes |
+//! | [`protocol`] | the wire vocabulary: codes, names, poses, requests, replies (server and client) | frame, serde |
+//! | [`transport`] | sniffing; framed and line decoding; transport errors mapped to codes | frame, protocol |
+//! | [`game`] | server-authoritative games (the `Game` trait and its registry) | serde_json |
+//! | [`hub`] | the sans-IO core: every protocol rule, driven by inputs with a `now` | the above but transport |
+//! | [`net`] | the mio event loop that drives the hub over sockets | mio, slab, transport, hub |
+//! | [`client`] | a blocking client for native programs, tests and the bench | std::net, protocol, transport |
+//!
+//! # A msg, from read to write
+//! `net` reads the socket into the connection's buffer; the connection's `transport` cuts
+//! one body off it; `net` hands it to `Hub::handle` as `Input::Frame(conn, body)`; the hub
+//! parses it (`protocol::request`), checks the sender's rate bucket and session (`hub/conns`,
+//! `hub/session`), encodes the event once (`protocol::reply`) and adds it to the room's batch
+//! and history (`hub/room`, `hub/history`); when the pass drains `Hub::poll_output`, the room
+//! flushes its batch as one frame and the outbox (`hub/outbox`) yields one `Output::Send` per
+//! member, each a clone of the same buffer; `net` queues each clone's chunks in the
+//! recipient's transport (`transport::framed` or `line`) and writes them with one vectored
+//! write per connection.
 //!
 //! # Invariants
 //! - `hub` never touches sockets or reads a clock: time comes in as `now`, so every rule is
 //!   unit-tested deterministically.
 //! - A frame is encoded once; every recipient's queue holds a clone of the same `Bytes`.
 //! - Every queue, buffer and name is bounded (see [`config::Config`]).
+//! - Connection ids are never reused while the process runs; a user's session is apart from
+//!   the connection that carries it.
 //!
 //! # Embedding
 //! ```no_run
@@ -37,12 +51,13 @@
 
 pub mod client;
 pub mod clock;
-pub mod codec;
 pub mod config;
+pub mod frame;
 pub mod game;
 pub mod hub;
 pub mod net;
 pub mod protocol;
+pub mod transport;
 
 pub use config::Config;
 pub use net::{Server, ServerHandle, ShutdownHandle};

@@ -8,58 +8,24 @@
 //! the `request` target found it, and a34a362 refuses such data (`check_portable`). These tests
 //! keep that rule at the hub's output: every frame the server sends reads as strict JSON.
 
-use std::time::Instant;
-
-use roomcast::clock::WallClock;
-use roomcast::config::Config;
-use roomcast::hub::{ClientId, Hub, Input, Output};
-use serde_json::{json, Value};
-
-const T0: f64 = 1_700_000_000.0;
-
-/// Opens a connection and logs it in as `user`.
-fn user(hub: &mut Hub, now: Instant, id: usize, user: &str) -> ClientId {
-    let id = ClientId(id);
-    hub.handle(now, Input::Open(id));
-    let login = json!({"system": "login", "options": {"user": user, "pass": "x"}}).to_string();
-    hub.handle(now, Input::Frame(id, login.as_bytes()));
-    id
-}
-
-/// Drains the hub and checks that every frame it sends is strict JSON.
-fn drain_strict(hub: &mut Hub) -> usize {
-    let mut sent = 0;
-    while let Some(output) = hub.poll_output() {
-        if let Output::Send { to, frame } = output {
-            let body = frame.body();
-            if let Err(err) = serde_json::from_slice::<Value>(&body) {
-                panic!(
-                    "frame to {to:?} is not strict JSON ({err}): {}",
-                    String::from_utf8_lossy(&body)
-                );
-            }
-            sent += 1;
-        }
-    }
-    sent
-}
+use roomcast::hub::testing::Harness;
 
 /// Alice sends a msg with `data` spelled as given; Bob is in the room, Carol joins after.
+/// `Harness::take` parses every frame with `serde_json::from_slice::<Value>` and panics on
+/// one that is not strict JSON.
 fn msg_reaches_members_and_history_as_strict_json(data: &str) {
-    let now = Instant::now();
-    let mut hub = Hub::new(Config::default(), WallClock::new(now, T0), now);
-    let alice = user(&mut hub, now, 0, "alice");
-    let _bob = user(&mut hub, now, 1, "bob");
-    drain_strict(&mut hub);
+    let mut h = Harness::default();
+    let alice = h.user("alice");
+    let bob = h.user("bob");
+    h.take(alice);
+    h.take(bob);
     let msg = format!(r#"{{"room":"lobby","type":"msg","data":{data}}}"#);
-    hub.handle(now, Input::Frame(alice, msg.as_bytes()));
-    assert!(
-        drain_strict(&mut hub) > 0,
-        "the msg produced no frame at all"
-    );
+    h.send_raw(alice, msg.as_bytes());
+    let sent = h.take(alice).len() + h.take(bob).len();
+    assert!(sent > 0, "the msg produced no frame at all");
     // A later joiner gets the room's history.
-    let _carol = user(&mut hub, now, 2, "carol");
-    drain_strict(&mut hub);
+    let carol = h.user("carol");
+    h.take(carol);
 }
 
 /// Found by `request` (and `hub`): `521436789012345e67234567890`, minimized to `1e999`.

@@ -1,4 +1,4 @@
-//! Fuzzes `codec::Decoder`: arbitrary bytes, cut into reads at fuzzer-chosen points.
+//! Fuzzes `transport::Transport`: arbitrary bytes, cut into reads at fuzzer-chosen points.
 //!
 //! Input layout (short inputs read missing bytes as 0):
 //! - byte 0: `max_frame - 1` (so 1..=256, small enough that "too large" is reachable);
@@ -16,7 +16,8 @@
 
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
-use roomcast::codec::{DecodeError, Decoder, Mode, HEADER_LEN};
+use roomcast::frame::LENGTH_PREFIX as HEADER_LEN;
+use roomcast::transport::{Transport, TransportError as DecodeError, TransportKind as Mode};
 
 const MAX_CUTS: usize = 8;
 
@@ -96,8 +97,8 @@ fn split<'a>(wire: &'a [u8], sizes: &[usize]) -> Vec<&'a [u8]> {
 /// (the connection is closed then).
 fn run(mode: Option<Mode>, max_frame: usize, reads: &[&[u8]]) -> Run {
     let mut decoder = match mode {
-        None => Decoder::new(max_frame),
-        Some(mode) => Decoder::with_mode(mode, max_frame),
+        None => Transport::sniffing(max_frame),
+        Some(mode) => Transport::new(mode, max_frame),
     };
     let mut buf = BytesMut::new();
     let mut frames = Vec::new();
@@ -109,7 +110,7 @@ fn run(mode: Option<Mode>, max_frame: usize, reads: &[&[u8]]) -> Run {
                 Ok(None) => break,
                 Err(error) => {
                     return Run {
-                        mode: decoder.mode(),
+                        mode: decoder.kind(),
                         frames,
                         error: Some(error),
                         left: buf,
@@ -125,7 +126,7 @@ fn run(mode: Option<Mode>, max_frame: usize, reads: &[&[u8]]) -> Run {
         );
     }
     Run {
-        mode: decoder.mode(),
+        mode: decoder.kind(),
         frames,
         error: None,
         left: buf,

@@ -7,8 +7,11 @@
 //! - then steps, each an op byte (`op & 0x0f` is the kind, `op >> 4` picks the client) and its
 //!   arguments, as listed in [`Harness::step`].
 //!
-//! Wire bytes go through a per-client `codec::Decoder` as in `net`, so frames and framing errors
-//! both reach the hub; templated messages build a valid envelope around fuzzed names, numbers
+//! The hub is driven through `hub::testing::Harness`, the same harness as the hub's unit tests:
+//! wire bytes go through a sniffing `Transport` as in `net`, so frames and framing errors both
+//! reach the hub, and the harness itself asserts that nothing is sent to or closed for a
+//! connection the hub closed or the peer left, and that no deadline is due after
+//! `handle_timeout(now)`; templated messages build a valid envelope around fuzzed names, numbers
 //! and raw `data`, which reaches `decode_request`, `Pose::parse` and `GameCommand::parse`.
 //!
 //! Checked after every step: nothing panics; every `Send` body is one line of JSON (no raw
@@ -24,18 +27,16 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use roomcast::clock::WallClock;
-use roomcast::codec::{DecodeError, Decoder};
 use roomcast::config::Config;
-use roomcast::hub::{ClientId, Hub, Input, Output};
+use roomcast::hub::testing::Harness;
+use roomcast::hub::{ConnId, Input};
 use roomcast::protocol::UserName;
+use roomcast::transport::TransportError;
 use serde_json::Value;
 
 const CLIENTS: usize = 4;
 const HEADER: usize = 8;
-const T0: f64 = 1_700_000_000.0;
 /// Deadlines one `advance` runs one by one before it jumps to its target.
 const MAX_STEPS: usize = 64;
 
@@ -83,10 +84,10 @@ fuzz_target!(|data: &[u8]| {
     let Some(config) = config(header) else {
         return;
     };
-    let mut harness = Harness::new(config);
+    let mut fuzz = Fuzz::new(config);
     while !script.done() {
-        harness.step(&mut script);
-        harness.check_state();
+        fuzz.step(&mut script);
+        fuzz.check_state();
     }
 });
 
@@ -184,20 +185,9 @@ impl Script<'_> {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Slot {
-    /// No connection (never opened, or closed and reaped).
-    Free,
-    /// Connected and held by the hub.
-    Open,
-    /// The hub asked to close it; the socket is flushing and not yet reaped.
-    Closing,
-}
-
+/// One client slot: the connection it holds now, if any, and what it has seen.
 struct Client {
-    slot: Slot,
-    decoder: Decoder,
-    buf: BytesMut,
+    conn: Option<ConnId>,
     logged_in: bool,
     opened: Instant,
     last_seen: Instant,
@@ -205,67 +195,70 @@ struct Client {
     last_time: f64,
 }
 
-struct Harness {
-    hub: Hub,
-    config: Config,
-    now: Instant,
+struct Fuzz {
+    h: Harness,
     housekeeping: Duration,
     clients: Vec<Client>,
 }
 
-impl Harness {
+impl Fuzz {
     fn new(config: Config) -> Self {
-        let now = Instant::now();
-        let shortest = config.login_timeout.min(config.idle_timeout);
+        let h = Harness::new(config);
+        let shortest = h.config().login_timeout.min(h.config().idle_timeout);
         let housekeeping = (shortest / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
         let clients = (0..CLIENTS)
             .map(|_| Client {
-                slot: Slot::Free,
-                decoder: Decoder::new(config.max_frame),
-                buf: BytesMut::new(),
+                conn: None,
                 logged_in: false,
-                opened: now,
-                last_seen: now,
+                opened: h.now,
+                last_seen: h.now,
                 last_time: 0.0,
             })
             .collect();
-        Harness {
-            hub: Hub::new(config.clone(), WallClock::new(now, T0), now),
-            config,
-            now,
+        Fuzz {
+            h,
             housekeeping,
             clients,
         }
+    }
+
+    /// The slot's connection while the hub has not closed it.
+    fn open_conn(&self, index: usize) -> Option<ConnId> {
+        self.clients[index]
+            .conn
+            .filter(|conn| !self.h.closed.contains(conn))
     }
 
     /// Runs one op from the script.
     fn step(&mut self, script: &mut Script<'_>) {
         let op = script.byte();
         let index = usize::from(op >> 4) % CLIENTS;
-        let id = ClientId(index);
         match op & 0x0f {
             0 => {
-                // The event loop never reuses a slab key before it reaped the connection.
-                if self.clients[index].slot == Slot::Free {
+                // The event loop never reuses a connection id.
+                if self.clients[index].conn.is_none() {
+                    let conn = self.h.connect();
+                    let now = self.h.now;
                     let client = &mut self.clients[index];
-                    client.slot = Slot::Open;
-                    client.decoder = Decoder::new(self.config.max_frame);
-                    client.buf.clear();
+                    client.conn = Some(conn);
                     client.logged_in = false;
-                    client.opened = self.now;
-                    client.last_seen = self.now;
+                    client.opened = now;
+                    client.last_seen = now;
                     client.last_time = 0.0;
-                    self.hub.handle(self.now, Input::Open(id));
                 }
             }
             1 => {
-                self.clients[index].slot = Slot::Free;
-                self.hub.handle(self.now, Input::Closed(id));
+                if let Some(conn) = self.clients[index].conn.take() {
+                    self.h.disconnect(conn);
+                }
             }
             2 => {
                 let len = usize::from(script.u16());
                 let wire = script.bytes(len).to_vec();
-                self.wire(index, &wire);
+                if let Some(conn) = self.open_conn(index) {
+                    self.clients[index].last_seen = self.h.now;
+                    self.h.wire(conn, &wire);
+                }
             }
             3 => {
                 let len = usize::from(script.u16());
@@ -280,206 +273,80 @@ impl Harness {
                 let ms = script.u16();
                 self.advance(Duration::from_millis(u64::from(ms)));
             }
-            12 => self.hub.handle(self.now, Input::Backlogged(id)),
-            13 => self.hub.handle(self.now, Input::Drained(id)),
+            12 => self.input(index, Input::Backlogged),
+            13 => self.input(index, Input::Drained),
             14 => {
                 let error = match script.byte() % 2 {
-                    0 => DecodeError::ZeroLength,
-                    _ => DecodeError::TooLarge {
-                        len: u64::from(script.u16()) + self.config.max_frame as u64 + 1,
-                        max: self.config.max_frame,
+                    0 => TransportError::ZeroLength,
+                    _ => TransportError::TooLarge {
+                        len: u64::from(script.u16()) + self.h.config().max_frame as u64 + 1,
+                        max: self.h.config().max_frame,
                     },
                 };
-                self.hub.handle(self.now, Input::Malformed(id, error));
+                if let Some(conn) = self.open_conn(index) {
+                    self.h
+                        .hub
+                        .handle(self.h.now, Input::Malformed(conn, error.problem()));
+                }
             }
             _ => {
                 let arg = script.byte();
                 if arg == 0xff {
-                    self.hub.handle(self.now, Input::Shutdown);
+                    self.h.hub.handle(self.h.now, Input::Shutdown);
                 } else {
                     self.advance(Duration::from_millis(u64::from(arg)));
                 }
             }
         }
-        self.drain();
+        self.h.pump();
+        self.check_received();
     }
 
-    /// Bytes read from a socket: decoded as `net` does, frames and framing errors to the hub.
-    fn wire(&mut self, index: usize, wire: &[u8]) {
-        // `net` stops reading a connection once the hub closed it.
-        if self.clients[index].slot != Slot::Open {
-            return;
-        }
-        let id = ClientId(index);
-        self.clients[index].buf.extend_from_slice(wire);
-        loop {
-            let client = &mut self.clients[index];
-            match client.decoder.decode(&mut client.buf) {
-                Ok(Some(body)) => self.frame(index, &body),
-                Ok(None) => break,
-                Err(error) => {
-                    self.hub.handle(self.now, Input::Malformed(id, error));
-                    break;
-                }
-            }
-            // Outputs are drained at least once per pass; draining per frame is allowed too,
-            // and catches a Close before frames that follow it.
-            self.drain();
-            if self.clients[index].slot != Slot::Open {
-                break;
-            }
+    fn input(&mut self, index: usize, input: fn(ConnId) -> Input<'static>) {
+        if let Some(conn) = self.open_conn(index) {
+            self.h.hub.handle(self.h.now, input(conn));
         }
     }
 
     fn frame(&mut self, index: usize, body: &[u8]) {
-        if self.clients[index].slot == Slot::Open {
-            self.clients[index].last_seen = self.now;
+        if let Some(conn) = self.open_conn(index) {
+            self.clients[index].last_seen = self.h.now;
+            self.h.feed_raw(conn, body);
         }
-        self.hub
-            .handle(self.now, Input::Frame(ClientId(index), body));
     }
 
     /// Moves the clock forward through the deadlines on the way, as the event loop would; after
     /// `MAX_STEPS` of them the loop "stalls" and jumps to the target, which the hub must absorb
     /// by skipping the ticks it missed (and a 1000 fps tick over a minute stays cheap).
     fn advance(&mut self, by: Duration) {
-        let target = self.now + by;
-        let mut steps = 0;
-        while let Some(deadline) = self.hub.poll_timeout().filter(|&d| d <= target) {
-            steps += 1;
-            if steps > MAX_STEPS {
-                break;
-            }
-            self.now = self.now.max(deadline);
-            self.run_timers();
-        }
-        self.now = target;
-        self.run_timers();
+        self.h.advance_bounded(by, MAX_STEPS);
+        self.check_received();
         self.check_timeouts();
     }
 
-    /// Runs what is due at `self.now`, drains it, and checks nothing is left due.
-    fn run_timers(&mut self) {
-        self.hub.handle_timeout(self.now);
-        self.drain();
-        if let Some(next) = self.hub.poll_timeout() {
-            assert!(
-                next > self.now,
-                "after handle_timeout(now) a deadline is still due"
-            );
-        }
-    }
-
-    fn drain(&mut self) {
-        while let Some(output) = self.hub.poll_output() {
-            match output {
-                Output::Send { to, frame } => {
-                    assert!(to.0 < CLIENTS, "send to unknown {to:?}");
-                    let slot = self.clients[to.0].slot;
-                    assert_eq!(slot, Slot::Open, "send to {to:?} in state {slot:?}");
-                    let body = frame.body();
-                    assert!(!frame.is_empty(), "empty frame to {to:?}");
-                    self.check_body(to, &body);
-                }
-                Output::Close { id } => {
-                    assert!(id.0 < CLIENTS, "close of unknown {id:?}");
-                    let slot = self.clients[id.0].slot;
-                    assert_eq!(slot, Slot::Open, "close of {id:?} in state {slot:?}");
-                    self.clients[id.0].slot = Slot::Closing;
-                }
+    /// Every frame each client received since the last check.
+    fn check_received(&mut self) {
+        for index in 0..CLIENTS {
+            let Some(conn) = self.clients[index].conn else {
+                continue;
+            };
+            for body in self.h.take_bodies(conn) {
+                assert!(!body.is_empty(), "empty frame to {conn:?}");
+                check_body(&mut self.clients[index], conn, &body);
             }
-        }
-    }
-
-    fn check_body(&mut self, to: ClientId, body: &[u8]) {
-        let value: Value = match serde_json::from_slice(body) {
-            Ok(value) => value,
-            Err(err) => panic!(
-                "send to {to:?} is not JSON ({err}): {}",
-                String::from_utf8_lossy(body)
-            ),
-        };
-        let show = || String::from_utf8_lossy(body).into_owned();
-        assert!(value.is_object(), "not an object: {}", show());
-        // Line-mode recipients get the body plus "\n": a raw line break would split it.
-        assert!(
-            !body.contains(&b'\n'),
-            "raw line break in a body: {}",
-            show()
-        );
-        let client = &mut self.clients[to.0];
-        match value["info"].as_str() {
-            Some(info @ ("system" | "error")) => {
-                let response = &value["response"];
-                let code = response["code"].as_u64().unwrap_or(0);
-                let range = if info == "system" {
-                    200..=299
-                } else {
-                    400..=599
-                };
-                assert!(range.contains(&code), "{info} with code {code}: {}", show());
-                assert!(
-                    response["time"].is_number(),
-                    "reply without time: {}",
-                    show()
-                );
-                let msg = response["msg"].as_str().unwrap_or("");
-                assert!(!msg.is_empty(), "reply without a message: {}", show());
-                assert!(
-                    response["detail"].is_object(),
-                    "detail not an object: {}",
-                    show()
-                );
-                if code == 202 {
-                    assert!(!client.logged_in, "second login accepted: {}", show());
-                    client.logged_in = true;
-                }
-            }
-            Some("user") => {
-                assert!(client.logged_in, "user frame before login: {}", show());
-                assert!(
-                    value["room"].is_string(),
-                    "user frame without room: {}",
-                    show()
-                );
-                let payload = value["payload"].as_array();
-                let events = payload.filter(|p| !p.is_empty());
-                let Some(events) = events else {
-                    panic!("user frame with empty payload: {}", show());
-                };
-                let history = value["history"] == Value::Bool(true);
-                for event in events {
-                    let kind = event["type"].as_str().unwrap_or("");
-                    assert!(
-                        KINDS[..6].contains(&kind),
-                        "event type {kind:?}: {}",
-                        show()
-                    );
-                    let user = event["user"].as_str().unwrap_or("");
-                    assert!(
-                        UserName::parse(user).is_ok(),
-                        "event user {user:?}: {}",
-                        show()
-                    );
-                    let time = event["time"].as_f64().expect("event time");
-                    if !history {
-                        assert!(time >= client.last_time, "time went back: {}", show());
-                        client.last_time = time;
-                    }
-                }
-            }
-            other => panic!("info {other:?}: {}", show()),
         }
     }
 
     /// The hub holds exactly the connections that are open and not closed by it.
     fn check_state(&self) {
-        let open = self.clients.iter().filter(|c| c.slot == Slot::Open).count();
-        assert_eq!(self.hub.session_count(), open, "session count");
+        let open = (0..CLIENTS)
+            .filter(|&i| self.open_conn(i).is_some())
+            .count();
+        assert_eq!(self.h.hub.connection_count(), open, "connection count");
         if open > 0 {
             assert!(
-                self.hub.poll_timeout().is_some(),
-                "sessions but no housekeeping deadline"
+                self.h.hub.poll_timeout().is_some(),
+                "connections but no housekeeping deadline"
             );
         }
     }
@@ -487,22 +354,102 @@ impl Harness {
     /// Login and idle timeouts close within one housekeeping period of being due.
     fn check_timeouts(&self) {
         for (index, client) in self.clients.iter().enumerate() {
-            if client.slot != Slot::Open {
+            if self.open_conn(index).is_none() {
                 continue;
             }
             let (since, limit) = if client.logged_in {
-                (client.last_seen, self.config.idle_timeout)
+                (client.last_seen, self.h.config().idle_timeout)
             } else {
-                (client.opened, self.config.login_timeout)
+                (client.opened, self.h.config().login_timeout)
             };
             let late = since + limit + self.housekeeping;
             assert!(
-                self.now < late,
+                self.h.now < late,
                 "client {index} (logged in: {}) still open {:?} after its timeout",
                 client.logged_in,
-                self.now - since
+                self.h.now - since
             );
         }
+    }
+}
+
+fn check_body(client: &mut Client, to: ConnId, body: &[u8]) {
+    let value: Value = match serde_json::from_slice(body) {
+        Ok(value) => value,
+        Err(err) => panic!(
+            "send to {to:?} is not JSON ({err}): {}",
+            String::from_utf8_lossy(body)
+        ),
+    };
+    let show = || String::from_utf8_lossy(body).into_owned();
+    assert!(value.is_object(), "not an object: {}", show());
+    // Line-mode recipients get the body plus "\n": a raw line break would split it.
+    assert!(
+        !body.contains(&b'\n'),
+        "raw line break in a body: {}",
+        show()
+    );
+    match value["info"].as_str() {
+        Some(info @ ("system" | "error")) => {
+            let response = &value["response"];
+            let code = response["code"].as_u64().unwrap_or(0);
+            let range = if info == "system" {
+                200..=299
+            } else {
+                400..=599
+            };
+            assert!(range.contains(&code), "{info} with code {code}: {}", show());
+            assert!(
+                response["time"].is_number(),
+                "reply without time: {}",
+                show()
+            );
+            let msg = response["msg"].as_str().unwrap_or("");
+            assert!(!msg.is_empty(), "reply without a message: {}", show());
+            assert!(
+                response["detail"].is_object(),
+                "detail not an object: {}",
+                show()
+            );
+            if code == 202 {
+                assert!(!client.logged_in, "second login accepted: {}", show());
+                client.logged_in = true;
+            }
+        }
+        Some("user") => {
+            assert!(client.logged_in, "user frame before login: {}", show());
+            assert!(
+                value["room"].is_string(),
+                "user frame without room: {}",
+                show()
+            );
+            let payload = value["payload"].as_array();
+            let events = payload.filter(|p| !p.is_empty());
+            let Some(events) = events else {
+                panic!("user frame with empty payload: {}", show());
+            };
+            let history = value["history"] == Value::Bool(true);
+            for event in events {
+                let kind = event["type"].as_str().unwrap_or("");
+                assert!(
+                    KINDS[..6].contains(&kind),
+                    "event type {kind:?}: {}",
+                    show()
+                );
+                let user = event["user"].as_str().unwrap_or("");
+                assert!(
+                    UserName::parse(user).is_ok(),
+                    "event user {user:?}: {}",
+                    show()
+                );
+                let time = event["time"].as_f64().expect("event time");
+                if !history {
+                    assert!(time >= client.last_time, "time went back: {}", show());
+                    client.last_time = time;
+                }
+            }
+        }
+        other => panic!("info {other:?}: {}", show()),
     }
 }
 

@@ -31,7 +31,7 @@ fuzz_target!(|body: &[u8]| {
     assert!(text.trim_start().starts_with('{'), "accepted a non-object");
     match request {
         Request::Ping | Request::Rooms => {}
-        Request::Login { user } => {
+        Request::Login { user, .. } => {
             let _ = UserName::parse(&user);
         }
         Request::Room { room, kind, data } => {

@@ -43,6 +43,8 @@ pub trait Game: Send + std::fmt::Debug {
     fn restart(&mut self) -> Result<(), GameError>;
     /// Whole visible state as JSON, sent to every room member after each change.
     fn state(&self) -> serde_json::Value;
+    /// A round is being played: another game may not be started over it.
+    fn is_running(&self) -> bool;
 }
 
 /// One registry line: the name clients ask for and how to build a fresh game.
@@ -92,6 +94,7 @@ mod tests {
             let game = new_game(name).expect("registered name must build");
             assert_eq!(game.name(), name);
             assert_eq!(game.state()["game"], name);
+            assert!(!game.is_running(), "a fresh game waits for players");
         }
     }
 

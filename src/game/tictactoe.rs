@@ -219,6 +219,10 @@ impl Game for TicTacToe {
         Ok(())
     }
 
+    fn is_running(&self) -> bool {
+        self.status == Status::Playing
+    }
+
     fn state(&self) -> Value {
         let board: Vec<Value> = self
             .board
@@ -327,6 +331,23 @@ mod tests {
         g.join("alice").expect("empty table");
         g.join("bob").expect("one seat left");
         g
+    }
+
+    #[test]
+    fn is_running_agrees_with_the_visible_status() {
+        let mut g = TicTacToe::new();
+        let agrees = |g: &TicTacToe| g.is_running() == (g.state()["status"] == "playing");
+        assert!(agrees(&g) && !g.is_running());
+        g.join("alice").expect("empty table");
+        assert!(agrees(&g) && !g.is_running());
+        g.join("bob").expect("one seat left");
+        assert!(agrees(&g) && g.is_running());
+        play(&mut g, &[0, 3, 1, 4, 2]);
+        assert!(agrees(&g) && !g.is_running(), "won");
+        g.restart().expect("finished");
+        assert!(agrees(&g) && g.is_running());
+        assert!(g.leave("alice"));
+        assert!(agrees(&g) && !g.is_running(), "forfeit");
     }
 
     /// Plays `cells` in order, each by whoever's turn it is.

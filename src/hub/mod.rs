@@ -7,97 +7,82 @@
 //! room events are batched until then), then read `poll_timeout`. `now` never goes backwards.
 //!
 //! Because time is an argument, the fps tick, the timeouts and the rate limit are tested to
-//! the millisecond without sleeping (see the tests at the bottom).
+//! the millisecond without sleeping (see `tests.rs`, driven by [`testing::Harness`]).
+//!
+//! | file | owns |
+//! |---|---|
+//! | `mod.rs` | [`Hub`]: dispatch of each [`Input`] to the connection, session and room rules |
+//! | [`ids`] | [`ConnId`], [`SessionId`], [`RoomId`] and the tables they index |
+//! | `conns.rs` | per connection: its session, rate bucket, login and idle timeouts, backlog |
+//! | `session.rs` | logged-in users: names (unique ignoring ASCII case), rooms, connection |
+//! | `room.rs` | one room: members, batch and flush, history, poses and the tick, its game |
+//! | `history.rs` | a room's kept events and the frames a joiner gets |
+//! | [`outbox`] | [`Output`] and the ordering rule: a direct reply first flushes its rooms |
+//! | `refusal.rs` | every refusal: its code and text |
+//! | [`testing`] | the scripted-clients harness for unit tests, fuzzing and benches |
 
+mod conns;
+mod history;
+pub mod ids;
+pub mod outbox;
+mod refusal;
 mod room;
 mod session;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
-use slab::Slab;
 
 use crate::clock::{Ticker, WallClock};
-use crate::codec::{DecodeError, Frame};
 use crate::config::Config;
-use crate::game;
+use crate::frame::Frame;
 use crate::protocol::{
-    decode_request, encode_event, encode_reply, encode_user_frame, one_line, Code, GameCommand,
-    Pose, Request, RoomKind, RoomName, UserName, LOBBY,
+    decode_request, encode_event, encode_reply, encode_user_frame, object, one_line, Code,
+    GameCommand, Pose, Problem, Request, RoomKind, RoomName, UserName, LOBBY,
 };
-use room::{Room, RoomId};
-use session::Session;
-
-/// A connection, as the hub knows it: the event loop's slab key. Never a raw mio `Token`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ClientId(pub usize);
+use conns::Conns;
+use history::History;
+use ids::Table;
+pub use ids::{ConnId, RoomId, SessionId};
+pub use outbox::Output;
+use outbox::{Outbox, Pending};
+pub use refusal::Refusal;
+use room::Room;
+use session::Sessions;
 
 /// Something that happened on a connection.
 #[derive(Debug)]
 pub enum Input<'a> {
-    /// A connection was accepted.
-    Open(ClientId),
+    /// A connection whose transport is now known. `since` is when it was accepted: the login
+    /// timeout counts from there.
+    Open {
+        /// The connection.
+        conn: ConnId,
+        /// When it was accepted.
+        since: Instant,
+    },
     /// One whole message body, framing removed.
-    Frame(ClientId, &'a [u8]),
-    /// The framing broke (zero length or oversize); the hub answers and closes.
-    Malformed(ClientId, DecodeError),
+    Frame(ConnId, &'a [u8]),
+    /// The transport broke (a framing error, already mapped to a code); the hub answers and
+    /// closes.
+    Malformed(ConnId, Problem),
     /// The connection is gone (EOF, reset, or closed after the hub asked to).
-    Closed(ClientId),
+    Closed(ConnId),
     /// The connection's outbound queue passed its soft limit: skip pose ticks for it.
-    Backlogged(ClientId),
+    Backlogged(ConnId),
     /// The queue drained: send it a fresh pose snapshot at the next tick.
-    Drained(ClientId),
+    Drained(ConnId),
     /// Tell everyone the server is going away and close every connection.
     Shutdown,
 }
 
-/// Something the event loop must do.
-#[must_use]
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Output {
-    /// Queue this frame to this connection.
-    Send {
-        /// Recipient.
-        to: ClientId,
-        /// Encoded once; clones share the buffer.
-        frame: Frame,
-    },
-    /// Flush what is queued to this connection, then close it. The hub has already forgotten
-    /// it; a later [`Input::Closed`] for it is ignored.
-    Close {
-        /// The connection.
-        id: ClientId,
-    },
-}
-
-/// Events a room may collect before they are flushed, so a batch frame stays small.
-const MAX_BATCH: usize = 256;
-/// Bytes of events a room may collect before they are flushed: batching pays off in syscalls
-/// long before this, and small frames keep latency and per-client bursts low.
-const MAX_BATCH_BYTES: usize = 64 * 1024;
-/// Largest history frame; a longer history goes out as several consecutive history frames,
-/// so no server frame exceeds what clients are told to accept (16 MiB).
-const MAX_HISTORY_FRAME_BYTES: usize = 8 * 1024 * 1024;
-
 /// Fixed texts the protocol promises.
 const PONG: &str = "pong";
 const ACCESS_GRANTED: &str = "Access granted.";
-/// Sent to every connection when the server stops.
-pub const SHUTTING_DOWN: &str = "Server shutting down.";
-/// Sent to a connection over `max_clients`.
-pub const SERVER_FULL: &str = "Server full.";
-
-/// The refusal of one request: a code and a message for the client.
-type Refusal = (Code, String);
-
-/// For a message whose connection the hub has already let go (it is being closed); the event
-/// loop stops feeding those, so no client should ever see this.
-fn closing() -> Refusal {
-    (Code::BadRequest, "This connection is closing.".to_owned())
-}
 
 /// A room message, parsed: the 400 and 422 rules have passed.
 enum Action<'a> {
@@ -109,26 +94,39 @@ enum Action<'a> {
     Game(GameCommand),
 }
 
-/// Users, rooms, history and poses, and the rules between them.
+impl<'a> Action<'a> {
+    fn parse(kind: RoomKind, data: Option<&'a RawValue>) -> Result<Action<'a>, Refusal> {
+        Ok(match (kind, data) {
+            (RoomKind::Join, _) => Action::Join,
+            (RoomKind::Leave, _) => Action::Leave,
+            (RoomKind::List, _) => Action::List,
+            (RoomKind::Msg, Some(data)) => Action::Msg(data),
+            (RoomKind::Transform, Some(data)) => Action::Transform(Pose::parse(data)?),
+            (RoomKind::Game, Some(data)) => Action::Game(GameCommand::parse(data)?),
+            (RoomKind::Msg | RoomKind::Transform | RoomKind::Game, None) => {
+                return Err(Refusal::MissingData {
+                    kind: kind.as_str(),
+                })
+            }
+        })
+    }
+}
+
+/// Connections, sessions, rooms, history and poses, and the rules between them.
 pub struct Hub {
     config: Config,
     clock: WallClock,
-    /// Indexed by `ClientId`; the event loop's slab keys are dense, so this stays compact.
-    sessions: Vec<Option<Session>>,
-    session_count: usize,
-    /// Logged-in users by ASCII-lowercased name: "Tibi" blocks "tibi".
-    users: HashMap<String, ClientId>,
-    rooms: Slab<Room>,
+    conns: Conns,
+    sessions: Sessions,
+    rooms: Table<RoomId, Room>,
     room_ids: HashMap<String, RoomId>,
     lobby: RoomId,
-    outputs: VecDeque<Output>,
-    /// Rooms with unflushed events, in order of their first event.
-    batched_rooms: Vec<RoomId>,
+    outbox: Outbox,
     /// Rooms with pose work for the next tick.
     tick_rooms: Vec<RoomId>,
     ticker: Ticker,
-    /// Coarse timer for login and idle timeouts; a per-session timer heap would cost more than
-    /// a scan at this cadence.
+    /// Coarse timer for login and idle timeouts; a per-connection timer heap would cost more
+    /// than a scan at this cadence.
     housekeeping: Ticker,
     shutting_down: bool,
 }
@@ -137,8 +135,9 @@ impl Hub {
     /// A hub with an empty lobby. `clock` turns the loop's instants into server time; `now` is
     /// the origin of the tick schedule.
     pub fn new(config: Config, clock: WallClock, now: Instant) -> Hub {
-        let mut rooms = Slab::new();
-        let lobby = RoomId(rooms.insert(Room::new(RoomName::lobby())));
+        let mut rooms = Table::default();
+        let history = History::new(config.history, config.max_outbuf / 2);
+        let lobby = rooms.insert_with(|id| Room::new(id, RoomName::lobby(), history));
         let mut room_ids = HashMap::new();
         room_ids.insert(LOBBY.to_owned(), lobby);
         let shortest_timeout = config.login_timeout.min(config.idle_timeout);
@@ -147,16 +146,19 @@ impl Hub {
         Hub {
             ticker: Ticker::new(now, config.tick_period()),
             housekeeping: Ticker::new(now, housekeeping_period),
+            conns: Conns::new(
+                config.rate_limit,
+                config.burst,
+                config.login_timeout,
+                config.idle_timeout,
+            ),
             config,
             clock,
-            sessions: Vec::new(),
-            session_count: 0,
-            users: HashMap::new(),
+            sessions: Sessions::default(),
             rooms,
             room_ids,
             lobby,
-            outputs: VecDeque::new(),
-            batched_rooms: Vec::new(),
+            outbox: Outbox::default(),
             tick_rooms: Vec::new(),
             shutting_down: false,
         }
@@ -165,20 +167,16 @@ impl Hub {
     /// Feeds one thing that happened at `now`.
     pub fn handle(&mut self, now: Instant, input: Input<'_>) {
         match input {
-            Input::Open(id) => self.open(now, id),
-            Input::Frame(id, body) => self.frame(now, id, body),
-            Input::Malformed(id, error) => self.malformed(now, id, error),
-            Input::Closed(id) => {
-                if self.session(id).is_some() {
-                    self.disconnect(now, id);
+            Input::Open { conn, since } => self.open(now, conn, since),
+            Input::Frame(conn, body) => self.frame(now, conn, body),
+            Input::Malformed(conn, problem) => self.malformed(now, conn, problem),
+            Input::Closed(conn) => self.disconnect(now, conn),
+            Input::Backlogged(conn) => {
+                if let Some(state) = self.conns.get_mut(conn) {
+                    state.backlogged = true;
                 }
             }
-            Input::Backlogged(id) => {
-                if let Some(session) = self.session_mut(id) {
-                    session.backlogged = true;
-                }
-            }
-            Input::Drained(id) => self.drained(id),
+            Input::Drained(conn) => self.drained(conn),
             Input::Shutdown => self.shutdown(now),
         }
     }
@@ -197,62 +195,45 @@ impl Hub {
     /// replies before them are out, so the order each client sees is the order of causes.
     #[must_use]
     pub fn poll_output(&mut self) -> Option<Output> {
-        if self.outputs.is_empty() {
+        if self.outbox.is_empty() {
             self.flush_all();
         }
-        self.outputs.pop_front()
+        self.outbox.pop()
     }
 
     /// When [`Hub::handle_timeout`] must next run; `None` when nothing is scheduled.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         let tick = (!self.tick_rooms.is_empty()).then(|| self.ticker.deadline());
-        let housekeeping = (self.session_count > 0).then(|| self.housekeeping.deadline());
+        let housekeeping = (self.conns.len() > 0).then(|| self.housekeeping.deadline());
         tick.into_iter().chain(housekeeping).min()
     }
 
     /// Connections the hub holds (logged in or not).
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Users logged in.
     pub fn session_count(&self) -> usize {
-        self.session_count
+        self.sessions.len()
     }
 
-    fn session(&self, id: ClientId) -> Option<&Session> {
-        self.sessions.get(id.0).and_then(Option::as_ref)
-    }
-
-    fn session_mut(&mut self, id: ClientId) -> Option<&mut Session> {
-        self.sessions.get_mut(id.0).and_then(Option::as_mut)
-    }
-
-    fn open(&mut self, now: Instant, id: ClientId) {
-        let refusal = if self.shutting_down {
-            Some(SHUTTING_DOWN)
-        } else if self.session_count >= self.config.max_clients {
-            Some(SERVER_FULL)
-        } else {
-            None
-        };
-        if let Some(message) = refusal {
-            let frame = encode_reply(self.time(now), Code::Unavailable, message, &Map::new());
-            self.outputs.push_back(Output::Send { to: id, frame });
-            self.outputs.push_back(Output::Close { id });
+    fn open(&mut self, now: Instant, conn: ConnId, since: Instant) {
+        if self.shutting_down {
+            // Accepted before the shutdown, heard from only after it.
+            let frame = self.reply_frame(now, &Refusal::ShuttingDown, &Map::new());
+            self.outbox.send(conn, frame);
+            self.outbox.close(conn);
             return;
         }
-        if self.sessions.len() <= id.0 {
-            self.sessions.resize_with(id.0 + 1, || None);
-        }
-        if self.sessions[id.0].is_none() {
-            self.session_count += 1;
-        }
-        self.sessions[id.0] = Some(Session::new(now, self.config.burst));
+        self.conns.open(conn, since, now);
     }
 
-    fn frame(&mut self, now: Instant, id: ClientId, body: &[u8]) {
-        let (rate, burst) = (self.config.rate_limit, self.config.burst);
-        let Some(session) = self.session_mut(id) else {
+    fn frame(&mut self, now: Instant, conn: ConnId, body: &[u8]) {
+        if self.conns.heard(conn, now).is_none() {
             return;
-        };
-        session.last_seen = now;
+        }
         let request = decode_request(body);
         let exempt = matches!(
             request,
@@ -261,393 +242,301 @@ impl Hub {
                 ..
             })
         );
-        if !exempt && !session.bucket.take(now, rate, burst) {
+        if !exempt && !self.conns.take_token(conn, now) {
             let detail = match &request {
                 Ok(Request::Room { room, kind, .. }) => context(Some(room), Some(kind.as_str())),
                 Err(bad) => context(bad.room.as_deref(), bad.kind.as_deref()),
                 Ok(_) => Map::new(),
             };
-            let message = format!(
-                "Rate limit exceeded: at most {rate} messages per second; message dropped."
-            );
-            return self.reply(now, id, Code::TooManyRequests, &message, &detail);
+            let rate = self.conns.rate();
+            return self.refuse(now, conn, Refusal::RateLimited { rate }, &detail);
         }
         match request {
             Err(bad) => {
                 let detail = context(bad.room.as_deref(), bad.kind.as_deref());
-                self.reply(now, id, Code::BadRequest, &bad.message, &detail);
+                self.refuse(now, conn, Refusal::BadRequest(bad), &detail);
             }
-            Ok(Request::Ping) => self.reply(now, id, Code::Ok, PONG, &Map::new()),
+            Ok(Request::Ping) => self.reply(now, conn, Code::Ok, PONG, &Map::new()),
             Ok(Request::Rooms) => {
                 let detail = self.room_directory();
-                self.reply(now, id, Code::Ok, "Rooms and their member counts.", &detail);
+                self.reply(
+                    now,
+                    conn,
+                    Code::Ok,
+                    "Rooms and their member counts.",
+                    &detail,
+                );
             }
-            Ok(Request::Login { user }) => self.login(now, id, &user),
+            Ok(Request::Login { user, .. }) => self.login(now, conn, &user),
             Ok(Request::Room { room, kind, data }) => {
-                if let Err((code, message)) = self.room_request(now, id, &room, kind, data) {
+                if let Err(refusal) = self.room_request(now, conn, &room, kind, data) {
                     let detail = context(Some(&room), Some(kind.as_str()));
-                    self.reply(now, id, code, &message, &detail);
+                    self.refuse(now, conn, refusal, &detail);
                 }
             }
         }
     }
 
-    fn malformed(&mut self, now: Instant, id: ClientId, error: DecodeError) {
-        if self.session(id).is_none() {
+    fn malformed(&mut self, now: Instant, conn: ConnId, problem: Problem) {
+        if self.conns.get(conn).is_none() {
             return;
         }
-        let (code, message, detail) = match error {
-            DecodeError::ZeroLength => (
-                Code::BadRequest,
-                "Zero-length frame: every frame needs a body of 1 or more bytes; closing."
-                    .to_owned(),
-                Map::new(),
-            ),
-            DecodeError::TooLarge { len, max } => (
-                Code::TooLarge,
-                format!("Frame of {len} bytes is over the limit of {max} bytes; closing."),
-                json_map(json!({ "max_frame": max })),
-            ),
-        };
-        self.reply(now, id, code, &message, &detail);
-        self.close(now, id);
+        self.reply(now, conn, problem.code, &problem.message, &problem.detail);
+        self.close(now, conn);
     }
 
-    fn login(&mut self, now: Instant, id: ClientId, requested: &str) {
-        let result = self.try_login(id, requested);
-        match result {
-            Err((code, message)) => {
-                let detail = json_map(json!({ "user": requested }));
-                self.reply(now, id, code, &message, &detail);
+    fn login(&mut self, now: Instant, conn: ConnId, requested: &str) {
+        match self.try_login(conn, requested) {
+            Err(refusal) => {
+                let detail = object(json!({ "user": requested }));
+                self.refuse(now, conn, refusal, &detail);
             }
-            Ok(user) => {
-                log::debug!("{id:?} logged in as {}", user.as_str());
-                let detail = json_map(json!({ "user": user.as_str() }));
-                self.reply(now, id, Code::Accepted, ACCESS_GRANTED, &detail);
-                if let Err((code, message)) = self.join(now, id, user, RoomName::lobby()) {
+            Ok(session) => {
+                let user = self.sessions.get(session).map(|s| s.user.clone());
+                let Some(user) = user else { return };
+                log::debug!("{conn:?} logged in as {}", user.as_str());
+                let detail = object(json!({ "user": user.as_str() }));
+                self.reply(now, conn, Code::Accepted, ACCESS_GRANTED, &detail);
+                if let Err(refusal) = self.join(now, session, RoomName::lobby()) {
                     let detail = context(Some(LOBBY), Some(RoomKind::Join.as_str()));
-                    self.reply(now, id, code, &message, &detail);
+                    self.refuse(now, conn, refusal, &detail);
                 }
             }
         }
     }
 
-    fn try_login(&mut self, id: ClientId, requested: &str) -> Result<UserName, Refusal> {
-        let user = UserName::parse(requested).map_err(|msg| (Code::Unprocessable, msg))?;
-        let session = self
-            .sessions
-            .get_mut(id.0)
-            .and_then(Option::as_mut)
-            .ok_or_else(closing)?;
-        if let Some(current) = &session.user {
-            let message = format!("Already logged in as {}.", current.as_str());
-            return Err((Code::Conflict, message));
+    fn try_login(&mut self, conn: ConnId, requested: &str) -> Result<SessionId, Refusal> {
+        let user = UserName::parse(requested)?;
+        let state = self.conns.get(conn).ok_or(Refusal::Closing)?;
+        if let Some(current) = state.session.and_then(|s| self.sessions.get(s)) {
+            return Err(Refusal::AlreadyLoggedIn {
+                user: current.user.as_str().to_owned(),
+            });
         }
-        if self.users.contains_key(&user.folded()) {
-            let message = format!("User name {} is already logged in.", user.as_str());
-            return Err((Code::Conflict, message));
+        let session = self.sessions.login(user, conn)?;
+        if let Some(state) = self.conns.get_mut(conn) {
+            state.session = Some(session);
         }
-        session.user = Some(user.clone());
-        self.users.insert(user.folded(), id);
-        Ok(user)
+        Ok(session)
     }
 
-    /// Applies a room message; `Err` is the refusal to send back. Checks run in the documented
-    /// order: 401, then 422 (names, pose, game command), then 404 / 409.
+    /// Applies a room message. Checks run in the documented order: 401, then 422 (names, pose,
+    /// game command), then 404 / 409.
     fn room_request(
         &mut self,
         now: Instant,
-        id: ClientId,
+        conn: ConnId,
         room: &str,
         kind: RoomKind,
         data: Option<&RawValue>,
     ) -> Result<(), Refusal> {
-        let session = self.session(id).ok_or_else(closing)?;
-        let Some(user) = session.user.clone() else {
-            let message = "Log in first: {\"system\":\"login\",\"options\":{\"user\":NAME,\"pass\":PASSWORD}}.";
-            return Err((Code::Unauthorized, message.to_owned()));
-        };
-        let name = RoomName::parse(room).map_err(|msg| (Code::Unprocessable, msg))?;
-        let unprocessable = |msg| (Code::Unprocessable, msg);
+        let state = self.conns.get(conn).ok_or(Refusal::Closing)?;
+        let session_id = state.session.ok_or(Refusal::NotLoggedIn)?;
+        let name = RoomName::parse(room)?;
         // Parse what the message asks for before looking at membership: 422 precedes 404.
-        let action = match (kind, data) {
-            (RoomKind::Join, _) => Action::Join,
-            (RoomKind::Leave, _) => Action::Leave,
-            (RoomKind::List, _) => Action::List,
-            (RoomKind::Msg, Some(data)) => Action::Msg(data),
-            (RoomKind::Transform, Some(data)) => {
-                Action::Transform(Pose::parse(data).map_err(unprocessable)?)
-            }
-            (RoomKind::Game, Some(data)) => {
-                Action::Game(GameCommand::parse(data).map_err(unprocessable)?)
-            }
-            (RoomKind::Msg | RoomKind::Transform | RoomKind::Game, None) => {
-                let message = format!("A {} message needs a \"data\" field.", kind.as_str());
-                return Err((Code::BadRequest, message));
-            }
-        };
+        let action = Action::parse(kind, data)?;
         if let Action::Join = action {
-            return self.join(now, id, user, name);
+            return self.join(now, session_id, name);
         }
+        let session = self.sessions.get(session_id).ok_or(Refusal::Closing)?;
+        let user = session.user.clone();
         let room_id = self
             .room_ids
             .get(name.as_str())
             .copied()
             .filter(|&room_id| session.is_in(room_id))
-            .ok_or_else(|| (Code::NotFound, format!("You are not in room {room:?}.")))?;
+            .ok_or_else(|| Refusal::NotInRoom {
+                room: room.to_owned(),
+            })?;
         match action {
             Action::Join => {} // joined above
-            Action::Leave => self.leave(now, id, &user, room_id),
+            Action::Leave => self.leave(now, session_id, room_id),
             Action::List => {
-                let names = self.rooms[room_id.0].names();
+                let names = self.rooms[room_id].names();
                 let event = encode_event(self.time(now), user.as_str(), "list", names);
                 let frame = encode_user_frame(name.as_str(), false, [&event]);
-                self.send(id, frame);
+                self.send_direct(conn, frame);
             }
             Action::Msg(data) => {
                 let data = one_line(data);
                 let event = encode_event(self.time(now), user.as_str(), "msg", &*data);
-                self.broadcast(room_id, event, true);
+                self.rooms[room_id].broadcast(event, true, &mut self.outbox);
             }
-            Action::Transform(pose) => self.set_pose(id, room_id, pose),
-            Action::Game(command) => self.game(now, &user, room_id, command)?,
+            Action::Transform(pose) => {
+                if self.rooms[room_id].set_pose(session_id, pose) {
+                    self.queue_tick(room_id);
+                }
+            }
+            Action::Game(command) => {
+                let state = self.rooms[room_id].play(&user, command)?;
+                let event = encode_event(self.time(now), user.as_str(), "game", state);
+                self.rooms[room_id].broadcast(event, false, &mut self.outbox);
+            }
         }
         Ok(())
     }
 
-    fn join(
-        &mut self,
-        now: Instant,
-        id: ClientId,
-        user: UserName,
-        name: RoomName,
-    ) -> Result<(), Refusal> {
+    fn join(&mut self, now: Instant, session_id: SessionId, name: RoomName) -> Result<(), Refusal> {
         let existing = self.room_ids.get(name.as_str()).copied();
-        let session = self.session(id).ok_or_else(closing)?;
+        let session = self.sessions.get(session_id).ok_or(Refusal::Closing)?;
+        let (conn, user) = (session.conn, session.user.clone());
         let already_in = existing.is_some_and(|room_id| session.is_in(room_id));
         // The documented precedence puts 422 before 409, so the limits are checked first.
         if session.rooms.len() >= self.config.max_rooms_per_user {
-            let message = format!(
-                "You are in {} rooms, the most one user may join; leave one first.",
-                session.rooms.len()
-            );
-            return Err((Code::Unprocessable, message));
+            return Err(Refusal::TooManyRooms {
+                count: session.rooms.len(),
+            });
         }
         if let Some(room_id) = existing.filter(|_| !already_in) {
-            if self.rooms[room_id.0].len() >= self.config.max_room_members {
-                let message = format!(
-                    "Room {:?} is full: it holds at most {} members.",
-                    name.as_str(),
-                    self.config.max_room_members
-                );
-                return Err((Code::Unprocessable, message));
+            if self.rooms[room_id].len() >= self.config.max_room_members {
+                return Err(Refusal::RoomFull {
+                    room: name.as_str().to_owned(),
+                    max: self.config.max_room_members,
+                });
             }
         }
         if already_in {
-            let message = format!("You are already in room {:?}.", name.as_str());
-            return Err((Code::Conflict, message));
+            return Err(Refusal::AlreadyJoined {
+                room: name.as_str().to_owned(),
+            });
         }
         let room_id = match existing {
             Some(room_id) => room_id,
             None => {
                 if self.rooms.len() >= self.config.max_rooms {
-                    let message = format!(
-                        "The server holds its limit of {} rooms; join an existing one.",
-                        self.config.max_rooms
-                    );
-                    return Err((Code::Unavailable, message));
+                    return Err(Refusal::RoomLimit {
+                        max: self.config.max_rooms,
+                    });
                 }
-                let room_id = RoomId(self.rooms.insert(Room::new(name.clone())));
+                let history = History::new(self.config.history, self.config.max_outbuf / 2);
+                let room_id = self
+                    .rooms
+                    .insert_with(|id| Room::new(id, name.clone(), history));
                 self.room_ids.insert(name.as_str().to_owned(), room_id);
                 room_id
             }
         };
         // Events from before the join go to the old members only: the joiner sees them in
         // the history frame.
-        self.flush_room(room_id);
-        let room = &self.rooms[room_id.0];
-        let mut history_frames = Vec::new();
-        let mut chunk: Vec<&Bytes> = Vec::new();
-        let mut chunk_bytes = 0;
-        for event in room.history() {
-            if !chunk.is_empty() && chunk_bytes + event.len() > MAX_HISTORY_FRAME_BYTES {
-                history_frames.push(encode_user_frame(name.as_str(), true, chunk.drain(..)));
-                chunk_bytes = 0;
-            }
-            chunk_bytes += event.len();
-            chunk.push(event);
+        let room = &mut self.rooms[room_id];
+        room.flush(&mut self.outbox);
+        for frame in room.history_frames() {
+            self.send_direct(conn, frame);
         }
-        if !chunk.is_empty() {
-            history_frames.push(encode_user_frame(name.as_str(), true, chunk));
-        }
-        for frame in history_frames {
-            self.send(id, frame);
-        }
-        self.rooms[room_id.0].add(id, user.clone());
-        if let Some(session) = self.session_mut(id) {
+        self.rooms[room_id].add(session_id, conn, user.clone());
+        if let Some(session) = self.sessions.get_mut(session_id) {
             session.rooms.push(room_id);
         }
         let time = self.time(now);
-        self.broadcast(room_id, encode_event(time, user.as_str(), "join", ""), true);
-        let room = &self.rooms[room_id.0];
+        let room = &mut self.rooms[room_id];
+        room.broadcast(
+            encode_event(time, user.as_str(), "join", ""),
+            true,
+            &mut self.outbox,
+        );
         let list = encode_event(time, user.as_str(), "list", room.names());
         let game_state = room
-            .game
-            .as_ref()
-            .map(|game| encode_event(time, user.as_str(), "game", game.state()));
-        self.send(id, encode_user_frame(name.as_str(), false, [&list]));
+            .game_state()
+            .map(|state| encode_event(time, user.as_str(), "game", state));
+        let has_poses = room.has_poses();
+        self.send_direct(conn, encode_user_frame(name.as_str(), false, [&list]));
         if let Some(state) = game_state {
-            self.send(id, encode_user_frame(name.as_str(), false, [&state]));
+            self.send_direct(conn, encode_user_frame(name.as_str(), false, [&state]));
         }
-        if self.rooms[room_id.0]
-            .members()
-            .iter()
-            .any(|m| m.pose.is_some())
-        {
+        if has_poses {
             self.queue_tick(room_id);
         }
         Ok(())
     }
 
-    fn leave(&mut self, now: Instant, id: ClientId, user: &UserName, room_id: RoomId) {
+    fn leave(&mut self, now: Instant, session: SessionId, room_id: RoomId) {
+        let Some(user) = self.sessions.get(session).map(|s| s.user.clone()) else {
+            return;
+        };
         let event = encode_event(self.time(now), user.as_str(), "leave", "");
-        self.broadcast(room_id, event, true);
+        let room = &mut self.rooms[room_id];
+        room.broadcast(event, true, &mut self.outbox);
         // The leaver gets its own leave event, so flush before it stops being a member.
-        self.flush_room(room_id);
-        self.remove_member(now, id, room_id, false);
+        room.flush(&mut self.outbox);
+        self.remove_member(now, session, room_id, false);
     }
 
-    /// Takes `id` out of the room, tells the others (when `announce`) and the game, and drops
-    /// the room if it emptied.
-    fn remove_member(&mut self, now: Instant, id: ClientId, room_id: RoomId, announce: bool) {
-        if let Some(session) = self.session_mut(id) {
+    /// Takes `session` out of the room, tells the others (when `announce`) and the game, and
+    /// drops the room if it emptied.
+    fn remove_member(&mut self, now: Instant, session: SessionId, room_id: RoomId, announce: bool) {
+        if let Some(session) = self.sessions.get_mut(session) {
             session.rooms.retain(|&r| r != room_id);
         }
         let time = self.time(now);
-        let room = &mut self.rooms[room_id.0];
-        let Some(member) = room.remove(id) else {
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        let Some(member) = room.remove(session) else {
             return;
         };
         if room.is_empty() && room_id != self.lobby {
-            let room = self.rooms.remove(room_id.0);
-            self.room_ids.remove(room.name.as_str());
-            self.batched_rooms.retain(|&r| r != room_id);
+            if let Some(room) = self.rooms.remove(room_id) {
+                self.room_ids.remove(room.name().as_str());
+            }
+            self.outbox.forget(room_id);
             self.tick_rooms.retain(|&r| r != room_id);
             return;
         }
         let user = member.user.as_str();
         if announce {
-            self.broadcast(room_id, encode_event(time, user, "leave", ""), true);
+            room.broadcast(
+                encode_event(time, user, "leave", ""),
+                true,
+                &mut self.outbox,
+            );
         }
-        let room = &mut self.rooms[room_id.0];
-        let game_changed = room.game.as_mut().is_some_and(|game| game.leave(user));
-        if let Some(state) = room
-            .game
-            .as_ref()
-            .filter(|_| game_changed)
-            .map(|g| g.state())
-        {
-            self.broadcast(room_id, encode_event(time, user, "game", state), false);
+        if let Some(state) = room.leave_game(&member.user) {
+            room.broadcast(
+                encode_event(time, user, "game", state),
+                false,
+                &mut self.outbox,
+            );
         }
     }
 
-    fn disconnect(&mut self, now: Instant, id: ClientId) {
-        let Some(session) = self.sessions.get_mut(id.0).and_then(Option::take) else {
+    /// The connection is gone: its session ends and its rooms see it leave.
+    fn disconnect(&mut self, now: Instant, conn: ConnId) {
+        let Some(state) = self.conns.close(conn) else {
             return;
         };
-        self.session_count -= 1;
-        let Some(user) = session.user else {
+        let Some(session) = state
+            .session
+            .and_then(|s| self.sessions.end(s).map(|x| (s, x)))
+        else {
             return;
         };
-        log::debug!("{id:?} ({}) disconnected", user.as_str());
-        self.users.remove(&user.folded());
+        let (session_id, session) = session;
+        log::debug!("{conn:?} ({}) disconnected", session.user.as_str());
         for &room_id in &session.rooms {
             // A half-closed client still reads: its last msgs' echoes go out before it leaves.
-            self.flush_room(room_id);
+            if let Some(room) = self.rooms.get_mut(room_id) {
+                room.flush(&mut self.outbox);
+            }
         }
         for room_id in session.rooms {
-            self.remove_member(now, id, room_id, true);
+            self.remove_member(now, session_id, room_id, true);
         }
     }
 
-    fn set_pose(&mut self, id: ClientId, room_id: RoomId, pose: Pose) {
-        let Some(member) = self.rooms[room_id.0].member_mut(id) else {
+    fn drained(&mut self, conn: ConnId) {
+        let Some(state) = self.conns.get_mut(conn) else {
             return;
         };
-        if member.pose == Some(pose) {
-            return;
-        }
-        member.pose = Some(pose);
-        member.pose_changed = true;
-        self.queue_tick(room_id);
-    }
-
-    fn game(
-        &mut self,
-        now: Instant,
-        user: &UserName,
-        room_id: RoomId,
-        command: GameCommand,
-    ) -> Result<(), Refusal> {
-        let refuse = |error: game::GameError| (Code::Unprocessable, error.0);
-        let room = &mut self.rooms[room_id.0];
-        let no_game = || {
-            let message = format!(
-                "No game in room {:?}: start one with {{\"start\": GAME}} (games: {}).",
-                room.name.as_str(),
-                game::names().join(", ")
-            );
-            (Code::Unprocessable, message)
-        };
-        match command {
-            GameCommand::Start(name) => {
-                let running = room
-                    .game
-                    .as_ref()
-                    .is_some_and(|game| game.state()["status"] == "playing");
-                if running {
-                    let message = "A game is running in this room; finish it first.".to_owned();
-                    return Err((Code::Conflict, message));
-                }
-                let mut new_game = game::new_game(&name).ok_or_else(|| {
-                    let message = format!(
-                        "Unknown game {name:?}: available games are {}.",
-                        game::names().join(", ")
-                    );
-                    (Code::Unprocessable, message)
-                })?;
-                new_game.join(user.as_str()).map_err(refuse)?;
-                room.game = Some(new_game);
-            }
-            GameCommand::Join => {
-                let game = room.game.as_mut().ok_or_else(no_game)?;
-                game.join(user.as_str()).map_err(refuse)?;
-            }
-            GameCommand::Move(mv) => {
-                let game = room.game.as_mut().ok_or_else(no_game)?;
-                game.apply_move(user.as_str(), &mv).map_err(refuse)?;
-            }
-            GameCommand::Restart => {
-                let game = room.game.as_mut().ok_or_else(no_game)?;
-                game.restart().map_err(refuse)?;
-            }
-        }
-        let state = room.game.as_ref().map(|game| game.state());
-        let event = encode_event(self.time(now), user.as_str(), "game", state);
-        self.broadcast(room_id, event, false);
-        Ok(())
-    }
-
-    fn drained(&mut self, id: ClientId) {
-        let Some(session) = self.session_mut(id) else {
+        state.backlogged = false;
+        let Some(session_id) = state.session else {
             return;
         };
-        session.backlogged = false;
-        let rooms = session.rooms.clone();
+        let rooms = match self.sessions.get(session_id) {
+            Some(session) => session.rooms.clone(),
+            None => return,
+        };
         for room_id in rooms {
-            if let Some(member) = self.rooms[room_id.0].member_mut(id) {
-                member.needs_snapshot = true;
-            }
+            self.rooms[room_id].resend_poses_to(session_id);
             self.queue_tick(room_id);
         }
     }
@@ -655,185 +544,89 @@ impl Hub {
     fn shutdown(&mut self, now: Instant) {
         self.shutting_down = true;
         self.flush_all();
-        let frame = encode_reply(
-            self.time(now),
-            Code::Unavailable,
-            SHUTTING_DOWN,
-            &Map::new(),
-        );
-        for (index, slot) in self.sessions.iter_mut().enumerate() {
-            if slot.take().is_some() {
-                let id = ClientId(index);
-                self.outputs.push_back(Output::Send {
-                    to: id,
-                    frame: frame.clone(),
-                });
-                self.outputs.push_back(Output::Close { id });
-            }
+        let frame = self.reply_frame(now, &Refusal::ShuttingDown, &Map::new());
+        for conn in self.conns.drain() {
+            self.outbox.send(conn, frame.clone());
+            self.outbox.close(conn);
         }
-        self.session_count = 0;
-        self.users.clear();
+        self.sessions.clear();
+        self.tick_rooms.clear();
     }
 
-    /// Sends each room with pose work one frame of the poses that changed, encoded once; a
-    /// member that just joined (or drained a backlog) gets every pose instead.
     fn tick(&mut self, now: Instant) {
         let time = self.time(now);
         for room_id in std::mem::take(&mut self.tick_rooms) {
-            // Chat produced before the tick reaches members before the poses.
-            self.flush_room(room_id);
-            let Some(room) = self.rooms.get_mut(room_id.0) else {
+            let Some(room) = self.rooms.get_mut(room_id) else {
                 continue;
             };
-            room.tick_queued = false;
-            // The full snapshot is only built when some member will get it; in steady
-            // streaming only the changed poses are encoded.
-            let sessions = &self.sessions;
-            let reachable = |id: ClientId| {
-                sessions
-                    .get(id.0)
-                    .and_then(Option::as_ref)
-                    .is_some_and(|session| !session.backlogged)
-            };
-            let wants_snapshot = room
-                .members()
-                .iter()
-                .any(|m| m.needs_snapshot && reachable(m.id));
-            let mut changed = Vec::new();
-            let mut everyone = Vec::new();
-            for member in room.members() {
-                let Some(pose) = &member.pose else {
-                    continue;
-                };
-                if !(member.pose_changed || wants_snapshot) {
-                    continue;
-                }
-                let event = encode_event(time, member.user.as_str(), "transform", pose);
-                if member.pose_changed {
-                    changed.push(event.clone());
-                }
-                if wants_snapshot {
-                    everyone.push(event);
-                }
-            }
-            let name = room.name.as_str();
-            let changes = (!changed.is_empty()).then(|| encode_user_frame(name, false, &changed));
-            let snapshot =
-                (!everyone.is_empty()).then(|| encode_user_frame(name, false, &everyone));
-            for member in room.members_mut() {
-                member.pose_changed = false;
-                if !reachable(member.id) {
-                    continue;
-                }
-                let frame = if member.needs_snapshot {
-                    if snapshot.is_some() {
-                        member.needs_snapshot = false;
-                    }
-                    snapshot.clone()
-                } else {
-                    changes.clone()
-                };
-                if let Some(frame) = frame {
-                    self.outputs.push_back(Output::Send {
-                        to: member.id,
-                        frame,
-                    });
-                }
-            }
+            let conns = &self.conns;
+            room.tick(time, &mut self.outbox, |conn| conns.reachable(conn));
         }
     }
 
     fn expire(&mut self, now: Instant) {
-        let (login, idle) = (self.config.login_timeout, self.config.idle_timeout);
-        let expired: Vec<(ClientId, String)> = self
-            .sessions
-            .iter()
-            .enumerate()
-            .filter_map(|(index, slot)| {
-                let session = slot.as_ref()?;
-                let message = match &session.user {
-                    None if now.saturating_duration_since(session.opened) >= login => {
-                        format!("Not logged in within {} s; closing.", login.as_secs_f64())
-                    }
-                    Some(_) if now.saturating_duration_since(session.last_seen) >= idle => {
-                        format!("Silent for {} s; closing.", idle.as_secs_f64())
-                    }
-                    _ => return None,
-                };
-                Some((ClientId(index), message))
-            })
-            .collect();
-        for (id, message) in expired {
-            log::info!("{id:?}: {message}");
-            self.reply(now, id, Code::RequestTimeout, &message, &Map::new());
-            self.close(now, id);
+        for (conn, refusal) in self.conns.expired(now) {
+            log::info!("{conn:?}: {refusal}");
+            self.refuse(now, conn, refusal, &Map::new());
+            self.close(now, conn);
         }
     }
 
     /// Forgets a connection the hub decided to close: its rooms see it leave now, and the event
     /// loop flushes what is queued before closing the socket.
-    fn close(&mut self, now: Instant, id: ClientId) {
-        self.disconnect(now, id);
-        self.outputs.push_back(Output::Close { id });
+    fn close(&mut self, now: Instant, conn: ConnId) {
+        self.disconnect(now, conn);
+        self.outbox.close(conn);
+    }
+
+    fn refuse(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        refusal: Refusal,
+        detail: &Map<String, Value>,
+    ) {
+        let frame = self.reply_frame(now, &refusal, detail);
+        self.send_direct(conn, frame);
+    }
+
+    fn reply_frame(&self, now: Instant, refusal: &Refusal, detail: &Map<String, Value>) -> Frame {
+        refusal.encode_with(self.time(now), detail)
     }
 
     fn reply(
         &mut self,
         now: Instant,
-        id: ClientId,
+        conn: ConnId,
         code: Code,
         msg: &str,
         detail: &Map<String, Value>,
     ) {
         let frame = encode_reply(self.time(now), code, msg, detail);
-        self.send(id, frame);
+        self.send_direct(conn, frame);
     }
 
-    /// Queues a frame for one connection, after any batched events of its rooms, so that it
-    /// sees effects in the order of their causes.
-    fn send(&mut self, id: ClientId, frame: Frame) {
-        if let Some(session) = self.sessions.get(id.0).and_then(Option::as_ref) {
-            for &room_id in &session.rooms {
-                if !self.rooms[room_id.0].batch.is_empty() {
-                    flush(&mut self.rooms[room_id.0], &mut self.outputs);
-                }
-            }
-        }
-        self.outputs.push_back(Output::Send { to: id, frame });
-    }
-
-    /// Adds an event for every member of the room to the room's batch.
-    fn broadcast(&mut self, room_id: RoomId, event: Bytes, remember: bool) {
-        let room = &mut self.rooms[room_id.0];
-        if remember {
-            room.remember(&event, self.config.history, self.config.max_outbuf / 2);
-        }
-        if room.batch.is_empty() {
-            self.batched_rooms.push(room_id);
-        }
-        room.batch_bytes += event.len();
-        room.batch.push(event);
-        if room.batch.len() >= MAX_BATCH || room.batch_bytes >= MAX_BATCH_BYTES {
-            flush(room, &mut self.outputs);
-        }
-    }
-
-    fn flush_room(&mut self, room_id: RoomId) {
-        if let Some(room) = self.rooms.get_mut(room_id.0) {
-            flush(room, &mut self.outputs);
-        }
+    /// Queues a reply for one connection after the batched events of its rooms (the ordering
+    /// rule of [`outbox`]).
+    fn send_direct(&mut self, conn: ConnId, frame: Frame) {
+        let session = self.conns.get(conn).and_then(|state| state.session);
+        let rooms = session
+            .and_then(|s| self.sessions.get(s))
+            .map(|s| s.rooms.as_slice())
+            .unwrap_or_default();
+        self.outbox.direct(conn, frame, &mut self.rooms, rooms);
     }
 
     fn flush_all(&mut self) {
-        for room_id in std::mem::take(&mut self.batched_rooms) {
-            self.flush_room(room_id);
+        for room_id in self.outbox.take_batched() {
+            if let Some(room) = self.rooms.get_mut(room_id) {
+                room.flush(&mut self.outbox);
+            }
         }
     }
 
     fn queue_tick(&mut self, room_id: RoomId) {
-        let room = &mut self.rooms[room_id.0];
-        if !room.tick_queued {
-            room.tick_queued = true;
+        if self.rooms[room_id].queue_tick() {
             self.tick_rooms.push(room_id);
         }
     }
@@ -842,34 +635,18 @@ impl Hub {
         let mut rooms: Vec<(&str, usize)> = self
             .rooms
             .iter()
-            .map(|(_, room)| (room.name.as_str(), room.len()))
+            .map(|(_, room)| (room.name().as_str(), room.len()))
             .collect();
         rooms.sort_unstable();
         let rooms: Vec<Value> = rooms
             .into_iter()
             .map(|(room, users)| json!({ "room": room, "users": users }))
             .collect();
-        json_map(json!({ "rooms": rooms }))
+        object(json!({ "rooms": rooms }))
     }
 
     fn time(&self, now: Instant) -> f64 {
         self.clock.unix(now)
-    }
-}
-
-/// Encodes a room's pending events once and queues the frame to every member.
-fn flush(room: &mut Room, outputs: &mut VecDeque<Output>) {
-    if room.batch.is_empty() {
-        return;
-    }
-    let frame = encode_user_frame(room.name.as_str(), false, &room.batch);
-    room.batch.clear();
-    room.batch_bytes = 0;
-    for member in room.members() {
-        outputs.push_back(Output::Send {
-            to: member.id,
-            frame: frame.clone(),
-        });
     }
 }
 
@@ -883,13 +660,6 @@ fn context(room: Option<&str>, kind: Option<&str>) -> Map<String, Value> {
         detail.insert("type".into(), kind.into());
     }
     detail
-}
-
-fn json_map(value: Value) -> Map<String, Value> {
-    match value {
-        Value::Object(map) => map,
-        _ => Map::new(),
-    }
 }
 
 #[cfg(test)]

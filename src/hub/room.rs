@@ -1,56 +1,64 @@
-//! One room's state: who is in it, its recent history, the members' latest poses, events waiting
-//! to be batched into one frame, and its game. The rules that change it live in `hub`.
+//! One room and the rules that change it: who is in it, its history, the events waiting to go
+//! out as one frame, the members' poses and their tick, and its game.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 
 use bytes::Bytes;
+use serde_json::Value;
 
-use super::ClientId;
-use crate::game::Game;
-use crate::protocol::{Pose, RoomName, UserName};
+use super::history::History;
+use super::ids::{ConnId, RoomId, SessionId};
+use super::outbox::{Outbox, Pending};
+use super::refusal::Refusal;
+use crate::frame::Frame;
+use crate::game::{self, Game};
+use crate::protocol::{encode_event, encode_user_frame, GameCommand, Pose, RoomName, UserName};
 
-/// Index of a room in the hub's room table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) struct RoomId(pub usize);
+/// Events a room may collect before they are flushed, so a batch frame stays small.
+const MAX_BATCH: usize = 256;
+/// Bytes of events a room may collect before they are flushed: batching pays off in syscalls
+/// long before this, and small frames keep latency and per-client bursts low.
+const MAX_BATCH_BYTES: usize = 64 * 1024;
 
 /// A member and its pose state in this room.
 #[derive(Debug)]
 pub(crate) struct Member {
-    pub id: ClientId,
+    pub session: SessionId,
+    /// Where the member's frames go.
+    pub conn: ConnId,
     pub user: UserName,
-    pub pose: Option<Pose>,
+    pose: Option<Pose>,
     /// The pose changed since the last tick.
-    pub pose_changed: bool,
+    pose_changed: bool,
     /// The member gets every pose at its next tick instead of the changes (it just joined, or
     /// its queue drained after ticks were skipped).
-    pub needs_snapshot: bool,
+    needs_snapshot: bool,
 }
 
 #[derive(Debug)]
 pub(crate) struct Room {
-    pub name: RoomName,
+    id: RoomId,
+    name: RoomName,
     members: Vec<Member>,
     /// Position of each member in `members`, so a 90 Hz pose update is O(1).
-    index: HashMap<ClientId, usize>,
-    /// Last `history` msg/join/leave events, oldest first, already encoded.
-    history: VecDeque<Bytes>,
-    history_bytes: usize,
+    index: HashMap<SessionId, usize>,
+    history: History,
     /// Events produced since the room was last flushed; they go out as one frame.
-    pub batch: Vec<Bytes>,
-    pub batch_bytes: usize,
-    /// Queued in the hub's list of rooms with tick work.
-    pub tick_queued: bool,
-    pub game: Option<Box<dyn Game>>,
+    batch: Vec<Bytes>,
+    batch_bytes: usize,
+    /// In the hub's list of rooms with tick work.
+    tick_queued: bool,
+    game: Option<Box<dyn Game>>,
 }
 
 impl Room {
-    pub fn new(name: RoomName) -> Self {
+    pub fn new(id: RoomId, name: RoomName, history: History) -> Self {
         Room {
+            id,
             name,
             members: Vec::new(),
             index: HashMap::new(),
-            history: VecDeque::new(),
-            history_bytes: 0,
+            history,
             batch: Vec::new(),
             batch_bytes: 0,
             tick_queued: false,
@@ -58,12 +66,13 @@ impl Room {
         }
     }
 
-    pub fn members(&self) -> &[Member] {
-        &self.members
+    pub fn name(&self) -> &RoomName {
+        &self.name
     }
 
-    pub fn members_mut(&mut self) -> &mut [Member] {
-        &mut self.members
+    #[cfg(test)]
+    pub fn members(&self) -> &[Member] {
+        &self.members
     }
 
     pub fn len(&self) -> usize {
@@ -74,15 +83,11 @@ impl Room {
         self.members.is_empty()
     }
 
-    pub fn member_mut(&mut self, id: ClientId) -> Option<&mut Member> {
-        let at = *self.index.get(&id)?;
-        self.members.get_mut(at)
-    }
-
-    pub fn add(&mut self, id: ClientId, user: UserName) {
-        self.index.insert(id, self.members.len());
+    pub fn add(&mut self, session: SessionId, conn: ConnId, user: UserName) {
+        self.index.insert(session, self.members.len());
         self.members.push(Member {
-            id,
+            session,
+            conn,
             user,
             pose: None,
             pose_changed: false,
@@ -90,11 +95,11 @@ impl Room {
         });
     }
 
-    pub fn remove(&mut self, id: ClientId) -> Option<Member> {
-        let at = self.index.remove(&id)?;
+    pub fn remove(&mut self, session: SessionId) -> Option<Member> {
+        let at = self.index.remove(&session)?;
         let member = self.members.swap_remove(at);
         if let Some(moved) = self.members.get(at) {
-            self.index.insert(moved.id, at);
+            self.index.insert(moved.session, at);
         }
         Some(member)
     }
@@ -106,23 +111,173 @@ impl Room {
         names
     }
 
-    /// Keeps `event` among the last `limit` for joiners, and the whole history within
-    /// `max_bytes`, so that a joiner's history always fits its outbound queue.
-    pub fn remember(&mut self, event: &Bytes, limit: usize, max_bytes: usize) {
-        if limit == 0 || event.len() > max_bytes {
-            return;
+    /// Adds an event for every member to the room's batch, and to its history when it is a
+    /// msg, join or leave (`remember`).
+    pub fn broadcast(&mut self, event: Bytes, remember: bool, outbox: &mut Outbox) {
+        if remember {
+            self.history.remember(&event);
         }
-        while self.history.len() >= limit || self.history_bytes + event.len() > max_bytes {
-            match self.history.pop_front() {
-                Some(old) => self.history_bytes -= old.len(),
-                None => break,
-            }
+        if self.batch.is_empty() {
+            outbox.batched(self.id);
         }
-        self.history_bytes += event.len();
-        self.history.push_back(event.clone());
+        self.batch_bytes += event.len();
+        self.batch.push(event);
+        if self.batch.len() >= MAX_BATCH || self.batch_bytes >= MAX_BATCH_BYTES {
+            self.flush(outbox);
+        }
     }
 
-    pub fn history(&self) -> &VecDeque<Bytes> {
-        &self.history
+    /// The frames a joiner receives with the room's past, oldest first.
+    pub fn history_frames(&self) -> Vec<Frame> {
+        self.history.frames(self.name.as_str())
+    }
+
+    /// Stores a member's pose; true when it changed and the room needs a tick.
+    pub fn set_pose(&mut self, session: SessionId, pose: Pose) -> bool {
+        let Some(member) = self.member_mut(session) else {
+            return false;
+        };
+        if member.pose == Some(pose) {
+            return false;
+        }
+        member.pose = Some(pose);
+        member.pose_changed = true;
+        true
+    }
+
+    /// Whether some member has a pose a joiner must be sent.
+    pub fn has_poses(&self) -> bool {
+        self.members.iter().any(|m| m.pose.is_some())
+    }
+
+    /// The member gets every pose at the next tick (its queue drained after skipped ticks).
+    pub fn resend_poses_to(&mut self, session: SessionId) {
+        if let Some(member) = self.member_mut(session) {
+            member.needs_snapshot = true;
+        }
+    }
+
+    /// True when the room was not yet queued for the next tick (the caller queues it).
+    pub fn queue_tick(&mut self) -> bool {
+        !std::mem::replace(&mut self.tick_queued, true)
+    }
+
+    /// Sends one frame of the poses that changed, encoded once; a member that just joined (or
+    /// drained a backlog) gets every pose instead. Members whose connection cannot take it now
+    /// (`reachable` false) are skipped and keep their snapshot due.
+    pub fn tick(&mut self, time: f64, outbox: &mut Outbox, reachable: impl Fn(ConnId) -> bool) {
+        // Chat produced before the tick reaches members before the poses.
+        self.flush(outbox);
+        self.tick_queued = false;
+        // The full snapshot is only built when some member will get it; in steady streaming
+        // only the changed poses are encoded.
+        let wants_snapshot = self
+            .members
+            .iter()
+            .any(|m| m.needs_snapshot && reachable(m.conn));
+        let mut changed = Vec::new();
+        let mut everyone = Vec::new();
+        for member in &self.members {
+            let Some(pose) = &member.pose else {
+                continue;
+            };
+            if !(member.pose_changed || wants_snapshot) {
+                continue;
+            }
+            let event = encode_event(time, member.user.as_str(), "transform", pose);
+            if member.pose_changed {
+                changed.push(event.clone());
+            }
+            if wants_snapshot {
+                everyone.push(event);
+            }
+        }
+        let name = self.name.as_str();
+        let changes = (!changed.is_empty()).then(|| encode_user_frame(name, false, &changed));
+        let snapshot = (!everyone.is_empty()).then(|| encode_user_frame(name, false, &everyone));
+        for member in &mut self.members {
+            member.pose_changed = false;
+            if !reachable(member.conn) {
+                continue;
+            }
+            let frame = if member.needs_snapshot {
+                if snapshot.is_some() {
+                    member.needs_snapshot = false;
+                }
+                snapshot.clone()
+            } else {
+                changes.clone()
+            };
+            if let Some(frame) = frame {
+                outbox.send(member.conn, frame);
+            }
+        }
+    }
+
+    /// Applies a game command from `user`; the new state to broadcast, or the refusal.
+    pub fn play(&mut self, user: &UserName, command: GameCommand) -> Result<Value, Refusal> {
+        let no_game = || Refusal::NoGame {
+            room: self.name.as_str().to_owned(),
+        };
+        match command {
+            GameCommand::Start(name) => {
+                if self.game.as_ref().is_some_and(|game| game.is_running()) {
+                    return Err(Refusal::GameRunning);
+                }
+                let mut new_game = game::new_game(&name).ok_or(Refusal::UnknownGame { name })?;
+                new_game.join(user.as_str())?;
+                self.game = Some(new_game);
+            }
+            GameCommand::Join => {
+                let game = self.game.as_mut().ok_or_else(no_game)?;
+                game.join(user.as_str())?;
+            }
+            GameCommand::Move(mv) => {
+                let game = self.game.as_mut().ok_or_else(no_game)?;
+                game.apply_move(user.as_str(), &mv)?;
+            }
+            GameCommand::Restart => {
+                let game = self.game.as_mut().ok_or_else(no_game)?;
+                game.restart()?;
+            }
+        }
+        Ok(self.game_state().unwrap_or(Value::Null))
+    }
+
+    /// The game's state, when the room has a game.
+    pub fn game_state(&self) -> Option<Value> {
+        self.game.as_ref().map(|game| game.state())
+    }
+
+    /// Tells the game `user` is gone; the new state when that changed it (a forfeit).
+    pub fn leave_game(&mut self, user: &UserName) -> Option<Value> {
+        let game = self.game.as_mut()?;
+        game.leave(user.as_str()).then(|| game.state())
+    }
+
+    fn member_mut(&mut self, session: SessionId) -> Option<&mut Member> {
+        let at = *self.index.get(&session)?;
+        self.members.get_mut(at)
+    }
+
+    /// Member of this room: for the model-based tests' invariants.
+    #[cfg(test)]
+    pub fn has(&self, session: SessionId) -> bool {
+        self.index.contains_key(&session)
+    }
+}
+
+impl Pending for Room {
+    /// Encodes the pending events once and queues the frame to every member.
+    fn flush(&mut self, outbox: &mut Outbox) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let frame = encode_user_frame(self.name.as_str(), false, &self.batch);
+        self.batch.clear();
+        self.batch_bytes = 0;
+        for member in &self.members {
+            outbox.send(member.conn, frame.clone());
+        }
     }
 }

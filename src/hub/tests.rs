@@ -5,127 +5,11 @@ use std::collections::{HashMap, HashSet};
 use proptest::prelude::*;
 use serde_json::json;
 
+use super::testing::{code, flatten, Harness, T0};
 use super::*;
+use crate::transport::TransportError;
 
 const MS: Duration = Duration::from_millis(1);
-const T0: f64 = 1_700_000_000.0;
-
-/// Drives a hub like the event loop would, and keeps what each client received, decoded.
-struct Harness {
-    hub: Hub,
-    start: Instant,
-    now: Instant,
-    next_id: usize,
-    inbox: HashMap<ClientId, Vec<Value>>,
-    closed: HashSet<ClientId>,
-}
-
-impl Harness {
-    fn new(config: Config) -> Self {
-        let start = Instant::now();
-        Harness {
-            hub: Hub::new(config, WallClock::new(start, T0), start),
-            start,
-            now: start,
-            next_id: 0,
-            inbox: HashMap::new(),
-            closed: HashSet::new(),
-        }
-    }
-
-    fn default() -> Self {
-        Self::new(Config::default())
-    }
-
-    fn connect(&mut self) -> ClientId {
-        let id = ClientId(self.next_id);
-        self.next_id += 1;
-        self.hub.handle(self.now, Input::Open(id));
-        self.pump();
-        id
-    }
-
-    /// Connects and logs in, and forgets the login replies.
-    fn user(&mut self, name: &str) -> ClientId {
-        let id = self.connect();
-        self.send(
-            id,
-            json!({"system": "login", "options": {"user": name, "pass": "x"}}),
-        );
-        let replies = self.take(id);
-        assert_eq!(replies[0]["response"]["code"], 202, "{replies:?}");
-        id
-    }
-
-    fn send(&mut self, id: ClientId, message: Value) {
-        self.send_raw(id, message.to_string().as_bytes());
-    }
-
-    /// Hands the hub a message without draining: several of these are one loop pass.
-    fn feed(&mut self, id: ClientId, message: Value) {
-        self.hub
-            .handle(self.now, Input::Frame(id, message.to_string().as_bytes()));
-    }
-
-    fn send_raw(&mut self, id: ClientId, body: &[u8]) {
-        self.hub.handle(self.now, Input::Frame(id, body));
-        self.pump();
-    }
-
-    /// Moves the clock forward, running every deadline on the way in order.
-    fn advance(&mut self, by: Duration) {
-        let target = self.now + by;
-        while let Some(deadline) = self.hub.poll_timeout().filter(|&d| d <= target) {
-            self.now = self.now.max(deadline);
-            self.hub.handle_timeout(self.now);
-            self.pump();
-        }
-        self.now = target;
-    }
-
-    fn pump(&mut self) {
-        while let Some(output) = self.hub.poll_output() {
-            match output {
-                Output::Send { to, frame } => {
-                    assert!(!self.closed.contains(&to), "frame after close to {to:?}");
-                    let value: Value = serde_json::from_slice(&frame.body()).unwrap();
-                    self.inbox.entry(to).or_default().push(value);
-                }
-                Output::Close { id } => {
-                    self.closed.insert(id);
-                }
-            }
-        }
-    }
-
-    fn take(&mut self, id: ClientId) -> Vec<Value> {
-        self.inbox.remove(&id).unwrap_or_default()
-    }
-
-    /// Events received, flattened out of their frames, each tagged with its room.
-    fn events(&mut self, id: ClientId) -> Vec<Value> {
-        flatten(&self.take(id))
-    }
-}
-
-fn flatten(frames: &[Value]) -> Vec<Value> {
-    let mut events = Vec::new();
-    for frame in frames {
-        assert_eq!(frame["info"], "user", "not an event frame: {frame}");
-        let payload = frame["payload"].as_array().unwrap();
-        assert!(!payload.is_empty());
-        for event in payload {
-            let mut event = event.clone();
-            event["room"] = frame["room"].clone();
-            events.push(event);
-        }
-    }
-    events
-}
-
-fn code(frame: &Value) -> u64 {
-    frame["response"]["code"].as_u64().unwrap_or(0)
-}
 
 fn kinds(events: &[Value]) -> Vec<&str> {
     events.iter().map(|e| e["type"].as_str().unwrap()).collect()
@@ -300,16 +184,12 @@ fn framing_errors_answer_then_close_and_others_see_a_leave() {
     let a = h.user("a");
     let b = h.user("b");
     h.take(a);
-    h.hub.handle(
-        h.now,
-        Input::Malformed(
-            b,
-            DecodeError::TooLarge {
-                len: 70000,
-                max: 65536,
-            },
-        ),
-    );
+    let too_large = TransportError::TooLarge {
+        len: 70000,
+        max: 65536,
+    };
+    h.hub
+        .handle(h.now, Input::Malformed(b, too_large.problem()));
     h.pump();
     let reply = h.take(b);
     assert_eq!(code(&reply[0]), 413);
@@ -317,8 +197,8 @@ fn framing_errors_answer_then_close_and_others_see_a_leave() {
     assert!(h.closed.contains(&b));
     assert_eq!(kinds(&h.events(a)), ["leave"]);
     let c = h.user("c");
-    h.hub
-        .handle(h.now, Input::Malformed(c, DecodeError::ZeroLength));
+    let zero = TransportError::ZeroLength.problem();
+    h.hub.handle(h.now, Input::Malformed(c, zero));
     h.pump();
     assert_eq!(code(&h.take(c)[0]), 400);
     assert!(h.closed.contains(&c));
@@ -776,12 +656,12 @@ fn rate_limit_drops_excess_with_429_but_not_transforms() {
 }
 
 #[test]
-fn limits_on_rooms_members_and_clients() {
+fn limits_on_rooms_and_members() {
+    // --max-clients counts sockets, so the event loop enforces it (net's tests).
     let mut h = Harness::new(Config {
         max_rooms_per_user: 2,
         max_room_members: 2,
         max_rooms: 3,
-        max_clients: 4,
         ..Config::default()
     });
     let a = h.user("a");
@@ -807,12 +687,6 @@ fn limits_on_rooms_members_and_clients() {
         reply["response"]["detail"],
         json!({"room": "r4", "type": "join"})
     );
-    let _d = h.connect();
-    let e = h.connect();
-    let reply = h.take(e);
-    assert_eq!(code(&reply[0]), 503);
-    assert_eq!(reply[0]["response"]["msg"], "Server full.");
-    assert!(h.closed.contains(&e));
 }
 
 #[test]
@@ -942,12 +816,13 @@ proptest! {
     fn membership_and_delivery_invariants_hold(actions in prop::collection::vec(action(), 1..60), batch in any::<bool>()) {
         let mut h = Harness::default();
         // One connection per user slot; reconnecting replaces it.
-        let mut conns: Vec<Option<ClientId>> = (0..4).map(|_| Some(h.connect())).collect();
+        let mut conns: Vec<Option<ConnId>> = (0..4).map(|_| Some(h.connect())).collect();
+        let mut every_conn: Vec<ConnId> = conns.iter().flatten().copied().collect();
         let mut model = Model::default();
         let mut seq = 0u64;
         // For each msg: the connections the model says must receive it.
-        let mut expected: HashMap<u64, HashSet<ClientId>> = HashMap::new();
-        let mut gone: HashSet<ClientId> = HashSet::new();
+        let mut expected: HashMap<u64, HashSet<ConnId>> = HashMap::new();
+        let mut gone: HashSet<ConnId> = HashSet::new();
         for action in actions {
             let (slot, message) = match action {
                 Action::Login(u) => {
@@ -992,9 +867,8 @@ proptest! {
                 }
                 Action::Reconnect(u) => {
                     if conns[u].is_none() {
-                        let id = ClientId(h.next_id);
-                        h.next_id += 1;
-                        h.hub.handle(h.now, Input::Open(id));
+                        let id = h.open();
+                        every_conn.push(id);
                         conns[u] = Some(id);
                     }
                     (u, None)
@@ -1012,8 +886,9 @@ proptest! {
 
         // Every msg reached exactly the members of its room, once; and every member of a room
         // saw that room's msgs in one order (increasing, since they were sent in order).
-        let mut delivered: HashMap<u64, HashSet<ClientId>> = HashMap::new();
-        for (&id, frames) in &h.inbox {
+        let mut delivered: HashMap<u64, HashSet<ConnId>> = HashMap::new();
+        for id in every_conn {
+            let frames = h.take(id);
             let mut order: HashMap<&str, Vec<u64>> = HashMap::new();
             for frame in frames.iter().filter(|f| f["info"] == "user" && f.get("history").is_none()) {
                 let room = frame["room"].as_str().unwrap();
@@ -1041,36 +916,37 @@ proptest! {
 
 fn check_invariants(hub: &Hub) -> Result<(), TestCaseError> {
     prop_assert!(hub.room_ids.contains_key(LOBBY), "lobby exists");
-    for (index, room) in hub.rooms.iter() {
-        let room_id = RoomId(index);
-        prop_assert_eq!(hub.room_ids.get(room.name.as_str()), Some(&room_id));
+    for (room_id, room) in hub.rooms.iter() {
+        prop_assert_eq!(hub.room_ids.get(room.name().as_str()), Some(&room_id));
         if room_id != hub.lobby {
-            prop_assert!(!room.is_empty(), "empty room {} kept", room.name.as_str());
+            prop_assert!(!room.is_empty(), "empty room {} kept", room.name().as_str());
         }
         for member in room.members() {
-            let session = hub.session(member.id);
+            let session = hub.sessions.get(member.session);
             prop_assert!(
                 session.is_some_and(|s| s.is_in(room_id)),
                 "member without session link"
             );
+            let carried_by = hub.conns.get(member.conn).and_then(|c| c.session);
+            prop_assert_eq!(carried_by, Some(member.session), "member's connection");
         }
     }
-    for (index, slot) in hub.sessions.iter().enumerate() {
-        if let Some(session) = slot {
-            for &room_id in &session.rooms {
-                let room = &hub.rooms[room_id.0];
-                prop_assert!(
-                    room.members().iter().any(|m| m.id == ClientId(index)),
-                    "session in room it is not a member of"
-                );
-            }
+    for (session_id, session) in hub.sessions.iter() {
+        for &room_id in &session.rooms {
             prop_assert!(
-                session.user.is_some() || session.rooms.is_empty(),
-                "rooms without login"
+                hub.rooms[room_id].has(session_id),
+                "session in room it is not a member of"
             );
         }
+        let carried_by = hub.conns.get(session.conn).and_then(|c| c.session);
+        prop_assert_eq!(carried_by, Some(session_id), "session's connection");
     }
-    prop_assert_eq!(hub.session_count, hub.sessions.iter().flatten().count());
+    let logged_in = hub
+        .conns
+        .iter()
+        .filter(|(_, c)| c.session.is_some())
+        .count();
+    prop_assert_eq!(hub.session_count(), logged_in);
     Ok(())
 }
 

@@ -1,18 +1,26 @@
-//! One socket: its framing, read buffer, outbound queue, remembered writability and how far it
-//! has got in closing.
+//! One socket: its transport, read buffer, outbound queue, remembered writability and how far it
+//! has got in its life.
 
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use bytes::BytesMut;
 use mio::net::TcpStream;
 
 use super::out_queue::OutQueue;
-use crate::codec::{Decoder, Frame, Mode};
+use crate::frame::Frame;
+use crate::hub::ConnId;
+use crate::transport::Transport;
 
 /// Where a connection is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum State {
-    /// Reading and writing.
+    /// Accepted; its transport is not known yet, and the hub has not heard of it.
+    Greeting,
+    /// Accepted only to be refused (server full, shutting down): waiting briefly for the first
+    /// bytes so the refusal goes out in the peer's own framing.
+    Refusing(Frame),
+    /// Reading and writing; the hub knows it.
     Open,
     /// No more reading; flush the queue, then close (until the deadline).
     Draining(Instant),
@@ -23,10 +31,29 @@ pub enum State {
     Dead,
 }
 
+impl State {
+    /// Counts against `--max-clients`.
+    pub fn is_admitted(&self) -> bool {
+        matches!(self, State::Greeting | State::Open)
+    }
+
+    /// Still reading what the peer sends.
+    pub fn is_reading(&self) -> bool {
+        matches!(
+            self,
+            State::Greeting | State::Refusing(_) | State::Open | State::Lingering(_)
+        )
+    }
+}
+
 #[derive(Debug)]
 pub struct Conn {
+    pub id: ConnId,
     pub stream: TcpStream,
-    pub decoder: Decoder,
+    pub peer: SocketAddr,
+    /// When it was accepted: the login timeout counts from here.
+    pub accepted: Instant,
+    pub transport: Transport,
     /// Empty (no allocation) while the connection is idle: idle connections must be cheap.
     pub read_buf: BytesMut,
     pub out: OutQueue,
@@ -41,28 +68,31 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn new(stream: TcpStream, max_frame: usize) -> Self {
+    pub fn new(
+        id: ConnId,
+        stream: TcpStream,
+        peer: SocketAddr,
+        now: Instant,
+        max_frame: usize,
+    ) -> Self {
         Conn {
+            id,
             stream,
-            decoder: Decoder::new(max_frame),
+            peer,
+            accepted: now,
+            transport: Transport::sniffing(max_frame),
             read_buf: BytesMut::new(),
             out: OutQueue::default(),
-            state: State::Open,
-            writable: false,
+            state: State::Greeting,
+            writable: true,
             write_queued: false,
             backlogged: false,
         }
     }
 
-    /// The framing to answer in. A connection that has sent nothing yet (a 503 on accept, a
-    /// login timeout) is answered in the default framing.
-    pub fn mode(&self) -> Mode {
-        self.decoder.mode().unwrap_or(Mode::Framed)
-    }
-
-    /// Queues a frame in this connection's framing.
+    /// Queues a frame in this connection's transport.
     pub fn queue(&mut self, frame: &Frame) {
-        for chunk in frame.chunks(self.mode()) {
+        for chunk in self.transport.chunks(frame) {
             self.out.push(chunk);
         }
     }
@@ -76,7 +106,7 @@ impl Conn {
     pub fn close_deadline(&self) -> Option<Instant> {
         match self.state {
             State::Draining(deadline) | State::Lingering(deadline) => Some(deadline),
-            State::Open | State::Dead => None,
+            _ => None,
         }
     }
 }

@@ -1,19 +1,25 @@
-//! The event loop: a thin shell around the [`Hub`]. It accepts, reads, removes framing, hands
-//! bodies to the hub, and writes what the hub asks for. It never looks inside JSON.
+//! The event loop: a thin shell around the [`Hub`]. It accepts, reads, lets each connection's
+//! transport turn bytes into messages, hands those to the hub, and writes what the hub asks for.
+//! It never looks inside JSON.
 //!
-//! One pass of [`Server::run`]:
-//! 1. poll, with the nearest deadline (hub timer, closing connections, accept back-off) as the
-//!    timeout, or zero when a previous pass left work behind;
-//! 2. for each readable socket, read until `WouldBlock` (bounded per pass) and feed whole frames
-//!    to the hub; remember writability from writable events;
-//! 3. run the hub's due timers (always asked: an empty event list proves nothing);
-//! 4. drain the hub's outputs into connection queues: one shared buffer per frame;
-//! 5. one vectored write pass over connections with pending bytes, bounded per connection;
-//! 6. reap closing connections last, so nothing is torn down in the middle of a fan-out.
+//! One pass of [`Server::run`], with the clock read once, right after the poll:
+//! 1. poll, with the nearest deadline (hub timer, greeting and refusal deadlines, closing
+//!    connections, accept back-off) as the timeout, or zero when a previous pass left work;
+//! 2. for each readable socket, read until `WouldBlock` (bounded per pass): the first bytes
+//!    fix the transport and tell the hub the connection is open; whole messages go to the
+//!    hub; remember writability from writable events;
+//! 3. connections that hit the read budget last pass read on; accepts retried after a back-off;
+//! 4. greetings and refusals whose deadline passed are settled;
+//! 5. run the hub's due timers (always asked: an empty event list proves nothing);
+//! 6. drain the hub's outputs into connection queues: one shared buffer per frame;
+//! 7. one vectored write pass over connections with pending bytes, bounded per connection;
+//! 8. reap closing connections last, so nothing is torn down in the middle of a fan-out; what
+//!    that tells the hub is drained and written in the same pass.
 
 mod conn;
 mod out_queue;
 
+use std::collections::VecDeque;
 use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,7 +34,8 @@ use slab::Slab;
 
 use crate::clock::WallClock;
 use crate::config::Config;
-use crate::hub::{ClientId, Hub, Input, Output};
+use crate::hub::{ConnId, Hub, Input, Output, Refusal};
+use crate::transport::TransportKind;
 use conn::{Conn, State};
 use out_queue::Flushed;
 
@@ -49,6 +56,10 @@ const LINGER_TIMEOUT: Duration = Duration::from_millis(500);
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// How long shutdown waits for queues to flush.
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
+/// How long a refused connection is given to send its first bytes, so that its refusal is
+/// written in its own framing. Clients speak first (a login, an HTTP request, a TLS hello)
+/// within a round trip of connecting; a silent one gets the default framing.
+const REFUSAL_GRACE: Duration = Duration::from_millis(250);
 
 /// A bound server, ready to [`run`](Server::run) or [`spawn`](Server::spawn).
 pub struct Server {
@@ -57,7 +68,12 @@ pub struct Server {
     listener: Option<TcpListener>,
     local_addr: SocketAddr,
     conns: Slab<Conn>,
+    /// Connections that count against `--max-clients`: greeting or open.
+    admitted: usize,
+    /// Serial number of the next accepted connection: with the slab key, a `ConnId`.
+    next_serial: u64,
     hub: Hub,
+    clock: WallClock,
     signal: Arc<Signal>,
     scratch: Box<[u8]>,
     /// Connections with bytes to write (deduplicated by `Conn::write_queued`).
@@ -66,6 +82,10 @@ pub struct Server {
     pending_reads: Vec<usize>,
     /// Connections draining, lingering or dead, reaped at the end of a pass.
     closing: Vec<usize>,
+    /// Connections not yet heard from, by deadline (accept order, so deadlines ascend).
+    greetings: VecDeque<(Instant, ConnId)>,
+    /// Refused connections waiting for their first bytes, by deadline.
+    refusals: VecDeque<(Instant, ConnId)>,
     accept_retry: Option<Instant>,
     shutdown_deadline: Option<Instant>,
 }
@@ -138,14 +158,18 @@ impl Server {
             .duration_since(UNIX_EPOCH)
             .map(|since| since.as_secs_f64())
             .unwrap_or(0.0);
-        let hub = Hub::new(config.clone(), WallClock::new(now, unix), now);
+        let clock = WallClock::new(now, unix);
+        let hub = Hub::new(config.clone(), clock, now);
         Ok(Server {
             config,
             poll,
             listener: Some(listener),
             local_addr,
             conns: Slab::new(),
+            admitted: 0,
+            next_serial: 0,
             hub,
+            clock,
             signal: Arc::new(Signal {
                 requested: AtomicBool::new(false),
                 waker,
@@ -154,6 +178,8 @@ impl Server {
             pending_writes: Vec::new(),
             pending_reads: Vec::new(),
             closing: Vec::new(),
+            greetings: VecDeque::new(),
+            refusals: VecDeque::new(),
             accept_retry: None,
             shutdown_deadline: None,
         })
@@ -186,15 +212,16 @@ impl Server {
     /// Serves until shut down. Returns `Err` only if polling itself fails.
     pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
+        let mut now = Instant::now();
         loop {
-            let timeout = self.poll_timeout(Instant::now());
+            let timeout = self.poll_timeout(now);
             if let Err(err) = self.poll.poll(&mut events, timeout) {
                 if err.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
                 return Err(err);
             }
-            let now = Instant::now();
+            now = Instant::now();
             log::trace!(
                 "woke after timeout {timeout:?} with {} events",
                 events.iter().count()
@@ -226,12 +253,13 @@ impl Server {
                 self.accept_retry = None;
                 self.accept(now);
             }
+            self.settle_greetings(now);
             self.hub.handle_timeout(now);
             self.drain_outputs(now);
-            self.write_pass();
+            self.write_pass(now);
             self.reap(now);
             self.drain_outputs(now);
-            self.write_pass();
+            self.write_pass(now);
             if let Some(deadline) = self.shutdown_deadline {
                 if self.conns.is_empty() || now >= deadline {
                     log::info!("shut down ({} connections cut off)", self.conns.len());
@@ -249,21 +277,25 @@ impl Server {
             .closing
             .iter()
             .filter_map(|&key| self.conns.get(key).and_then(Conn::close_deadline));
+        let greeting = self.greetings.front().map(|&(deadline, _)| deadline);
+        let refusal = self.refusals.front().map(|&(deadline, _)| deadline);
         self.hub
             .poll_timeout()
             .into_iter()
             .chain(self.accept_retry)
             .chain(self.shutdown_deadline)
+            .chain(greeting)
+            .chain(refusal)
             .chain(closing)
             .min()
             .map(|deadline| deadline.saturating_duration_since(now))
     }
 
     fn accept(&mut self, now: Instant) {
-        let Some(listener) = &self.listener else {
-            return;
-        };
         loop {
+            let Some(listener) = &self.listener else {
+                return;
+            };
             match listener.accept() {
                 Ok((mut stream, peer)) => {
                     // Nagle plus delayed ACKs stalls small frames by ~40 ms.
@@ -281,11 +313,21 @@ impl Server {
                         log::warn!("cannot register {peer}: {err}");
                         continue;
                     }
-                    let mut conn = Conn::new(stream, self.config.max_frame);
-                    conn.writable = true;
+                    let id = ConnId::new(key, self.next_serial);
+                    self.next_serial += 1;
+                    let mut conn = Conn::new(id, stream, peer, now, self.config.max_frame);
+                    if self.admitted >= self.config.max_clients {
+                        log::debug!("{peer} refused: {} connections", self.admitted);
+                        let full = Refusal::ServerFull.encode(self.clock.unix(now));
+                        conn.state = State::Refusing(full);
+                        self.refusals.push_back((now + REFUSAL_GRACE, id));
+                    } else {
+                        self.admitted += 1;
+                        self.greetings
+                            .push_back((now + self.config.login_timeout, id));
+                        log::debug!("{peer} connected as {key}");
+                    }
                     entry.insert(conn);
-                    log::debug!("{peer} connected as {key}");
-                    self.hub.handle(now, Input::Open(ClientId(key)));
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
                 Err(err)
@@ -304,6 +346,48 @@ impl Server {
         }
     }
 
+    /// A refusal the loop answers on its own, for connections the hub never hears of.
+    fn refusal(&self, now: Instant, refusal: &Refusal) -> crate::frame::Frame {
+        refusal.encode(self.clock.unix(now))
+    }
+
+    /// Connections silent since they were accepted are opened with the default transport (the
+    /// hub then times them out as not logged in); refused ones that stayed silent get their
+    /// refusal in the default framing.
+    fn settle_greetings(&mut self, now: Instant) {
+        while let Some(&(deadline, id)) = self.greetings.front() {
+            if deadline > now {
+                break;
+            }
+            self.greetings.pop_front();
+            if let Some(conn) = self.conns.get_mut(id.slot()) {
+                if conn.id == id && conn.state == State::Greeting {
+                    conn.transport.assume(TransportKind::Framed);
+                    conn.state = State::Open;
+                    let since = conn.accepted;
+                    self.hub.handle(now, Input::Open { conn: id, since });
+                }
+            }
+        }
+        while let Some(&(deadline, id)) = self.refusals.front() {
+            if deadline > now {
+                break;
+            }
+            self.refusals.pop_front();
+            if let Some(conn) = self.conns.get_mut(id.slot()) {
+                if conn.id == id {
+                    answer_refusal(
+                        conn,
+                        id.slot(),
+                        &mut self.closing,
+                        &mut self.pending_writes,
+                        now,
+                    );
+                }
+            }
+        }
+    }
+
     fn mark_writable(&mut self, key: usize) {
         if let Some(conn) = self.conns.get_mut(key) {
             conn.writable = true;
@@ -314,53 +398,75 @@ impl Server {
         }
     }
 
-    /// Reads what the socket has (up to the per-pass budget) and feeds whole frames to the hub.
-    /// `drain` reads on to `WouldBlock` or EOF even after a short read: needed when the event
-    /// already reported the peer's close, which will not raise another edge.
+    /// Reads what the socket has (up to the per-pass budget) and feeds whole messages to the
+    /// hub. `drain` reads on to `WouldBlock` or EOF even after a short read: needed when the
+    /// event already reported the peer's close, which will not raise another edge.
     fn read(&mut self, key: usize, now: Instant, drain: bool) {
         let Server {
             conns,
             hub,
             scratch,
             pending_reads,
+            pending_writes,
             closing,
+            admitted,
             ..
         } = self;
         let Some(conn) = conns.get_mut(key) else {
             return;
         };
-        let id = ClientId(key);
+        let id = conn.id;
         let mut budget = READ_BUDGET;
-        while matches!(conn.state, State::Open | State::Lingering(_)) {
+        while conn.state.is_reading() {
             if budget == 0 {
                 pending_reads.push(key);
                 return;
             }
             match conn.stream.read(scratch) {
                 Ok(0) => {
-                    if conn.is_open() {
-                        // Half-close or close: replies already queued still go out.
-                        hub.handle(now, Input::Closed(id));
-                        begin_close(conn, key, closing, now);
-                    } else {
-                        conn.state = State::Dead;
+                    match conn.state {
+                        State::Open => {
+                            // Half-close or close: replies already queued still go out.
+                            hub.handle(now, Input::Closed(id));
+                            begin_close(conn, key, closing, admitted, now);
+                        }
+                        State::Refusing(_) => {
+                            answer_refusal(conn, key, closing, pending_writes, now);
+                        }
+                        State::Greeting => kill(conn, key, closing, admitted),
+                        _ => conn.state = State::Dead,
                     }
                     return;
                 }
                 Ok(n) => {
                     budget = budget.saturating_sub(n);
-                    if !conn.is_open() {
-                        continue; // lingering: discard
+                    let received = &scratch[..n];
+                    match conn.state {
+                        State::Lingering(_) => continue, // discard
+                        State::Refusing(_) => {
+                            conn.transport.sniff(received);
+                            answer_refusal(conn, key, closing, pending_writes, now);
+                            return;
+                        }
+                        State::Greeting => {
+                            if let Some(kind) = conn.transport.sniff(received) {
+                                log::debug!("{} speaks {}", conn.peer, kind.as_str());
+                                conn.state = State::Open;
+                                let since = conn.accepted;
+                                hub.handle(now, Input::Open { conn: id, since });
+                            }
+                        }
+                        _ => {}
                     }
-                    conn.read_buf.extend_from_slice(&scratch[..n]);
+                    conn.read_buf.extend_from_slice(received);
                     loop {
-                        match conn.decoder.decode(&mut conn.read_buf) {
+                        match conn.transport.decode(&mut conn.read_buf) {
                             Ok(Some(body)) => hub.handle(now, Input::Frame(id, &body)),
                             Ok(None) => break,
                             Err(err) => {
                                 log::debug!("{key}: {err}");
-                                hub.handle(now, Input::Malformed(id, err));
-                                begin_close(conn, key, closing, now);
+                                hub.handle(now, Input::Malformed(id, err.problem()));
+                                begin_close(conn, key, closing, admitted, now);
                                 conn.read_buf = BytesMut::new();
                                 return;
                             }
@@ -381,7 +487,7 @@ impl Server {
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                 Err(err) => {
                     log::debug!("{key}: read failed: {err}");
-                    kill(conn, key, closing);
+                    kill(conn, key, closing, admitted);
                     return;
                 }
             }
@@ -395,7 +501,7 @@ impl Server {
         while let Some(output) = self.hub.poll_output() {
             match output {
                 Output::Send { to, frame } => {
-                    let Some(conn) = self.conns.get_mut(to.0) else {
+                    let Some(conn) = self.conns.get_mut(to.slot()).filter(|c| c.id == to) else {
                         continue;
                     };
                     if matches!(conn.state, State::Dead | State::Lingering(_)) {
@@ -404,21 +510,20 @@ impl Server {
                     conn.queue(&frame);
                     if !conn.write_queued {
                         conn.write_queued = true;
-                        self.pending_writes.push(to.0);
+                        self.pending_writes.push(to.slot());
                     }
                     let queued = conn.out.bytes();
                     if queued > max_outbuf {
-                        let peer = conn.stream.peer_addr().ok();
-                        log::warn!("{peer:?} ({}) does not read: {queued} bytes queued, over --max-outbuf {max_outbuf}; disconnecting", to.0);
-                        kill(conn, to.0, &mut self.closing);
+                        log::warn!("{} ({}) does not read: {queued} bytes queued, over --max-outbuf {max_outbuf}; disconnecting", conn.peer, to.slot());
+                        kill(conn, to.slot(), &mut self.closing, &mut self.admitted);
                     } else if queued > soft_limit && !conn.backlogged && conn.is_open() {
                         conn.backlogged = true;
                         self.hub.handle(now, Input::Backlogged(to));
                     }
                 }
-                Output::Close { id } => {
-                    if let Some(conn) = self.conns.get_mut(id.0) {
-                        begin_close(conn, id.0, &mut self.closing, now);
+                Output::Close { conn: id } => {
+                    if let Some(conn) = self.conns.get_mut(id.slot()).filter(|c| c.id == id) {
+                        begin_close(conn, id.slot(), &mut self.closing, &mut self.admitted, now);
                     }
                 }
             }
@@ -426,7 +531,7 @@ impl Server {
     }
 
     /// One bounded, vectored write per connection with pending bytes.
-    fn write_pass(&mut self) {
+    fn write_pass(&mut self, now: Instant) {
         for key in std::mem::take(&mut self.pending_writes) {
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
@@ -439,8 +544,7 @@ impl Server {
                 Ok(Flushed::All) => {
                     if conn.backlogged {
                         conn.backlogged = false;
-                        self.hub
-                            .handle(Instant::now(), Input::Drained(ClientId(key)));
+                        self.hub.handle(now, Input::Drained(conn.id));
                     }
                 }
                 Ok(Flushed::Blocked) => conn.writable = false,
@@ -450,7 +554,7 @@ impl Server {
                 }
                 Err(err) => {
                     log::debug!("{key}: write failed: {err}");
-                    kill(conn, key, &mut self.closing);
+                    kill(conn, key, &mut self.closing, &mut self.admitted);
                 }
             }
         }
@@ -471,11 +575,11 @@ impl Server {
                 }
                 State::Lingering(deadline) if now < deadline => self.closing.push(key),
                 State::Draining(_) => self.closing.push(key),
-                State::Open => {}
+                State::Greeting | State::Refusing(_) | State::Open => {}
                 State::Lingering(_) | State::Dead => {
                     let mut conn = self.conns.remove(key);
                     let _ = self.poll.registry().deregister(&mut conn.stream);
-                    self.hub.handle(now, Input::Closed(ClientId(key)));
+                    self.hub.handle(now, Input::Closed(conn.id));
                     log::debug!("{key} closed");
                 }
             }
@@ -492,6 +596,15 @@ impl Server {
             let _ = self.poll.registry().deregister(&mut listener);
         }
         self.hub.handle(now, Input::Shutdown);
+        // Connections the hub has not heard of yet are told by the loop itself.
+        let goodbye = self.refusal(now, &Refusal::ShuttingDown);
+        for (key, conn) in self.conns.iter_mut() {
+            if conn.state == State::Greeting {
+                self.admitted -= 1;
+                conn.state = State::Refusing(goodbye.clone());
+                answer_refusal(conn, key, &mut self.closing, &mut self.pending_writes, now);
+            }
+        }
     }
 }
 
@@ -516,38 +629,78 @@ fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
 }
 
 /// Stops reading from a connection and lets its queue drain before closing.
-fn begin_close(conn: &mut Conn, key: usize, closing: &mut Vec<usize>, now: Instant) {
-    if conn.is_open() {
+fn begin_close(
+    conn: &mut Conn,
+    key: usize,
+    closing: &mut Vec<usize>,
+    admitted: &mut usize,
+    now: Instant,
+) {
+    if conn.state.is_admitted() {
+        *admitted -= 1;
+    }
+    if conn.state.is_admitted() || matches!(conn.state, State::Refusing(_)) {
         conn.state = State::Draining(now + DRAIN_TIMEOUT);
         closing.push(key);
     }
 }
 
-/// Drops a connection at the end of the pass without flushing.
-fn kill(conn: &mut Conn, key: usize, closing: &mut Vec<usize>) {
-    if conn.state != State::Dead {
-        if conn.is_open() {
-            closing.push(key);
-        }
-        conn.state = State::Dead;
+/// Queues a refused connection's refusal in the framing it was sniffed as (or the default),
+/// then closes it.
+fn answer_refusal(
+    conn: &mut Conn,
+    key: usize,
+    closing: &mut Vec<usize>,
+    pending_writes: &mut Vec<usize>,
+    now: Instant,
+) {
+    let State::Refusing(frame) = &conn.state else {
+        return;
+    };
+    let frame = frame.clone();
+    conn.transport.assume(TransportKind::Framed);
+    conn.queue(&frame);
+    if !conn.write_queued {
+        conn.write_queued = true;
+        pending_writes.push(key);
     }
+    conn.state = State::Draining(now + DRAIN_TIMEOUT);
+    closing.push(key);
+}
+
+/// Drops a connection at the end of the pass without flushing.
+fn kill(conn: &mut Conn, key: usize, closing: &mut Vec<usize>, admitted: &mut usize) {
+    if conn.state == State::Dead {
+        return;
+    }
+    if conn.state.is_admitted() {
+        *admitted -= 1;
+    }
+    if matches!(
+        conn.state,
+        State::Greeting | State::Refusing(_) | State::Open
+    ) {
+        closing.push(key);
+    }
+    conn.state = State::Dead;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
-    fn server() -> Server {
+    fn server(config: Config) -> Server {
         Server::bind(Config {
             addr: "127.0.0.1:0".parse().expect("literal"),
-            ..Config::default()
+            ..config
         })
         .expect("bind")
     }
 
     #[test]
     fn accepted_sockets_have_nodelay() {
-        let mut server = server();
+        let mut server = server(Config::default());
         let _client = std::net::TcpStream::connect(server.local_addr()).expect("connect");
         // connect() returned, so the connection waits in the backlog.
         server.accept(Instant::now());
@@ -557,5 +710,50 @@ mod tests {
             conn.read_buf.capacity() == 0,
             "no read buffer before the first byte"
         );
+    }
+
+    /// Reads one reply from a blocking socket in the given framing.
+    fn read_reply(stream: &mut std::net::TcpStream, line: bool) -> serde_json::Value {
+        let mut all = Vec::new();
+        let mut byte = [0u8; 1];
+        loop {
+            stream.read_exact(&mut byte).expect("reply byte");
+            all.push(byte[0]);
+            if line && byte[0] == b'\n' {
+                return serde_json::from_slice(&all).expect("JSON line");
+            }
+            if !line && all.len() >= 4 {
+                let len = u32::from_be_bytes([all[0], all[1], all[2], all[3]]) as usize;
+                if all.len() == 4 + len {
+                    return serde_json::from_slice(&all[4..]).expect("JSON frame");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn past_max_clients_the_refusal_goes_out_in_the_peers_framing() {
+        let server = server(Config {
+            max_clients: 1,
+            ..Config::default()
+        });
+        let addr = server.local_addr();
+        let handle = server.spawn().expect("spawn");
+        let timeout = Some(Duration::from_secs(5));
+        let first = std::net::TcpStream::connect(addr).expect("connect");
+        // Held, silent: it counts against --max-clients all the same.
+        let mut line = std::net::TcpStream::connect(addr).expect("connect");
+        line.set_read_timeout(timeout).expect("timeout");
+        line.write_all(b"{\"system\":\"ping\"}\n").expect("write");
+        let reply = read_reply(&mut line, true);
+        assert_eq!(reply["response"]["code"], 503);
+        assert_eq!(reply["response"]["msg"], "Server full.");
+        let mut silent = std::net::TcpStream::connect(addr).expect("connect");
+        silent.set_read_timeout(timeout).expect("timeout");
+        let reply = read_reply(&mut silent, false);
+        assert_eq!(reply["response"]["msg"], "Server full.", "default framing");
+        drop(first);
+        handle.shutdown();
+        handle.join().expect("clean exit");
     }
 }

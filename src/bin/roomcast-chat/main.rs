@@ -1,0 +1,216 @@
+//! `roomcast-chat`: a small IRC-like terminal client for a roomcast server.
+//!
+//! ```text
+//! roomcast-chat --user alice [--pass P] [--host 127.0.0.1] [--port 42069] [--room lobby]
+//! ```
+//!
+//! Plain lines are chat messages to the current room; `/help` lists the commands, including
+//! `/game ...` to play the server's tic-tac-toe by hand.
+//!
+//! # Threads
+//! - The **reader** owns the [`Client`] after login and prints everything the server sends.
+//! - A **stdin** thread turns typed lines into [`Input::Line`].
+//! - The **Ctrl-C** handler sends [`Input::Interrupt`].
+//! - The **main** thread takes [`Input`]s off one channel, writes requests to a clone of the
+//!   socket, and decides when to exit. The reader reports the end of the connection on the
+//!   same channel, so nothing blocks the main thread but that channel.
+//!
+//! # Exit status
+//! 0 after `/quit`, end of input or Ctrl-C; 1 when connecting or logging in fails, or when the
+//! server closes the connection (the reason is printed first).
+
+mod reader;
+mod render;
+mod session;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{self, BufRead};
+use std::process::ExitCode;
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use clap::Parser;
+use roomcast::client::{Client, ClientError};
+
+use reader::Reader;
+use render::say;
+use session::{RoomState, Session, Shared};
+
+/// How long login may take before we give up.
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub const HELP: &str = "\
+commands:
+  TEXT              say TEXT in the current room (//TEXT sends a line starting with /)
+  /join ROOM        join ROOM and make it the current room
+  /leave ROOM       leave ROOM
+  /room ROOM        make ROOM the current room
+  /who              who is in the current room
+  /rooms            every room and its member count
+  /ping             ask the server for a pong
+  /game start [tictactoe]   start a game in the current room (you take the first seat)
+  /game join        take the free seat
+  /game move N      play cell N: 0 1 2 / 3 4 5 / 6 7 8
+  /game restart     new round of a finished game (marks swap)
+  /quit             leave (so do end of input and Ctrl-C)
+  /help             this text";
+
+/// A terminal chat client for a roomcast server.
+#[derive(Parser, Debug)]
+#[command(name = "roomcast-chat", version, about, after_help = HELP)]
+struct Args {
+    /// User name: 1 to 32 of A-Z a-z 0-9 _ - .
+    #[arg(long)]
+    user: String,
+    /// Password (any password is accepted today).
+    #[arg(long, default_value = "")]
+    pass: String,
+    /// Server host name or address.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Server port.
+    #[arg(long, default_value_t = 42069)]
+    port: u16,
+    /// Room to start in (login always joins lobby; another room is joined as well).
+    #[arg(long, default_value = "lobby")]
+    room: String,
+}
+
+/// Everything the main thread waits for, from every source.
+pub enum Input {
+    /// A line typed on stdin, without its terminator.
+    Line(String),
+    /// Stdin ended.
+    Eof,
+    /// Ctrl-C or SIGTERM.
+    Interrupt,
+    /// The connection ended; the text says why.
+    Closed(String),
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("roomcast-chat: {message}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Connects and logs in (errors are startup failures), then runs the session.
+fn run(args: &Args) -> Result<ExitCode, String> {
+    let target = format!("{}:{}", args.host, args.port);
+    let mut client = Client::connect((args.host.as_str(), args.port))
+        .map_err(|err| format!("cannot connect to {target}: {err}"))?;
+    client
+        .set_read_timeout(Some(LOGIN_TIMEOUT))
+        .map_err(|err| format!("cannot set up the socket: {err}"))?;
+    let reply = client
+        .login(&args.user, &args.pass)
+        .map_err(|err| match err {
+            ClientError::Refused { code, msg, .. } => format!("login refused: {code} {msg}"),
+            ClientError::Io(err)
+                if matches!(
+                    err.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                format!("login failed: no answer from {target} within {LOGIN_TIMEOUT:?}")
+            }
+            other => format!("login failed: {other}"),
+        })?;
+    client
+        .set_read_timeout(None)
+        .map_err(|err| format!("cannot set up the socket: {err}"))?;
+    let stream = client
+        .stream()
+        .try_clone()
+        .map_err(|err| format!("cannot set up the socket: {err}"))?;
+
+    let me = reply.detail["user"]
+        .as_str()
+        .unwrap_or(&args.user)
+        .to_owned();
+    let (tx, rx) = mpsc::channel();
+    let ctrlc_tx = tx.clone();
+    if let Err(err) = ctrlc::set_handler(move || {
+        let _ = ctrlc_tx.send(Input::Interrupt);
+    }) {
+        eprintln!("roomcast-chat: Ctrl-C will not quit cleanly: {err}");
+    }
+    // Printed once Ctrl-C is handled and before any event, so scripts can wait for it.
+    say(&format!(
+        "* connected to {target} as {me}; /help lists the commands"
+    ));
+
+    let shared = Arc::new(Shared {
+        me,
+        rooms: Mutex::new(RoomState {
+            current: "lobby".to_owned(),
+            joined: BTreeSet::new(),
+        }),
+    });
+    spawn_reader(client, Arc::clone(&shared), tx.clone())?;
+    spawn_stdin(tx)?;
+
+    let mut session = Session {
+        writer: stream,
+        shared,
+        max_body: roomcast::Config::default().max_frame,
+    };
+    if args.room != "lobby" {
+        session.join(&args.room);
+    }
+    Ok(session.run(&rx))
+}
+
+fn spawn_stdin(tx: Sender<Input>) -> Result<(), String> {
+    thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || {
+            let stdin = io::stdin();
+            let mut stdin = stdin.lock();
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                match stdin.read_until(b'\n', &mut buf) {
+                    Ok(0) => break,
+                    Ok(_) => {
+                        let text = String::from_utf8_lossy(&buf);
+                        let text = text.trim_end_matches(['\n', '\r']).to_owned();
+                        if tx.send(Input::Line(text)).is_err() {
+                            return;
+                        }
+                    }
+                    Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                    Err(err) => {
+                        eprintln!("roomcast-chat: cannot read input: {err}");
+                        break;
+                    }
+                }
+            }
+            let _ = tx.send(Input::Eof);
+        })
+        .map(drop)
+        .map_err(|err| format!("cannot start the input thread: {err}"))
+}
+
+fn spawn_reader(client: Client, shared: Arc<Shared>, tx: Sender<Input>) -> Result<(), String> {
+    thread::Builder::new()
+        .name("reader".into())
+        .spawn(move || {
+            let why = Reader {
+                shared,
+                poses: BTreeMap::new(),
+                fatal: None,
+            }
+            .run(client);
+            let _ = tx.send(Input::Closed(why));
+        })
+        .map(drop)
+        .map_err(|err| format!("cannot start the reader thread: {err}"))
+}

@@ -1,0 +1,141 @@
+//! What the hub asks the event loop to do, and the one ordering rule between its outputs.
+//!
+//! Room events produced in one loop pass are batched per room and go out as one frame per
+//! room, when the pass drains the outbox. A direct reply (a pong, an error, a list) is not
+//! batched, so on its own it could overtake the events its own message caused. The rule: **a
+//! direct reply first flushes the recipient's rooms** ([`Outbox::direct`]), so every client
+//! sees effects in the order of their causes.
+
+use std::collections::VecDeque;
+
+use super::ids::{ConnId, RoomId, Table};
+use crate::frame::Frame;
+
+/// Something the event loop must do.
+#[must_use]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Queue this frame to this connection.
+    Send {
+        /// Recipient.
+        to: ConnId,
+        /// Encoded once; clones share the buffer.
+        frame: Frame,
+    },
+    /// Flush what is queued to this connection, then close it. The hub has already forgotten
+    /// it; a later `Input::Closed` for it is ignored.
+    Close {
+        /// The connection.
+        conn: ConnId,
+    },
+}
+
+/// Holds events not yet queued for their recipients (a room's batch).
+pub(crate) trait Pending {
+    /// Queues what is held, now.
+    fn flush(&mut self, outbox: &mut Outbox);
+}
+
+/// The hub's outputs in order, and the rooms with a batch waiting.
+#[derive(Debug, Default)]
+pub(crate) struct Outbox {
+    queue: VecDeque<Output>,
+    /// Rooms with unflushed events, in order of their first event.
+    batched: Vec<RoomId>,
+}
+
+impl Outbox {
+    /// Queues a frame for a connection, as is. Broadcasts and ticks use this; replies use
+    /// [`Outbox::direct`].
+    pub fn send(&mut self, to: ConnId, frame: Frame) {
+        self.queue.push_back(Output::Send { to, frame });
+    }
+
+    /// Queues a reply for one connection after the pending events of the rooms its user is
+    /// in (`member_of`), so it never overtakes them.
+    pub fn direct<P: Pending>(
+        &mut self,
+        to: ConnId,
+        frame: Frame,
+        rooms: &mut Table<RoomId, P>,
+        member_of: &[RoomId],
+    ) {
+        for &room in member_of {
+            if let Some(room) = rooms.get_mut(room) {
+                room.flush(self);
+            }
+        }
+        self.send(to, frame);
+    }
+
+    /// Asks the event loop to flush and close a connection.
+    pub fn close(&mut self, conn: ConnId) {
+        self.queue.push_back(Output::Close { conn });
+    }
+
+    /// Notes that `room` holds a batch to flush before the pass ends.
+    pub fn batched(&mut self, room: RoomId) {
+        self.batched.push(room);
+    }
+
+    /// The rooms with a batch waiting, in order of their first event.
+    pub fn take_batched(&mut self) -> Vec<RoomId> {
+        std::mem::take(&mut self.batched)
+    }
+
+    /// A removed room has nothing to flush.
+    pub fn forget(&mut self, room: RoomId) {
+        self.batched.retain(|&r| r != room);
+    }
+
+    /// The next output, in order.
+    pub fn pop(&mut self) -> Option<Output> {
+        self.queue.pop_front()
+    }
+
+    /// Nothing queued (batches may still wait).
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Room(Vec<Frame>, ConnId);
+
+    impl Pending for Room {
+        fn flush(&mut self, outbox: &mut Outbox) {
+            for frame in self.0.drain(..) {
+                outbox.send(self.1, frame);
+            }
+        }
+    }
+
+    #[test]
+    fn a_direct_reply_follows_the_pending_events_of_its_recipient() {
+        let conn = ConnId::new(0, 0);
+        let event = Frame::from_body(b"{\"event\":1}");
+        let reply = Frame::from_body(b"{\"reply\":1}");
+        let mut rooms = Table::default();
+        let room: RoomId = rooms.insert(Room(vec![event.clone()], conn));
+        let mut outbox = Outbox::default();
+        outbox.direct(conn, reply.clone(), &mut rooms, &[room]);
+        assert_eq!(
+            outbox.pop(),
+            Some(Output::Send {
+                to: conn,
+                frame: event
+            })
+        );
+        assert_eq!(
+            outbox.pop(),
+            Some(Output::Send {
+                to: conn,
+                frame: reply
+            })
+        );
+        assert!(outbox.is_empty());
+    }
+}

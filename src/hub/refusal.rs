@@ -1,0 +1,214 @@
+//! Every way the hub says no: one variant per refusal, carrying what its message needs, mapped
+//! to a code and a text here and nowhere else.
+
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use crate::frame::Frame;
+use crate::game::{self, GameError};
+use crate::protocol::{encode_reply, BadGameCommand, BadRequest, Code, NameError, PoseError};
+
+/// A request the hub refuses; `Display` is the `msg` the client reads.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Refusal {
+    /// Not well-formed (the 400 rules of `protocol::request`).
+    #[error("{}", .0.message)]
+    BadRequest(BadRequest),
+    /// A msg, transform or game message without `data`.
+    #[error("A {kind} message needs a \"data\" field.")]
+    MissingData {
+        /// The message type.
+        kind: &'static str,
+    },
+    /// For a message whose connection the hub has already let go (it is being closed); the
+    /// event loop stops feeding those, so no client should ever see this.
+    #[error("This connection is closing.")]
+    Closing,
+    /// A room message before login.
+    #[error(
+        "Log in first: {{\"system\":\"login\",\"options\":{{\"user\":NAME,\"pass\":PASSWORD}}}}."
+    )]
+    NotLoggedIn,
+    /// A user or room name that breaks the rules.
+    #[error(transparent)]
+    Name(#[from] NameError),
+    /// A second login on one connection.
+    #[error("Already logged in as {user}.")]
+    AlreadyLoggedIn {
+        /// The name this connection is logged in as.
+        user: String,
+    },
+    /// The name is in use, ignoring ASCII case.
+    #[error("User name {user} is already logged in.")]
+    NameTaken {
+        /// The requested name.
+        user: String,
+    },
+    /// A room message for a room the user is not in.
+    #[error("You are not in room {room:?}.")]
+    NotInRoom {
+        /// The room as the client spelled it.
+        room: String,
+    },
+    /// Joining one room more than `--max-rooms-per-user`.
+    #[error("You are in {count} rooms, the most one user may join; leave one first.")]
+    TooManyRooms {
+        /// Rooms the user is in.
+        count: usize,
+    },
+    /// Joining a room at `--max-room-members`.
+    #[error("Room {room:?} is full: it holds at most {max} members.")]
+    RoomFull {
+        /// The room.
+        room: String,
+        /// The limit.
+        max: usize,
+    },
+    /// Joining a room the user is already in.
+    #[error("You are already in room {room:?}.")]
+    AlreadyJoined {
+        /// The room.
+        room: String,
+    },
+    /// Creating a room past `--max-rooms`.
+    #[error("The server holds its limit of {max} rooms; join an existing one.")]
+    RoomLimit {
+        /// The limit.
+        max: usize,
+    },
+    /// A transform whose data is not a pose.
+    #[error(transparent)]
+    Pose(#[from] PoseError),
+    /// A game message whose data is not a command.
+    #[error(transparent)]
+    GameCommand(#[from] BadGameCommand),
+    /// A game command in a room without a game.
+    #[error("No game in room {room:?}: start one with {{\"start\": GAME}} (games: {}).", game::names().join(", "))]
+    NoGame {
+        /// The room.
+        room: String,
+    },
+    /// Starting a game that is not in the registry.
+    #[error("Unknown game {name:?}: available games are {}.", game::names().join(", "))]
+    UnknownGame {
+        /// The name asked for.
+        name: String,
+    },
+    /// Starting a game over a running one.
+    #[error("A game is running in this room; finish it first.")]
+    GameRunning,
+    /// The game's rules refused the command.
+    #[error(transparent)]
+    Game(#[from] GameError),
+    /// Over the connection's message rate.
+    #[error("Rate limit exceeded: at most {rate} messages per second; message dropped.")]
+    RateLimited {
+        /// The configured rate.
+        rate: f64,
+    },
+    /// Not logged in within the login timeout.
+    #[error("Not logged in within {} s; closing.", .after.as_secs_f64())]
+    LoginTimeout {
+        /// The timeout.
+        after: Duration,
+    },
+    /// Silent past the idle timeout.
+    #[error("Silent for {} s; closing.", .after.as_secs_f64())]
+    IdleTimeout {
+        /// The timeout.
+        after: Duration,
+    },
+    /// The server is stopping.
+    #[error("Server shutting down.")]
+    ShuttingDown,
+    /// Past `--max-clients` (answered by the event loop, which counts sockets).
+    #[error("Server full.")]
+    ServerFull,
+}
+
+impl Refusal {
+    /// The code it travels with.
+    pub fn code(&self) -> Code {
+        match self {
+            Refusal::BadRequest(_) | Refusal::MissingData { .. } | Refusal::Closing => {
+                Code::BadRequest
+            }
+            Refusal::NotLoggedIn => Code::Unauthorized,
+            Refusal::NotInRoom { .. } => Code::NotFound,
+            Refusal::LoginTimeout { .. } | Refusal::IdleTimeout { .. } => Code::RequestTimeout,
+            Refusal::AlreadyLoggedIn { .. }
+            | Refusal::NameTaken { .. }
+            | Refusal::AlreadyJoined { .. }
+            | Refusal::GameRunning => Code::Conflict,
+            Refusal::Name(_)
+            | Refusal::TooManyRooms { .. }
+            | Refusal::RoomFull { .. }
+            | Refusal::Pose(_)
+            | Refusal::GameCommand(_)
+            | Refusal::NoGame { .. }
+            | Refusal::UnknownGame { .. }
+            | Refusal::Game(_) => Code::Unprocessable,
+            Refusal::RateLimited { .. } => Code::TooManyRequests,
+            Refusal::RoomLimit { .. } | Refusal::ShuttingDown | Refusal::ServerFull => {
+                Code::Unavailable
+            }
+        }
+    }
+
+    /// The error reply, with `detail`.
+    pub fn encode_with(&self, time: f64, detail: &Map<String, Value>) -> Frame {
+        encode_reply(time, self.code(), &self.to_string(), detail)
+    }
+
+    /// The error reply, with an empty detail.
+    pub fn encode(&self, time: f64) -> Frame {
+        self.encode_with(time, &Map::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn texts_and_codes_are_the_documented_ones() {
+        let cases = [
+            (
+                Refusal::NotLoggedIn,
+                401,
+                r#"Log in first: {"system":"login","options":{"user":NAME,"pass":PASSWORD}}."#,
+            ),
+            (
+                Refusal::NoGame { room: "r".into() },
+                422,
+                r#"No game in room "r": start one with {"start": GAME} (games: tictactoe)."#,
+            ),
+            (
+                Refusal::LoginTimeout {
+                    after: Duration::from_secs(10),
+                },
+                408,
+                "Not logged in within 10 s; closing.",
+            ),
+            (
+                Refusal::IdleTimeout {
+                    after: Duration::from_millis(2500),
+                },
+                408,
+                "Silent for 2.5 s; closing.",
+            ),
+            (
+                Refusal::RateLimited { rate: 50.0 },
+                429,
+                "Rate limit exceeded: at most 50 messages per second; message dropped.",
+            ),
+            (Refusal::ShuttingDown, 503, "Server shutting down."),
+            (Refusal::ServerFull, 503, "Server full."),
+        ];
+        for (refusal, code, text) in cases {
+            assert_eq!(refusal.code().as_u16(), code, "{refusal:?}");
+            assert_eq!(refusal.to_string(), text);
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! The wire vocabulary, one for the server and [`crate::client`] alike: codes, names, poses,
+//! requests, replies and events. protocol.md is the prose of this module.
+//!
+//! | file | owns |
+//! |---|---|
+//! | [`names`] | user and room names and their rules |
+//! | [`pose`] | headset poses and their validation |
+//! | [`request`] | what clients send: parsing (the 400 rules) and encoding |
+//! | [`reply`] | what the server sends: encoding, and parsing for clients |
+
+pub mod names;
+pub mod pose;
+pub mod reply;
+pub mod request;
+
+use serde_json::{Map, Value};
+
+pub use names::{NameError, RoomName, UserName, LOBBY, MAX_ROOM_NAME, MAX_USER_NAME};
+pub use pose::{Pose, PoseError, Rotation, Vec3};
+pub use reply::{
+    encode_event, encode_reply, encode_user_frame, Event, EventBatch, Problem, Reply, ServerMessage,
+};
+pub use request::{
+    check_portable, decode_request, one_line, BadGameCommand, BadRequest, GameCommand, Request,
+    RoomKind,
+};
+
+/// Reply codes. 2xx travel as `"info":"system"`, 4xx/5xx as `"info":"error"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Code {
+    /// Success with nothing more specific to say (ping, rooms).
+    Ok = 200,
+    /// Login accepted.
+    Accepted = 202,
+    /// Malformed: not JSON, not an object, missing or ill-typed field, unknown command or type.
+    BadRequest = 400,
+    /// A room message before login.
+    Unauthorized = 401,
+    /// Wrong password; reserved until there are accounts.
+    Forbidden = 403,
+    /// Leave, list, msg, transform or game for a room the user is not in.
+    NotFound = 404,
+    /// Not logged in within the login timeout, or silent past the idle timeout; then closed.
+    RequestTimeout = 408,
+    /// Already logged in, name taken, room already joined.
+    Conflict = 409,
+    /// Frame or line over max_frame; the connection is closed.
+    TooLarge = 413,
+    /// Well-formed but invalid: user or room name, pose, game move, or a limit reached.
+    Unprocessable = 422,
+    /// Rate limited; the message was dropped.
+    TooManyRequests = 429,
+    /// Server full or shutting down.
+    Unavailable = 503,
+}
+
+impl Code {
+    /// The number on the wire.
+    pub fn as_u16(self) -> u16 {
+        self as u16
+    }
+
+    /// `"system"` for success codes, `"error"` for the rest.
+    pub fn info(self) -> &'static str {
+        if self.as_u16() < 400 {
+            "system"
+        } else {
+            "error"
+        }
+    }
+}
+
+/// A JSON object's map; anything else is an empty map. For building reply details with
+/// `json!`.
+pub fn object(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
+}

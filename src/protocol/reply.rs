@@ -1,0 +1,260 @@
+//! What the server sends: replies (`"info":"system"` / `"error"`) and frames of room events
+//! (`"info":"user"`). Encoded once by the server; parsed by [`crate::client`].
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::Code;
+use crate::frame::Frame;
+
+/// An error to tell a client: its code, the text it reads, and the detail object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    /// 4xx or 5xx.
+    pub code: Code,
+    /// Human-readable text.
+    pub message: String,
+    /// Code-specific detail, e.g. `{"max_frame": 65536}`.
+    pub detail: Map<String, Value>,
+}
+
+#[derive(Serialize)]
+struct ReplyOut<'a> {
+    info: &'static str,
+    response: ResponseOut<'a>,
+}
+
+#[derive(Serialize)]
+struct ResponseOut<'a> {
+    time: f64,
+    code: u16,
+    msg: &'a str,
+    detail: &'a Map<String, Value>,
+}
+
+/// Encodes a system (2xx) or error (4xx/5xx) reply.
+pub fn encode_reply(time: f64, code: Code, msg: &str, detail: &Map<String, Value>) -> Frame {
+    let reply = ReplyOut {
+        info: code.info(),
+        response: ResponseOut {
+            time,
+            code: code.as_u16(),
+            msg,
+            detail,
+        },
+    };
+    encode_frame(&reply)
+}
+
+#[derive(Serialize)]
+struct EventOut<'a, D> {
+    time: f64,
+    user: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    data: D,
+}
+
+/// One room event, encoded once: it is stored in history and batched into frames as is.
+pub fn encode_event<D: Serialize>(time: f64, user: &str, kind: &str, data: D) -> Bytes {
+    let event = EventOut {
+        time,
+        user,
+        kind,
+        data,
+    };
+    // Serializing plain structs, strings, numbers and raw JSON into a Vec cannot fail.
+    Bytes::from(serde_json::to_vec(&event).expect("event serializes"))
+}
+
+/// A user frame carrying already encoded events of one room, in order.
+///
+/// `history` marks the frame a joiner gets with the room's past events.
+pub fn encode_user_frame<'e>(
+    room: &str,
+    history: bool,
+    events: impl IntoIterator<Item = &'e Bytes>,
+) -> Frame {
+    let mut buf = Frame::start(64);
+    buf.extend_from_slice(b"{\"info\":\"user\",\"room\":");
+    write_json(&mut buf, room);
+    if history {
+        buf.extend_from_slice(b",\"history\":true");
+    }
+    buf.extend_from_slice(b",\"payload\":[");
+    for (i, event) in events.into_iter().enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        buf.extend_from_slice(event);
+    }
+    buf.extend_from_slice(b"]}");
+    Frame::finish(buf)
+}
+
+fn encode_frame<T: Serialize>(value: &T) -> Frame {
+    let mut buf = Frame::start(128);
+    write_json(&mut buf, value);
+    Frame::finish(buf)
+}
+
+fn write_json<T: Serialize + ?Sized>(buf: &mut Vec<u8>, value: &T) {
+    // Writing to a Vec cannot fail, and every value the server encodes is plain data.
+    serde_json::to_writer(buf, value).expect("server values serialize");
+}
+
+/// A `system` or `error` reply, as a client reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    /// Server time, UNIX seconds.
+    pub time: f64,
+    /// 2xx for system replies, 4xx/5xx for errors.
+    pub code: u16,
+    /// Human-readable text.
+    pub msg: String,
+    /// Code-specific detail, e.g. `{"room": R, "type": K}`.
+    pub detail: Value,
+}
+
+impl Reply {
+    /// Whether this reply reports a failure.
+    pub fn is_error(&self) -> bool {
+        self.code >= 400
+    }
+}
+
+/// One room event, as a client reads it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Event {
+    /// Server time, UNIX seconds.
+    pub time: f64,
+    /// Who caused it.
+    #[serde(default)]
+    pub user: String,
+    /// join, leave, list, msg, transform or game.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The event's data.
+    #[serde(default)]
+    pub data: Value,
+}
+
+/// The events of one frame: all from one room, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventBatch {
+    /// The room.
+    pub room: String,
+    /// True for the history a joiner gets.
+    pub history: bool,
+    /// At least one event.
+    pub events: Vec<Event>,
+}
+
+/// Anything the server sends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServerMessage {
+    /// `"info": "system"` or `"info": "error"`.
+    Reply(Reply),
+    /// `"info": "user"`.
+    Events(EventBatch),
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "info", rename_all = "lowercase")]
+enum WireMessage {
+    System { response: WireResponse },
+    Error { response: WireResponse },
+    User(WireBatch),
+}
+
+#[derive(Deserialize)]
+struct WireResponse {
+    time: f64,
+    code: u16,
+    #[serde(default)]
+    msg: String,
+    #[serde(default)]
+    detail: Value,
+}
+
+#[derive(Deserialize)]
+struct WireBatch {
+    room: String,
+    #[serde(default)]
+    history: bool,
+    payload: Vec<Event>,
+}
+
+impl ServerMessage {
+    /// Reads one frame body.
+    pub fn parse(body: &[u8]) -> Result<ServerMessage, serde_json::Error> {
+        Ok(match serde_json::from_slice(body)? {
+            WireMessage::System { response } | WireMessage::Error { response } => {
+                ServerMessage::Reply(Reply {
+                    time: response.time,
+                    code: response.code,
+                    msg: response.msg,
+                    detail: response.detail,
+                })
+            }
+            WireMessage::User(batch) => ServerMessage::Events(EventBatch {
+                room: batch.room,
+                history: batch.history,
+                events: batch.payload,
+            }),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::value::RawValue;
+
+    #[test]
+    fn replies_and_events_are_spelled_as_documented() {
+        let frame = encode_reply(1_700_000_000.0, Code::Ok, "pong", &Map::new());
+        assert_eq!(
+            &frame.body()[..],
+            br#"{"info":"system","response":{"time":1700000000.0,"code":200,"msg":"pong","detail":{}}}"#
+        );
+        let data = RawValue::from_string("[1, 2]".to_owned()).unwrap();
+        let event = encode_event(1.5, "Tibi", "msg", &data);
+        assert_eq!(
+            &event[..],
+            br#"{"time":1.5,"user":"Tibi","type":"msg","data":[1, 2]}"#
+        );
+        let frame = encode_user_frame("r\"1", true, [&event, &event]);
+        let value: Value = serde_json::from_slice(&frame.body()).unwrap();
+        assert_eq!(value["room"], "r\"1");
+        assert_eq!(value["history"], true);
+        assert_eq!(value["payload"].as_array().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn clients_read_back_what_the_server_encodes() {
+        let frame = encode_reply(2.5, Code::Conflict, "taken", &Map::new());
+        assert_eq!(
+            ServerMessage::parse(&frame.body()).unwrap(),
+            ServerMessage::Reply(Reply {
+                time: 2.5,
+                code: 409,
+                msg: "taken".into(),
+                detail: Value::Object(Map::new()),
+            })
+        );
+        let event = encode_event(1.5, "Tibi", "join", "");
+        let frame = encode_user_frame("vr", false, [&event]);
+        match ServerMessage::parse(&frame.body()).unwrap() {
+            ServerMessage::Events(batch) => {
+                assert_eq!((batch.room.as_str(), batch.history), ("vr", false));
+                assert_eq!(batch.events[0].kind, "join");
+                assert_eq!(batch.events[0].user, "Tibi");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(ServerMessage::parse(br#"{"info":"other"}"#).is_err());
+        assert!(ServerMessage::parse(br#"{"info":"user","room":"r"}"#).is_err());
+    }
+}
