@@ -56,11 +56,6 @@ impl Ticker {
         self.at(self.next)
     }
 
-    /// The period between deadlines.
-    pub fn period(&self) -> Duration {
-        self.period
-    }
-
     /// True (once) when a deadline has passed by `now`; moves to the first deadline after
     /// `now`, skipping any that a late loop missed.
     pub fn fire(&mut self, now: Instant) -> bool {

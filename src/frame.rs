@@ -57,11 +57,6 @@ impl Frame {
         self.0.len()
     }
 
-    /// Length of the JSON body alone.
-    pub fn body_len(&self) -> usize {
-        self.0.len() - LENGTH_PREFIX
-    }
-
     /// Never true for frames built by the server; here for clippy's `len_without_is_empty`.
     pub fn is_empty(&self) -> bool {
         self.0.len() <= LENGTH_PREFIX
@@ -78,6 +73,6 @@ mod tests {
         assert_eq!(&frame.length_prefixed()[..], &[0, 0, 0, 2, b'{', b'}']);
         assert_eq!(&frame.body()[..], b"{}");
         assert_eq!(frame.body().as_ptr(), frame.0[LENGTH_PREFIX..].as_ptr());
-        assert_eq!((frame.len(), frame.body_len()), (6, 2));
+        assert_eq!(frame.len(), 6);
     }
 }

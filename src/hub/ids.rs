@@ -37,10 +37,6 @@ impl ConnId {
         self.slot as usize
     }
 
-    /// Unique among the process's connections.
-    pub fn serial(self) -> u64 {
-        self.serial
-    }
 }
 
 /// A slab slot and the generation of its current occupant.
@@ -177,10 +173,6 @@ impl<I: TableId, T> Table<I, T> {
         })
     }
 
-    /// Every entry, mutably.
-    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut T> {
-        self.slab.iter_mut().map(|(_, (_, value))| value)
-    }
 }
 
 impl<I: TableId + std::fmt::Debug, T> Index<I> for Table<I, T> {
