@@ -36,7 +36,6 @@ impl ConnId {
     pub fn slot(self) -> usize {
         self.slot as usize
     }
-
 }
 
 /// A slab slot and the generation of its current occupant.
@@ -172,7 +171,6 @@ impl<I: TableId, T> Table<I, T> {
             (I::from_key(key), value)
         })
     }
-
 }
 
 impl<I: TableId + std::fmt::Debug, T> Index<I> for Table<I, T> {

@@ -41,7 +41,7 @@ use crate::clock::{Ticker, WallClock};
 use crate::config::Config;
 use crate::frame::Frame;
 use crate::protocol::{
-    decode_request, encode_event, encode_reply, encode_user_frame, object, one_line, Code,
+    decode_request, echo, encode_event, encode_reply, encode_user_frame, object, one_line, Code,
     GameCommand, Pose, Problem, Request, RoomKind, RoomName, UserName, LOBBY,
 };
 use conns::Conns;
@@ -288,7 +288,7 @@ impl Hub {
     fn login(&mut self, now: Instant, conn: ConnId, requested: &str) {
         match self.try_login(conn, requested) {
             Err(refusal) => {
-                let detail = object(json!({ "user": requested }));
+                let detail = object(json!({ "user": echo(requested) }));
                 self.refuse(now, conn, refusal, &detail);
             }
             Ok(session) => {
@@ -654,10 +654,10 @@ impl Hub {
 fn context(room: Option<&str>, kind: Option<&str>) -> Map<String, Value> {
     let mut detail = Map::new();
     if let Some(room) = room {
-        detail.insert("room".into(), room.into());
+        detail.insert("room".into(), echo(room).into());
     }
     if let Some(kind) = kind {
-        detail.insert("type".into(), kind.into());
+        detail.insert("type".into(), echo(kind).into());
     }
     detail
 }

@@ -7,7 +7,9 @@ use serde_json::{Map, Value};
 
 use crate::frame::Frame;
 use crate::game::{self, GameError};
-use crate::protocol::{encode_reply, BadGameCommand, BadRequest, Code, NameError, PoseError};
+use crate::protocol::{
+    encode_reply, BadGameCommand, BadRequest, Code, NameError, PoseError, Quote,
+};
 
 /// A request the hub refuses; `Display` is the `msg` the client reads.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -46,7 +48,7 @@ pub enum Refusal {
         user: String,
     },
     /// A room message for a room the user is not in.
-    #[error("You are not in room {room:?}.")]
+    #[error("You are not in room {}.", Quote(.room))]
     NotInRoom {
         /// The room as the client spelled it.
         room: String,
@@ -58,7 +60,7 @@ pub enum Refusal {
         count: usize,
     },
     /// Joining a room at `--max-room-members`.
-    #[error("Room {room:?} is full: it holds at most {max} members.")]
+    #[error("Room {} is full: it holds at most {max} members.", Quote(.room))]
     RoomFull {
         /// The room.
         room: String,
@@ -66,7 +68,7 @@ pub enum Refusal {
         max: usize,
     },
     /// Joining a room the user is already in.
-    #[error("You are already in room {room:?}.")]
+    #[error("You are already in room {}.", Quote(.room))]
     AlreadyJoined {
         /// The room.
         room: String,
@@ -84,13 +86,13 @@ pub enum Refusal {
     #[error(transparent)]
     GameCommand(#[from] BadGameCommand),
     /// A game command in a room without a game.
-    #[error("No game in room {room:?}: start one with {{\"start\": GAME}} (games: {}).", game::names().join(", "))]
+    #[error("No game in room {}: start one with {{\"start\": GAME}} (games: {}).", Quote(.room), game::names().join(", "))]
     NoGame {
         /// The room.
         room: String,
     },
     /// Starting a game that is not in the registry.
-    #[error("Unknown game {name:?}: available games are {}.", game::names().join(", "))]
+    #[error("Unknown game {}: available games are {}.", Quote(.name), game::names().join(", "))]
     UnknownGame {
         /// The name asked for.
         name: String,

@@ -70,11 +70,64 @@ impl Code {
     }
 }
 
+/// Characters of client input an error message may quote: enough to recognise it, too few to
+/// turn a refusal into an amplifier (a 60 KB `type` must not come back in a 120 KB error).
+pub const QUOTE_LIMIT: usize = 64;
+
+/// Client input as an error message quotes it: in Rust debug quotes, cut after
+/// [`QUOTE_LIMIT`] characters and marked with `…` inside the quotes when cut.
+pub struct Quote<'a>(pub &'a str);
+
+impl std::fmt::Display for Quote<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (kept, was_cut) = cut_at(self.0, QUOTE_LIMIT);
+        write!(f, "\"{}", kept.escape_debug())?;
+        if was_cut {
+            f.write_str("…")?;
+        }
+        f.write_str("\"")
+    }
+}
+
+/// Client input echoed in a reply's detail: the first [`QUOTE_LIMIT`] characters, and `…`
+/// when cut. Valid names are never cut (they are shorter).
+pub fn echo(text: &str) -> String {
+    match cut_at(text, QUOTE_LIMIT) {
+        (kept, false) => kept.to_owned(),
+        (kept, true) => format!("{kept}…"),
+    }
+}
+
+/// The first `limit` characters of `text`, and whether anything was cut.
+fn cut_at(text: &str, limit: usize) -> (&str, bool) {
+    match text.char_indices().nth(limit) {
+        Some((end, _)) => (&text[..end], true),
+        None => (text, false),
+    }
+}
+
 /// A JSON object's map; anything else is an empty map. For building reply details with
 /// `json!`.
 pub fn object(value: Value) -> Map<String, Value> {
     match value {
         Value::Object(map) => map,
         _ => Map::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoted_input_is_cut_and_marked() {
+        assert_eq!(Quote("dance").to_string(), "\"dance\"");
+        assert_eq!(Quote("a\"b\n").to_string(), "\"a\\\"b\\n\"");
+        let long = "é".repeat(60_000);
+        let quoted = Quote(&long).to_string();
+        assert_eq!(quoted.chars().count(), QUOTE_LIMIT + 3);
+        assert!(quoted.ends_with("…\""));
+        assert_eq!(echo("lobby"), "lobby");
+        assert_eq!(echo(&long).chars().count(), QUOTE_LIMIT + 1);
     }
 }

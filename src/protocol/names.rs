@@ -1,4 +1,14 @@
 //! User and room names: parsed once at the edge into types the hub trusts.
+//!
+//! Room names are free text, so they are where look-alikes hide: the same letters in composed
+//! and decomposed form, an invisible zero-width space, a right-to-left override, or a Cyrillic
+//! "о" in "lobby". A room name is normalized to NFC (so spellings that are one text to Unicode
+//! are one room), and refused when it holds invisible or direction-changing characters, starts
+//! or ends with whitespace, or mixes scripts (UTS #39 single-script rule).
+
+use unicode_normalization::UnicodeNormalization;
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+use unicode_security::MixedScript;
 
 /// Longest user name, in characters (all ASCII).
 pub const MAX_USER_NAME: usize = 32;
@@ -16,6 +26,16 @@ pub enum NameError {
     /// Empty, too long, or a control character.
     #[error("Invalid room name: use 1 to {MAX_ROOM_NAME} characters, no control characters")]
     Room,
+    /// A character that is invisible or changes the text direction (Unicode format, line or
+    /// paragraph separator, private use): the name would look like another.
+    #[error("Invalid room name: no invisible or direction-changing characters (such as zero-width spaces or bidi controls)")]
+    RoomInvisible,
+    /// Leading or trailing whitespace, which nobody sees in a room list.
+    #[error("Invalid room name: no whitespace at the start or end")]
+    RoomEdgeSpace,
+    /// Letters of several scripts, such as Latin with a Cyrillic look-alike.
+    #[error("Invalid room name: letters of one script only (a Latin name with a Cyrillic or Greek look-alike letter is refused)")]
+    RoomMixedScripts,
 }
 
 /// A user name that passed the rules: 1..=32 of `A-Z a-z 0-9 _ - .`.
@@ -43,18 +63,36 @@ impl UserName {
     }
 }
 
-/// A room name that passed the rules: 1..=64 Unicode characters, no control characters.
+/// A room name that passed the rules: 1..=64 Unicode characters in NFC, no control or
+/// invisible characters, no edge whitespace, one script.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RoomName(String);
 
 impl RoomName {
-    /// Checks the name rules.
+    /// Checks the name rules; the name is kept (and compared) in NFC.
     pub fn parse(name: &str) -> Result<RoomName, NameError> {
-        let count = name.chars().count();
-        if count == 0 || count > MAX_ROOM_NAME || name.chars().any(char::is_control) {
+        // Cheap length check first: a 60 KB name is refused without normalizing it.
+        if name.is_empty() || name.chars().nth(4 * MAX_ROOM_NAME).is_some() {
             return Err(NameError::Room);
         }
-        Ok(RoomName(name.to_owned()))
+        let name: String = if unicode_normalization::is_nfc(name) {
+            name.to_owned()
+        } else {
+            name.nfc().collect()
+        };
+        if name.chars().count() > MAX_ROOM_NAME || name.chars().any(char::is_control) {
+            return Err(NameError::Room);
+        }
+        if name.chars().any(is_invisible) {
+            return Err(NameError::RoomInvisible);
+        }
+        if name.starts_with(char::is_whitespace) || name.ends_with(char::is_whitespace) {
+            return Err(NameError::RoomEdgeSpace);
+        }
+        if !name.as_str().is_single_script() {
+            return Err(NameError::RoomMixedScripts);
+        }
+        Ok(RoomName(name))
     }
 
     /// The lobby's name.
@@ -66,6 +104,17 @@ impl RoomName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// Characters that draw nothing or reorder what is drawn.
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c.general_category(),
+        GeneralCategory::Format
+            | GeneralCategory::LineSeparator
+            | GeneralCategory::ParagraphSeparator
+            | GeneralCategory::PrivateUse
+    )
 }
 
 #[cfg(test)]
@@ -81,8 +130,30 @@ mod tests {
         assert_eq!(UserName::parse("TiBi").unwrap().folded(), "tibi");
         assert!(RoomName::parse("café ☕").is_ok());
         assert!(RoomName::parse(&"é".repeat(64)).is_ok());
-        for bad in ["", "a\nb", "\u{7f}", &"é".repeat(65)] {
+        for bad in ["", "a\nb", "\u{7f}", &"é".repeat(65), &"x".repeat(60_000)] {
             assert_eq!(RoomName::parse(bad), Err(NameError::Room), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn look_alike_room_names_are_one_room_or_refused() {
+        let composed = RoomName::parse("caf\u{e9}").unwrap();
+        let decomposed = RoomName::parse("cafe\u{301}").unwrap();
+        assert_eq!(composed, decomposed, "NFC: one room");
+        assert_eq!(decomposed.as_str(), "caf\u{e9}");
+        let cases = [
+            ("lob\u{200b}by", NameError::RoomInvisible),
+            ("\u{202e}ybbol", NameError::RoomInvisible),
+            ("lobby\u{2028}", NameError::RoomInvisible),
+            ("l\u{43e}bby", NameError::RoomMixedScripts),
+            (" lobby", NameError::RoomEdgeSpace),
+            ("lobby\u{3000}", NameError::RoomEdgeSpace),
+        ];
+        for (name, error) in cases {
+            assert_eq!(RoomName::parse(name), Err(error), "{name:?}");
+        }
+        for fine in ["лобби", "ロビー 2", "東京タワー", "VR room #1", "café ☕"] {
+            assert!(RoomName::parse(fine).is_ok(), "{fine:?}");
         }
     }
 

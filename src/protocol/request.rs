@@ -5,6 +5,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
+use super::{Quote, QUOTE_LIMIT};
+
 /// What a room message asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RoomKind {
@@ -191,7 +193,7 @@ pub fn decode_request(body: &[u8]) -> Result<Request<'_>, BadRequest> {
         return Err(BadRequest::new("Message must be a JSON object."));
     }
     let envelope: Envelope<'_> = serde_json::from_str(text)
-        .map_err(|err| BadRequest::new(format!("Malformed JSON: {err}.")))?;
+        .map_err(|err| BadRequest::new(format!("Malformed JSON: {}.", brief(&err))))?;
     if let Some(system) = envelope.system {
         return decode_system(system, envelope.options);
     }
@@ -212,7 +214,7 @@ fn decode_system<'a>(
             })?;
             let options: LoginOptions = serde_json::from_str(options.get()).map_err(|err| {
                 BadRequest::new(format!(
-                    "login \"options\" must be an object with a string \"user\" and an optional string \"pass\": {err}."
+                    "login \"options\" must be an object with a string \"user\" and an optional string \"pass\": {}.", brief(&err)
                 ))
             })?;
             Ok(Request::Login {
@@ -221,7 +223,8 @@ fn decode_system<'a>(
             })
         }
         other => Err(BadRequest::new(format!(
-            "Unknown system command {other:?}: use login, ping or rooms."
+            "Unknown system command {}: use login, ping or rooms.",
+            Quote(other)
         ))),
     }
 }
@@ -247,7 +250,8 @@ fn decode_room<'a>(envelope: &Envelope<'a>) -> Result<Request<'a>, BadRequest> {
     };
     let Some(parsed) = RoomKind::parse(&kind) else {
         return Err(with_context(BadRequest::new(format!(
-            "Unknown type {kind:?}: use join, leave, list, msg, transform or game."
+            "Unknown type {}: use join, leave, list, msg, transform or game.",
+            Quote(&kind)
         ))));
     };
     if parsed.needs_data() && envelope.data.is_none() {
@@ -258,7 +262,8 @@ fn decode_room<'a>(envelope: &Envelope<'a>) -> Result<Request<'a>, BadRequest> {
     if let (RoomKind::Msg, Some(data)) = (parsed, envelope.data) {
         check_portable(data).map_err(|err| {
             with_context(BadRequest::new(format!(
-                "msg data is not portable JSON: {err}."
+                "msg data is not portable JSON: {}.",
+                brief(&err)
             )))
         })?;
     }
@@ -267,6 +272,16 @@ fn decode_room<'a>(envelope: &Envelope<'a>) -> Result<Request<'a>, BadRequest> {
         kind: parsed,
         data: envelope.data,
     })
+}
+
+/// A parser's error for the client's eyes: serde quotes the offending value, so it is cut like
+/// any other quoted input.
+fn brief(err: &serde_json::Error) -> String {
+    let text = err.to_string();
+    match text.char_indices().nth(2 * QUOTE_LIMIT) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text,
+    }
 }
 
 fn string_field<T: for<'de> Deserialize<'de>>(raw: &RawValue, name: &str) -> Result<T, BadRequest> {
@@ -517,6 +532,25 @@ mod tests {
             let body = request.encode();
             let back = decode_request(&body).unwrap();
             assert_eq!(format!("{back:?}"), format!("{request:?}"));
+        }
+    }
+
+    #[test]
+    fn client_input_is_not_reflected_whole() {
+        let long = "x".repeat(60_000);
+        for body in [
+            format!(r#"{{"room":"a","type":"{long}"}}"#),
+            format!(r#"{{"system":"{long}"}}"#),
+            format!(r#"{{"system":"login","options":{{"user":["{long}"]}}}}"#),
+            format!(r#"{{"room":"a","type":"msg","data":{{"{long}":1e999}}}}"#),
+        ] {
+            let err = decode_request(body.as_bytes()).unwrap_err();
+            assert!(
+                err.message.len() < 400,
+                "{} bytes: {}",
+                err.message.len(),
+                &err.message[..400]
+            );
         }
     }
 
