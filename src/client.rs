@@ -126,9 +126,21 @@ impl Client {
         self.recv_reply()
     }
 
-    /// Asks for the room directory and waits for it.
+    /// Asks for the first page of the room directory and waits for it.
     pub fn rooms(&mut self) -> Result<Reply, ClientError> {
-        self.request(&Request::Rooms)?;
+        self.rooms_page(None, None)
+    }
+
+    /// Asks for a page of the room directory: the rooms after `after`, at most `limit`.
+    pub fn rooms_page(
+        &mut self,
+        after: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<Reply, ClientError> {
+        self.request(&Request::Rooms {
+            after: after.map(str::to_owned),
+            limit,
+        })?;
         self.recv_reply()
     }
 

@@ -108,6 +108,21 @@ impl TokenBucket {
     }
 }
 
+impl TokenBucket {
+    /// How long until a token is there, at `rate`; zero if one is there now.
+    pub fn wait(&self, now: Instant, rate: f64, burst: f64) -> Duration {
+        if rate <= 0.0 {
+            return Duration::ZERO;
+        }
+        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
+        let tokens = (self.tokens + elapsed * rate).min(burst);
+        if tokens >= 1.0 {
+            return Duration::ZERO;
+        }
+        Duration::from_secs_f64((1.0 - tokens) / rate)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,5 +168,14 @@ mod tests {
         assert!(bucket.take(start + 10_000 * MS, 10.0, 2.0));
         assert!(!bucket.take(start + 10_000 * MS, 10.0, 2.0));
         assert!(bucket.take(start, 0.0, 2.0), "rate 0 is unlimited");
+        let mut empty = TokenBucket::new(start, 1.0);
+        assert!(empty.take(start, 4.0, 1.0));
+        assert_eq!(empty.wait(start, 4.0, 1.0), 250 * MS);
+        let wait = empty.wait(start + 100 * MS, 4.0, 1.0);
+        assert!(
+            wait.abs_diff(150 * MS) < Duration::from_micros(1),
+            "{wait:?}"
+        );
+        assert_eq!(empty.wait(start + 300 * MS, 4.0, 1.0), Duration::ZERO);
     }
 }

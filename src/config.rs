@@ -28,7 +28,8 @@ pub struct Config {
     pub max_clients: usize,
     /// How long a connection may stay without logging in.
     pub login_timeout: Duration,
-    /// How long a logged-in connection may stay silent (ping counts).
+    /// How long a logged-in connection may stay silent (ping counts); zero turns the idle
+    /// timeout off.
     pub idle_timeout: Duration,
     /// Non-transform messages per second per connection; 0 turns the limit off.
     pub rate_limit: f64,
@@ -40,6 +41,27 @@ pub struct Config {
     pub max_room_members: usize,
     /// Rooms that may exist at once ("lobby" included).
     pub max_rooms: usize,
+    /// Rooms one user may hold: created and still in. Creating one more is refused, so a
+    /// few connections cannot use up `max_rooms`.
+    pub max_held_rooms: usize,
+    /// Rooms the users of one IP address may hold together.
+    pub max_held_rooms_per_ip: usize,
+    /// Connections from one IP address at once; 0 turns the limit off.
+    pub max_conns_per_ip: usize,
+    /// Transforms per second per connection; excess ones are dropped (they are coalesced
+    /// anyway). 0 turns the limit off.
+    pub transform_rate: f64,
+    /// Transforms a connection may send at once before `transform_rate` applies.
+    pub transform_burst: f64,
+    /// Heap bytes the whole server may use. Near it, logins and joins are refused (503);
+    /// past it, the connections with the largest queues are cut.
+    pub max_memory: usize,
+    /// Kernel send buffer per connection (SO_SNDBUF), so that `max_outbuf` bounds what a
+    /// slow reader pins; 0 keeps the system default.
+    pub send_buffer: usize,
+    /// How long a game player may take to move before forfeiting the round; zero turns the
+    /// turn timeout off.
+    pub turn_timeout: Duration,
 }
 
 impl Default for Config {
@@ -58,6 +80,14 @@ impl Default for Config {
             max_rooms_per_user: 64,
             max_room_members: 1_000,
             max_rooms: 10_000,
+            max_held_rooms: 16,
+            max_held_rooms_per_ip: 256,
+            max_conns_per_ip: 256,
+            transform_rate: 300.0,
+            transform_burst: 60.0,
+            max_memory: 1 << 30,
+            send_buffer: 256 * 1024,
+            turn_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -96,8 +126,24 @@ pub enum ConfigError {
         value: f64,
     },
     /// A rate limit whose burst cannot let even one message through.
-    #[error("--burst must be at least 1 when --rate-limit is on, got {0}")]
-    Burst(f64),
+    #[error("--{flag} must be at least 1 when its rate is on, got {value}")]
+    Burst {
+        /// The flag's name.
+        flag: &'static str,
+        /// What was given.
+        value: f64,
+    },
+    /// A login timeout of zero would close every connection at once.
+    #[error("--login-timeout must be above 0 seconds")]
+    LoginTimeout,
+    /// A memory budget too small to hold the queues of a few clients.
+    #[error("--max-memory must be at least 4 x --max-outbuf ({min} bytes), got {value}")]
+    MemoryTooSmall {
+        /// Smallest accepted value.
+        min: usize,
+        /// What was given.
+        value: usize,
+    },
 }
 
 impl Config {
@@ -114,6 +160,8 @@ impl Config {
             ("max-rooms-per-user", self.max_rooms_per_user),
             ("max-room-members", self.max_room_members),
             ("max-rooms", self.max_rooms),
+            ("max-held-rooms", self.max_held_rooms),
+            ("max-held-rooms-per-ip", self.max_held_rooms_per_ip),
         ];
         for (flag, value) in at_least_one {
             if value == 0 {
@@ -129,13 +177,38 @@ impl Config {
                 value: self.max_outbuf,
             });
         }
-        for (flag, value) in [("rate-limit", self.rate_limit), ("burst", self.burst)] {
+        let rates = [
+            ("rate-limit", self.rate_limit),
+            ("burst", self.burst),
+            ("transform-rate", self.transform_rate),
+            ("transform-burst", self.transform_burst),
+        ];
+        for (flag, value) in rates {
             if !(value.is_finite() && value >= 0.0) {
                 return Err(ConfigError::Negative { flag, value });
             }
         }
         if self.rate_limit > 0.0 && self.burst < 1.0 {
-            return Err(ConfigError::Burst(self.burst));
+            return Err(ConfigError::Burst {
+                flag: "burst",
+                value: self.burst,
+            });
+        }
+        if self.transform_rate > 0.0 && self.transform_burst < 1.0 {
+            return Err(ConfigError::Burst {
+                flag: "transform-burst",
+                value: self.transform_burst,
+            });
+        }
+        if self.login_timeout.is_zero() {
+            return Err(ConfigError::LoginTimeout);
+        }
+        let min_memory = 4 * self.max_outbuf;
+        if self.max_memory < min_memory {
+            return Err(ConfigError::MemoryTooSmall {
+                min: min_memory,
+                value: self.max_memory,
+            });
         }
         Ok(())
     }
@@ -206,6 +279,30 @@ mod tests {
             burst: 0.5,
             ..Config::default()
         };
-        assert_eq!(config.validate(), Err(ConfigError::Burst(0.5)));
+        assert_eq!(
+            config.validate(),
+            Err(ConfigError::Burst {
+                flag: "burst",
+                value: 0.5
+            })
+        );
+        let config = Config {
+            max_memory: 1 << 20,
+            ..Config::default()
+        };
+        assert!(matches!(
+            config.validate(),
+            Err(ConfigError::MemoryTooSmall { .. })
+        ));
+        let config = Config {
+            login_timeout: Duration::ZERO,
+            ..Config::default()
+        };
+        assert_eq!(config.validate(), Err(ConfigError::LoginTimeout));
+        let config = Config {
+            idle_timeout: Duration::ZERO,
+            ..Config::default()
+        };
+        assert_eq!(config.validate(), Ok(()), "idle timeout 0 is off");
     }
 }

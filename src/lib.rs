@@ -17,6 +17,7 @@
 //! | [`hub`] | the sans-IO core: every protocol rule, driven by inputs with a `now` | the above but transport |
 //! | [`net`] | the mio event loop that drives the hub over sockets | mio, slab, transport, hub |
 //! | [`client`] | a blocking client for native programs, tests and the bench | std::net, protocol, transport |
+//! | [`quiet`] | repetitive log lines summarized under floods | log |
 //!
 //! # A msg, from read to write
 //! `net` reads the socket into the connection's buffer; the connection's `transport` cuts
@@ -57,6 +58,7 @@ pub mod game;
 pub mod hub;
 pub mod net;
 pub mod protocol;
+pub mod quiet;
 pub mod transport;
 
 pub use config::Config;

@@ -4,8 +4,19 @@ use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use std::alloc::System;
+
+use cap::Cap;
 use clap::Parser;
 use roomcast::{Config, Server};
+
+/// Counts every heap byte, so --max-memory is held against what the process really uses.
+#[global_allocator]
+static ALLOCATOR: Cap<System> = Cap::new(System, usize::MAX);
+
+fn heap_bytes() -> usize {
+    ALLOCATOR.allocated()
+}
 
 /// A room server for VR headsets and multiplayer games: framed JSON over TCP.
 #[derive(Parser, Debug)]
@@ -32,10 +43,10 @@ struct Args {
     /// Connections held at once; one more gets 503 "Server full.".
     #[arg(long, default_value_t = 10_000)]
     max_clients: usize,
-    /// Seconds a connection may take to log in.
+    /// Seconds a connection may take to log in (above 0).
     #[arg(long, default_value = "10", value_parser = seconds)]
     login_timeout: Duration,
-    /// Seconds a logged-in connection may stay silent (ping counts).
+    /// Seconds a logged-in connection may stay silent, ping included (0 turns it off).
     #[arg(long, default_value = "120", value_parser = seconds)]
     idle_timeout: Duration,
     /// Non-transform messages per second per connection (0 turns the limit off).
@@ -53,6 +64,31 @@ struct Args {
     /// Rooms that may exist at once.
     #[arg(long, default_value_t = 10_000)]
     max_rooms: usize,
+    /// Rooms one user may hold (created and still in); one more is refused (422).
+    #[arg(long, default_value_t = 16)]
+    max_held_rooms: usize,
+    /// Rooms the users of one IP address may hold together.
+    #[arg(long, default_value_t = 256)]
+    max_held_rooms_per_ip: usize,
+    /// Connections from one IP address at once (0 turns the limit off).
+    #[arg(long, default_value_t = 256)]
+    max_conns_per_ip: usize,
+    /// Transforms per second per connection; excess ones are dropped (0 turns the limit off).
+    #[arg(long, default_value_t = 300.0)]
+    transform_rate: f64,
+    /// Transforms a connection may send at once before --transform-rate applies.
+    #[arg(long, default_value_t = 60.0)]
+    transform_burst: f64,
+    /// Heap bytes the server may use: near it logins and joins get 503, past it the largest
+    /// queues are cut.
+    #[arg(long, default_value_t = 1 << 30)]
+    max_memory: usize,
+    /// Kernel send buffer per connection in bytes (0 keeps the system default).
+    #[arg(long, default_value_t = 256 * 1024)]
+    send_buffer: usize,
+    /// Seconds a game player may take to move before forfeiting the round (0 turns it off).
+    #[arg(long, default_value = "60", value_parser = seconds)]
+    turn_timeout: Duration,
     /// Log level; RUST_LOG, when set, refines it (e.g. RUST_LOG=roomcast=debug).
     #[arg(long, default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"])]
     log_level: String,
@@ -82,6 +118,14 @@ impl Args {
             max_rooms_per_user: self.max_rooms_per_user,
             max_room_members: self.max_room_members,
             max_rooms: self.max_rooms,
+            max_held_rooms: self.max_held_rooms,
+            max_held_rooms_per_ip: self.max_held_rooms_per_ip,
+            max_conns_per_ip: self.max_conns_per_ip,
+            transform_rate: self.transform_rate,
+            transform_burst: self.transform_burst,
+            max_memory: self.max_memory,
+            send_buffer: self.send_buffer,
+            turn_timeout: self.turn_timeout,
         }
     }
 }
@@ -98,6 +142,11 @@ fn main() -> ExitCode {
         eprintln!("roomcast: {err}");
         return ExitCode::from(2);
     }
+    let (fd_limit, fd_warning) = roomcast::net::raise_fd_limit(config.max_clients);
+    match fd_warning {
+        Some(warning) => log::warn!("{warning}"),
+        None => log::debug!("open-file limit {fd_limit}"),
+    }
     let server = match Server::bind(config) {
         Ok(server) => server,
         Err(err) => {
@@ -108,6 +157,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let mut server = server;
+    server.set_memory_gauge(heap_bytes);
     let shutdown = server.shutdown_handle();
     if let Err(err) = ctrlc::set_handler(move || shutdown.shutdown()) {
         log::warn!("cannot install the SIGINT/SIGTERM handler: {err}");

@@ -45,6 +45,11 @@ pub trait Game: Send + std::fmt::Debug {
     fn state(&self) -> serde_json::Value;
     /// A round is being played: another game may not be started over it.
     fn is_running(&self) -> bool;
+    /// The player whose move it is, while a round is running; the room times their turn.
+    fn turn(&self) -> Option<&str>;
+    /// `player`, whose turn it is, ran out of time: they forfeit the round and keep their
+    /// seat. Returns true when the state changed (false if it was not their turn).
+    fn time_out(&mut self, player: &str) -> bool;
 }
 
 /// One registry line: the name clients ask for and how to build a fresh game.

@@ -9,8 +9,9 @@
 //! second as "O"; the round starts when both seats are taken and X always moves first. A move is
 //! the JSON integer of a cell (`{"move":4}` on the wire; the game receives the `4`). A line of
 //! three (3 rows, 3 columns, 2 diagonals) wins on the move that completes it, even the ninth; a
-//! full board with no line is a draw. A seated player who leaves a running round forfeits it and
-//! the other player wins; leaving before the round starts, or after it ends, just frees the seat.
+//! full board with no line is a draw. A seated player who leaves a running round, or does not
+//! move within the room's turn timeout, forfeits it and the other player wins (a timed-out
+//! player keeps the seat); leaving before the round starts, or after it ends, frees the seat.
 //!
 //! [`Game::restart`] after a finish keeps the seated players and swaps their marks, so whoever
 //! moved second last round moves first in the next one: moving first is a real advantage in
@@ -40,7 +41,8 @@
 //! - `status`: `"waiting"` (a seat is empty), `"playing"`, `"won"` or `"draw"`.
 //! - `winner`: the winning user when `"won"`, else `null`; kept even if the winner then leaves.
 //! - `line`: the three winning cells, ascending, when won by a line; `null` otherwise.
-//! - `forfeit`: the user who left a running round, when it was won that way; `null` otherwise.
+//! - `forfeit`: the user who left a running round or ran out of time on their turn (the room's
+//!   turn timeout), when it was won that way; `null` otherwise.
 //! - `moves`: moves played this round, always the number of filled cells.
 
 use serde_json::{json, Value};
@@ -223,6 +225,28 @@ impl Game for TicTacToe {
         self.status == Status::Playing
     }
 
+    fn turn(&self) -> Option<&str> {
+        match self.status {
+            Status::Playing => self.seat(self.to_move()),
+            _ => None,
+        }
+    }
+
+    fn time_out(&mut self, player: &str) -> bool {
+        if self.turn() != Some(player) {
+            return false;
+        }
+        let Some(winner) = self.seat(self.to_move().other()) else {
+            return false;
+        };
+        self.status = Status::Won {
+            winner: winner.to_owned(),
+            line: None,
+            forfeit: Some(player.to_owned()),
+        };
+        true
+    }
+
     fn state(&self) -> Value {
         let board: Vec<Value> = self
             .board
@@ -348,6 +372,25 @@ mod tests {
         assert!(agrees(&g) && g.is_running());
         assert!(g.leave("alice"));
         assert!(agrees(&g) && !g.is_running(), "forfeit");
+    }
+
+    #[test]
+    fn running_out_of_time_forfeits_the_round_but_keeps_the_seat() {
+        let mut g = playing();
+        assert_eq!(g.turn(), Some("alice"));
+        assert!(!g.time_out("bob"), "not bob's turn");
+        play(&mut g, &[4]);
+        assert_eq!(g.turn(), Some("bob"));
+        assert!(g.time_out("bob"));
+        let state = g.state();
+        assert_eq!(state["status"], "won");
+        assert_eq!(state["winner"], "alice");
+        assert_eq!(state["forfeit"], "bob");
+        assert_eq!(state["players"]["O"], "bob", "the seat is kept");
+        assert_eq!(g.turn(), None);
+        assert!(!g.time_out("alice"), "nothing runs any more");
+        g.restart().expect("finished");
+        assert_eq!(g.turn(), Some("bob"), "marks swapped: bob is X now");
     }
 
     /// Plays `cells` in order, each by whoever's turn it is.

@@ -1,18 +1,35 @@
-//! The connections the hub talks through: the session each carries, its message budget, its
+//! The connections the hub talks through: the session each carries, its message budgets, its
 //! liveness (login and idle timeouts) and whether its queue can take pose ticks now.
+//!
+//! Budgets bound work, not just replies: a frame is charged before it is parsed. Transforms
+//! have their own, larger bucket (a 144 Hz headset fits), and what they cannot pay for is
+//! dropped without a reply: poses are coalesced, so a dropped one is superseded anyway. A
+//! message the message bucket cannot pay for is dropped too; the client hears one 429 per
+//! second at most, and the event loop stops reading the socket until the bucket refills, so
+//! a flood meets TCP backpressure instead of a flood of refusals.
 
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use super::ids::{ConnId, ConnMap, SessionId};
 use super::refusal::Refusal;
 use crate::clock::TokenBucket;
+use crate::config::Config;
+
+/// Gap between two 429 replies to one connection.
+const NOTICE_GAP: Duration = Duration::from_secs(1);
 
 /// One connection's state in the hub.
 #[derive(Debug)]
 pub(crate) struct Conn {
     /// Set by a successful login.
     pub session: Option<SessionId>,
-    bucket: TokenBucket,
+    /// The peer's address, for per-address limits and logs.
+    pub ip: IpAddr,
+    messages: TokenBucket,
+    transforms: TokenBucket,
+    /// When the last 429 went out.
+    last_notice: Option<Instant>,
     /// When the connection was accepted: the login timeout counts from here.
     opened: Instant,
     /// Last message of any kind, for the idle timeout.
@@ -21,34 +38,62 @@ pub(crate) struct Conn {
     pub backlogged: bool,
 }
 
+/// What charging a frame to its bucket decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Charge {
+    /// Paid for: handle it.
+    Granted,
+    /// A transform over its budget: drop it silently.
+    Dropped,
+    /// A message over its budget: drop it, answer 429 if `notify`, and stop reading the
+    /// connection until `until`.
+    Limited { notify: bool, until: Instant },
+}
+
+/// The per-connection limits, from the config.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    rate: f64,
+    burst: f64,
+    transform_rate: f64,
+    transform_burst: f64,
+    login_timeout: Duration,
+    /// Zero: no idle timeout.
+    idle_timeout: Duration,
+}
+
 /// Every connection the hub knows, and the limits that apply to each.
 #[derive(Debug)]
 pub(crate) struct Conns {
     map: ConnMap<Conn>,
-    rate: f64,
-    burst: f64,
-    login_timeout: Duration,
-    idle_timeout: Duration,
+    limits: Limits,
 }
 
 impl Conns {
-    pub fn new(rate: f64, burst: f64, login_timeout: Duration, idle_timeout: Duration) -> Self {
+    pub fn new(config: &Config) -> Self {
         Conns {
             map: ConnMap::default(),
-            rate,
-            burst,
-            login_timeout,
-            idle_timeout,
+            limits: Limits {
+                rate: config.rate_limit,
+                burst: config.burst,
+                transform_rate: config.transform_rate,
+                transform_burst: config.transform_burst,
+                login_timeout: config.login_timeout,
+                idle_timeout: config.idle_timeout,
+            },
         }
     }
 
     /// A connection accepted at `since` whose transport is now known.
-    pub fn open(&mut self, id: ConnId, since: Instant, now: Instant) {
+    pub fn open(&mut self, id: ConnId, ip: IpAddr, since: Instant, now: Instant) {
         self.map.insert(
             id,
             Conn {
                 session: None,
-                bucket: TokenBucket::new(now, self.burst),
+                ip,
+                messages: TokenBucket::new(now, self.limits.burst),
+                transforms: TokenBucket::new(now, self.limits.transform_burst),
+                last_notice: None,
                 opened: since,
                 last_seen: now,
                 backlogged: false,
@@ -69,24 +114,53 @@ impl Conns {
         self.map.get_mut(id)
     }
 
-    /// The connection sent a message at `now`: it is alive.
+    /// The connection sent a frame at `now`: it is alive.
     pub fn heard(&mut self, id: ConnId, now: Instant) -> Option<&mut Conn> {
         let conn = self.map.get_mut(id)?;
         conn.last_seen = now;
         Some(conn)
     }
 
-    /// Takes a message's token from the connection's bucket; false means rate limited.
-    pub fn take_token(&mut self, id: ConnId, now: Instant) -> bool {
-        let (rate, burst) = (self.rate, self.burst);
-        self.map
+    /// Charges a message (anything but a transform) to the connection's message bucket.
+    pub fn charge_message(&mut self, id: ConnId, now: Instant) -> Charge {
+        let Limits { rate, burst, .. } = self.limits;
+        let Some(conn) = self.map.get_mut(id) else {
+            return Charge::Dropped;
+        };
+        if conn.messages.take(now, rate, burst) {
+            return Charge::Granted;
+        }
+        let notify = conn
+            .last_notice
+            .is_none_or(|at| now.saturating_duration_since(at) >= NOTICE_GAP);
+        if notify {
+            conn.last_notice = Some(now);
+        }
+        let until = now + conn.messages.wait(now, rate, burst);
+        Charge::Limited { notify, until }
+    }
+
+    /// Charges a transform to the connection's transform bucket.
+    pub fn charge_transform(&mut self, id: ConnId, now: Instant) -> Charge {
+        let Limits {
+            transform_rate,
+            transform_burst,
+            ..
+        } = self.limits;
+        let paid = self
+            .map
             .get_mut(id)
-            .is_some_and(|conn| conn.bucket.take(now, rate, burst))
+            .is_some_and(|conn| conn.transforms.take(now, transform_rate, transform_burst));
+        if paid {
+            Charge::Granted
+        } else {
+            Charge::Dropped
+        }
     }
 
     /// The configured message rate, for the 429 text.
     pub fn rate(&self) -> f64 {
-        self.rate
+        self.limits.rate
     }
 
     /// Whether pose ticks can be queued to the connection now.
@@ -96,20 +170,26 @@ impl Conns {
 
     /// Connections past their login or idle timeout at `now`, with the refusal each gets.
     pub fn expired(&self, now: Instant) -> Vec<(ConnId, Refusal)> {
+        let Limits {
+            login_timeout,
+            idle_timeout,
+            ..
+        } = self.limits;
         self.map
             .iter()
             .filter_map(|(id, conn)| {
                 let refusal = match conn.session {
-                    None if now.saturating_duration_since(conn.opened) >= self.login_timeout => {
+                    None if now.saturating_duration_since(conn.opened) >= login_timeout => {
                         Refusal::LoginTimeout {
-                            after: self.login_timeout,
+                            after: login_timeout,
                         }
                     }
                     Some(_)
-                        if now.saturating_duration_since(conn.last_seen) >= self.idle_timeout =>
+                        if !idle_timeout.is_zero()
+                            && now.saturating_duration_since(conn.last_seen) >= idle_timeout =>
                     {
                         Refusal::IdleTimeout {
-                            after: self.idle_timeout,
+                            after: idle_timeout,
                         }
                     }
                     _ => return None,
@@ -133,5 +213,44 @@ impl Conns {
     /// Forgets every connection, returning their ids.
     pub fn drain(&mut self) -> Vec<ConnId> {
         self.map.drain().map(|(id, _)| id).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn an_empty_bucket_limits_with_one_notice_per_second() {
+        let config = Config {
+            rate_limit: 10.0,
+            burst: 2.0,
+            transform_rate: 100.0,
+            transform_burst: 1.0,
+            ..Config::default()
+        };
+        let mut conns = Conns::new(&config);
+        let now = Instant::now();
+        let id = ConnId::new(0, 0);
+        conns.open(id, IpAddr::from([127, 0, 0, 1]), now, now);
+        assert_eq!(conns.charge_message(id, now), Charge::Granted);
+        assert_eq!(conns.charge_message(id, now), Charge::Granted);
+        let limited = |charge: Charge| match charge {
+            Charge::Limited { notify, until } => (notify, until),
+            other => panic!("{other:?}"),
+        };
+        let (notify, until) = limited(conns.charge_message(id, now));
+        assert!(notify);
+        assert!(until.duration_since(now).abs_diff(100 * MS) < MS / 1000);
+        let later = now + 50 * MS;
+        let (notify, until) = limited(conns.charge_message(id, later));
+        assert!(!notify, "the second refusal within a second is silent");
+        assert!(until.duration_since(later).abs_diff(50 * MS) < MS / 1000);
+        assert_eq!(conns.charge_message(id, now + 100 * MS), Charge::Granted);
+        assert_eq!(conns.charge_transform(id, now), Charge::Granted);
+        assert_eq!(conns.charge_transform(id, now), Charge::Dropped);
+        assert_eq!(conns.charge_transform(id, now + 10 * MS), Charge::Granted);
     }
 }

@@ -16,12 +16,14 @@
 //! | `conns.rs` | per connection: its session, rate bucket, login and idle timeouts, backlog |
 //! | `session.rs` | logged-in users: names (unique ignoring ASCII case), rooms, connection |
 //! | `room.rs` | one room: members, batch and flush, history, poses and the tick, its game |
-//! | `history.rs` | a room's kept events and the frames a joiner gets |
+//! | `history.rs` | a room's kept events and the frames a joiner gets, counted in a total |
+//! | `directory.rs` | the rooms list: name order, pages, the first page encoded once |
 //! | [`outbox`] | [`Output`] and the ordering rule: a direct reply first flushes its rooms |
 //! | `refusal.rs` | every refusal: its code and text |
 //! | [`testing`] | the scripted-clients harness for unit tests, fuzzing and benches |
 
 mod conns;
+mod directory;
 mod history;
 pub mod ids;
 pub mod outbox;
@@ -32,7 +34,10 @@ mod session;
 pub mod testing;
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
+
+use memchr::memmem;
 
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
@@ -44,8 +49,10 @@ use crate::protocol::{
     decode_request, echo, encode_event, encode_reply, encode_user_frame, object, one_line, Code,
     GameCommand, Pose, Problem, Request, RoomKind, RoomName, UserName, LOBBY,
 };
-use conns::Conns;
-use history::History;
+use crate::quiet::Tally;
+use conns::{Charge, Conns};
+use directory::Directory;
+use history::{History, HistoryBytes};
 use ids::Table;
 pub use ids::{ConnId, RoomId, SessionId};
 pub use outbox::Output;
@@ -62,6 +69,8 @@ pub enum Input<'a> {
     Open {
         /// The connection.
         conn: ConnId,
+        /// The peer's address, for per-address limits.
+        peer: IpAddr,
         /// When it was accepted.
         since: Instant,
     },
@@ -76,9 +85,16 @@ pub enum Input<'a> {
     Backlogged(ConnId),
     /// The queue drained: send it a fresh pose snapshot at the next tick.
     Drained(ConnId),
+    /// The server's memory use crossed its high (true) or low (false) watermark: while high,
+    /// new logins and joins are refused.
+    MemoryPressure(bool),
     /// Tell everyone the server is going away and close every connection.
     Shutdown,
 }
+
+/// Largest frame taken for a transform before parsing: a head and a handful of parts fit
+/// many times over, and anything larger is charged as a message.
+const MAX_TRANSFORM_BYTES: usize = 8 * 1024;
 
 /// Fixed texts the protocol promises.
 const PONG: &str = "pong";
@@ -120,8 +136,19 @@ pub struct Hub {
     sessions: Sessions,
     rooms: Table<RoomId, Room>,
     room_ids: HashMap<String, RoomId>,
+    directory: Directory,
     lobby: RoomId,
     outbox: Outbox,
+    /// Bytes of every room's history together, held under `history_allowance`.
+    history_bytes: HistoryBytes,
+    history_allowance: usize,
+    /// Rooms held (created and still in) by the users of each address.
+    held_by_ip: HashMap<IpAddr, usize>,
+    /// Memory is near the budget: no new logins or joins.
+    low_memory: bool,
+    /// Lifecycle and timeout lines, summarized under floods.
+    logins: Tally,
+    timeouts: Tally,
     /// Rooms with pose work for the next tick.
     tick_rooms: Vec<RoomId>,
     ticker: Ticker,
@@ -136,29 +163,38 @@ impl Hub {
     /// the origin of the tick schedule.
     pub fn new(config: Config, clock: WallClock, now: Instant) -> Hub {
         let mut rooms = Table::default();
-        let history = History::new(config.history, config.max_outbuf / 2);
+        let history_bytes = HistoryBytes::default();
+        let history = History::new(config.history, config.max_outbuf / 2, history_bytes.clone());
         let lobby = rooms.insert_with(|id| Room::new(id, RoomName::lobby(), history));
         let mut room_ids = HashMap::new();
         room_ids.insert(LOBBY.to_owned(), lobby);
-        let shortest_timeout = config.login_timeout.min(config.idle_timeout);
+        let mut directory = Directory::default();
+        directory.insert(LOBBY, lobby);
+        let shortest_timeout = match config.idle_timeout.is_zero() {
+            true => config.login_timeout,
+            false => config.login_timeout.min(config.idle_timeout),
+        };
         let housekeeping_period =
             (shortest_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
         Hub {
             ticker: Ticker::new(now, config.tick_period()),
             housekeeping: Ticker::new(now, housekeeping_period),
-            conns: Conns::new(
-                config.rate_limit,
-                config.burst,
-                config.login_timeout,
-                config.idle_timeout,
-            ),
+            conns: Conns::new(&config),
+            // Histories may take a quarter of the memory budget; queues and buffers the rest.
+            history_allowance: config.max_memory / 4,
             config,
             clock,
             sessions: Sessions::default(),
             rooms,
             room_ids,
+            directory,
             lobby,
             outbox: Outbox::default(),
+            history_bytes,
+            held_by_ip: HashMap::new(),
+            low_memory: false,
+            logins: Tally::new("logins and logouts", log::Level::Info),
+            timeouts: Tally::new("connections timed out", log::Level::Info),
             tick_rooms: Vec::new(),
             shutting_down: false,
         }
@@ -167,7 +203,7 @@ impl Hub {
     /// Feeds one thing that happened at `now`.
     pub fn handle(&mut self, now: Instant, input: Input<'_>) {
         match input {
-            Input::Open { conn, since } => self.open(now, conn, since),
+            Input::Open { conn, peer, since } => self.open(now, conn, peer, since),
             Input::Frame(conn, body) => self.frame(now, conn, body),
             Input::Malformed(conn, problem) => self.malformed(now, conn, problem),
             Input::Closed(conn) => self.disconnect(now, conn),
@@ -177,6 +213,20 @@ impl Hub {
                 }
             }
             Input::Drained(conn) => self.drained(conn),
+            Input::MemoryPressure(high) => {
+                if high != self.low_memory {
+                    log::warn!(
+                        "memory {}: new logins and joins {}",
+                        if high {
+                            "near the budget"
+                        } else {
+                            "back under the budget"
+                        },
+                        if high { "refused" } else { "accepted again" }
+                    );
+                }
+                self.low_memory = high;
+            }
             Input::Shutdown => self.shutdown(now),
         }
     }
@@ -188,6 +238,9 @@ impl Hub {
         }
         if self.housekeeping.fire(now) {
             self.expire(now);
+            self.expire_turns(now);
+            self.logins.flush(now);
+            self.timeouts.flush(now);
         }
     }
 
@@ -199,6 +252,19 @@ impl Hub {
             self.flush_all();
         }
         self.outbox.pop()
+    }
+
+    /// The next direct output, without flushing room batches: lets the event loop move a
+    /// connection's replies to its queue after every frame it reads (a connection over its
+    /// queue limit is then stopped at once, not after a whole pass of replies piled up).
+    #[must_use]
+    pub fn poll_direct(&mut self) -> Option<Output> {
+        self.outbox.pop()
+    }
+
+    /// Bytes held by room histories (and their cached frames), for the memory estimate.
+    pub fn history_bytes(&self) -> usize {
+        self.history_bytes.get()
     }
 
     /// When [`Hub::handle_timeout`] must next run; `None` when nothing is scheduled.
@@ -219,7 +285,7 @@ impl Hub {
         self.sessions.len()
     }
 
-    fn open(&mut self, now: Instant, conn: ConnId, since: Instant) {
+    fn open(&mut self, now: Instant, conn: ConnId, peer: IpAddr, since: Instant) {
         if self.shutting_down {
             // Accepted before the shutdown, heard from only after it.
             let frame = self.reply_frame(now, &Refusal::ShuttingDown, &Map::new());
@@ -227,29 +293,38 @@ impl Hub {
             self.outbox.close(conn);
             return;
         }
-        self.conns.open(conn, since, now);
+        self.conns.open(conn, peer, since, now);
     }
 
     fn frame(&mut self, now: Instant, conn: ConnId, body: &[u8]) {
         if self.conns.heard(conn, now).is_none() {
             return;
         }
+        // Charged before parsing, so a flood costs its sender, not the server. A transform is
+        // recognised by its bytes; one that turns out not to be one pays the message bucket too.
+        let transform_like =
+            body.len() <= MAX_TRANSFORM_BYTES && memmem::find(body, b"\"transform\"").is_some();
+        let charge = if transform_like {
+            self.conns.charge_transform(conn, now)
+        } else {
+            self.conns.charge_message(conn, now)
+        };
+        if !self.granted(now, conn, body, charge) {
+            return;
+        }
         let request = decode_request(body);
-        let exempt = matches!(
+        let is_transform = matches!(
             request,
             Ok(Request::Room {
                 kind: RoomKind::Transform,
                 ..
             })
         );
-        if !exempt && !self.conns.take_token(conn, now) {
-            let detail = match &request {
-                Ok(Request::Room { room, kind, .. }) => context(Some(room), Some(kind.as_str())),
-                Err(bad) => context(bad.room.as_deref(), bad.kind.as_deref()),
-                Ok(_) => Map::new(),
-            };
-            let rate = self.conns.rate();
-            return self.refuse(now, conn, Refusal::RateLimited { rate }, &detail);
+        if transform_like && !is_transform {
+            let charge = self.conns.charge_message(conn, now);
+            if !self.granted(now, conn, body, charge) {
+                return;
+            }
         }
         match request {
             Err(bad) => {
@@ -257,15 +332,17 @@ impl Hub {
                 self.refuse(now, conn, Refusal::BadRequest(bad), &detail);
             }
             Ok(Request::Ping) => self.reply(now, conn, Code::Ok, PONG, &Map::new()),
-            Ok(Request::Rooms) => {
-                let detail = self.room_directory();
-                self.reply(
-                    now,
-                    conn,
+            Ok(Request::Rooms { after, limit }) => {
+                let rooms = &self.rooms;
+                let users = |id| rooms.get(id).map_or(0, Room::len);
+                let detail = self.directory.page(after.as_deref(), limit, users);
+                let frame = encode_reply(
+                    self.time(now),
                     Code::Ok,
                     "Rooms and their member counts.",
                     &detail,
                 );
+                self.send_direct(conn, frame);
             }
             Ok(Request::Login { user, .. }) => self.login(now, conn, &user),
             Ok(Request::Room { room, kind, data }) => {
@@ -273,6 +350,31 @@ impl Hub {
                     let detail = context(Some(&room), Some(kind.as_str()));
                     self.refuse(now, conn, refusal, &detail);
                 }
+            }
+        }
+    }
+
+    /// Whether a charge lets the frame through; a refused message is answered (at most once
+    /// a second) and the connection paused until its bucket refills.
+    fn granted(&mut self, now: Instant, conn: ConnId, body: &[u8], charge: Charge) -> bool {
+        match charge {
+            Charge::Granted => true,
+            Charge::Dropped => false,
+            Charge::Limited { notify, until } => {
+                if notify {
+                    // Parsed only for the reply's detail, at most once a second.
+                    let detail = match decode_request(body) {
+                        Ok(Request::Room { room, kind, .. }) => {
+                            context(Some(&room), Some(kind.as_str()))
+                        }
+                        Err(bad) => context(bad.room.as_deref(), bad.kind.as_deref()),
+                        Ok(_) => Map::new(),
+                    };
+                    let rate = self.conns.rate();
+                    self.refuse(now, conn, Refusal::RateLimited { rate }, &detail);
+                }
+                self.outbox.pause(conn, until);
+                false
             }
         }
     }
@@ -294,7 +396,10 @@ impl Hub {
             Ok(session) => {
                 let user = self.sessions.get(session).map(|s| s.user.clone());
                 let Some(user) = user else { return };
-                log::debug!("{conn:?} logged in as {}", user.as_str());
+                if self.logins.note(now) {
+                    let ip = self.conns.get(conn).map(|c| c.ip);
+                    log::info!("{} logged in from {ip:?}", user.as_str());
+                }
                 let detail = object(json!({ "user": user.as_str() }));
                 self.reply(now, conn, Code::Accepted, ACCESS_GRANTED, &detail);
                 if let Err(refusal) = self.join(now, session, RoomName::lobby()) {
@@ -313,7 +418,10 @@ impl Hub {
                 user: current.user.as_str().to_owned(),
             });
         }
-        let session = self.sessions.login(user, conn)?;
+        if self.low_memory {
+            return Err(Refusal::LowMemory);
+        }
+        let session = self.sessions.login(user, conn, state.ip)?;
         if let Some(state) = self.conns.get_mut(conn) {
             state.session = Some(session);
         }
@@ -360,7 +468,7 @@ impl Hub {
             Action::Msg(data) => {
                 let data = one_line(data);
                 let event = encode_event(self.time(now), user.as_str(), "msg", &*data);
-                self.rooms[room_id].broadcast(event, true, &mut self.outbox);
+                self.broadcast(room_id, event, true);
             }
             Action::Transform(pose) => {
                 if self.rooms[room_id].set_pose(session_id, pose) {
@@ -368,9 +476,9 @@ impl Hub {
                 }
             }
             Action::Game(command) => {
-                let state = self.rooms[room_id].play(&user, command)?;
+                let state = self.rooms[room_id].play(now, &user, command)?;
                 let event = encode_event(self.time(now), user.as_str(), "game", state);
-                self.rooms[room_id].broadcast(event, false, &mut self.outbox);
+                self.broadcast(room_id, event, false);
             }
         }
         Ok(())
@@ -400,6 +508,10 @@ impl Hub {
                 room: name.as_str().to_owned(),
             });
         }
+        if self.low_memory {
+            return Err(Refusal::LowMemory);
+        }
+        let (ip, held) = (session.ip, session.held);
         let room_id = match existing {
             Some(room_id) => room_id,
             None => {
@@ -408,11 +520,32 @@ impl Hub {
                         max: self.config.max_rooms,
                     });
                 }
-                let history = History::new(self.config.history, self.config.max_outbuf / 2);
+                if held >= self.config.max_held_rooms {
+                    return Err(Refusal::HoldingTooMany {
+                        max: self.config.max_held_rooms,
+                    });
+                }
+                let held_by_ip = self.held_by_ip.get(&ip).copied().unwrap_or(0);
+                if held_by_ip >= self.config.max_held_rooms_per_ip {
+                    return Err(Refusal::AddressHoldingTooMany {
+                        max: self.config.max_held_rooms_per_ip,
+                    });
+                }
+                let history = History::new(
+                    self.config.history,
+                    self.config.max_outbuf / 2,
+                    self.history_bytes.clone(),
+                );
                 let room_id = self
                     .rooms
                     .insert_with(|id| Room::new(id, name.clone(), history));
                 self.room_ids.insert(name.as_str().to_owned(), room_id);
+                self.directory.insert(name.as_str(), room_id);
+                self.rooms[room_id].hold(session_id);
+                *self.held_by_ip.entry(ip).or_default() += 1;
+                if let Some(session) = self.sessions.get_mut(session_id) {
+                    session.held += 1;
+                }
                 room_id
             }
         };
@@ -454,19 +587,19 @@ impl Hub {
             return;
         };
         let event = encode_event(self.time(now), user.as_str(), "leave", "");
-        let room = &mut self.rooms[room_id];
-        room.broadcast(event, true, &mut self.outbox);
+        self.broadcast(room_id, event, true);
         // The leaver gets its own leave event, so flush before it stops being a member.
-        room.flush(&mut self.outbox);
+        self.rooms[room_id].flush(&mut self.outbox);
         self.remove_member(now, session, room_id, false);
     }
 
     /// Takes `session` out of the room, tells the others (when `announce`) and the game, and
     /// drops the room if it emptied.
     fn remove_member(&mut self, now: Instant, session: SessionId, room_id: RoomId, announce: bool) {
-        if let Some(session) = self.sessions.get_mut(session) {
+        let ip = self.sessions.get_mut(session).map(|session| {
             session.rooms.retain(|&r| r != room_id);
-        }
+            session.ip
+        });
         let time = self.time(now);
         let Some(room) = self.rooms.get_mut(room_id) else {
             return;
@@ -474,9 +607,21 @@ impl Hub {
         let Some(member) = room.remove(session) else {
             return;
         };
-        if room.is_empty() && room_id != self.lobby {
+        let unheld = room.unhold(session);
+        let emptied = room.is_empty();
+        self.directory.changed();
+        if unheld {
+            if let Some(session) = self.sessions.get_mut(session) {
+                session.held -= 1;
+            }
+            if let Some(ip) = ip {
+                self.unhold_ip(ip);
+            }
+        }
+        if emptied && room_id != self.lobby {
             if let Some(room) = self.rooms.remove(room_id) {
                 self.room_ids.remove(room.name().as_str());
+                self.directory.remove(room.name().as_str());
             }
             self.outbox.forget(room_id);
             self.tick_rooms.retain(|&r| r != room_id);
@@ -484,18 +629,19 @@ impl Hub {
         }
         let user = member.user.as_str();
         if announce {
-            room.broadcast(
-                encode_event(time, user, "leave", ""),
-                true,
-                &mut self.outbox,
-            );
+            self.broadcast(room_id, encode_event(time, user, "leave", ""), true);
         }
-        if let Some(state) = room.leave_game(&member.user) {
-            room.broadcast(
-                encode_event(time, user, "game", state),
-                false,
-                &mut self.outbox,
-            );
+        if let Some(state) = self.rooms[room_id].leave_game(now, &member.user) {
+            self.broadcast(room_id, encode_event(time, user, "game", state), false);
+        }
+    }
+
+    fn unhold_ip(&mut self, ip: IpAddr) {
+        if let Some(count) = self.held_by_ip.get_mut(&ip) {
+            *count -= 1;
+            if *count == 0 {
+                self.held_by_ip.remove(&ip);
+            }
         }
     }
 
@@ -511,7 +657,13 @@ impl Hub {
             return;
         };
         let (session_id, session) = session;
-        log::debug!("{conn:?} ({}) disconnected", session.user.as_str());
+        if self.logins.note(now) {
+            log::info!("{} left (from {})", session.user.as_str(), session.ip);
+        }
+        // The session is gone from the table: release what it held here.
+        for _ in 0..session.held {
+            self.unhold_ip(session.ip);
+        }
         for &room_id in &session.rooms {
             // A half-closed client still reads: its last msgs' echoes go out before it leaves.
             if let Some(room) = self.rooms.get_mut(room_id) {
@@ -566,9 +718,64 @@ impl Hub {
 
     fn expire(&mut self, now: Instant) {
         for (conn, refusal) in self.conns.expired(now) {
-            log::info!("{conn:?}: {refusal}");
+            if self.timeouts.note(now) {
+                let ip = self.conns.get(conn).map(|c| c.ip);
+                log::info!("connection from {ip:?}: {refusal}");
+            }
             self.refuse(now, conn, refusal, &Map::new());
             self.close(now, conn);
+        }
+    }
+
+    /// A game player who let the turn clock run out forfeits the round.
+    fn expire_turns(&mut self, now: Instant) {
+        let timeout = self.config.turn_timeout;
+        if timeout.is_zero() {
+            return;
+        }
+        let due: Vec<RoomId> = self
+            .rooms
+            .iter()
+            .filter(|(_, room)| room.turn_deadline(timeout).is_some_and(|at| at <= now))
+            .map(|(id, _)| id)
+            .collect();
+        let time = self.time(now);
+        for room_id in due {
+            if let Some((player, state)) = self.rooms[room_id].expire_turn(now, timeout) {
+                log::debug!(
+                    "{player} ran out of time in {}",
+                    self.rooms[room_id].name().as_str()
+                );
+                self.broadcast(room_id, encode_event(time, &player, "game", state), false);
+            }
+        }
+    }
+
+    /// Adds an event to a room's batch (and history when `remember`), then holds the total of
+    /// all histories to its allowance by dropping the oldest events of the largest histories.
+    fn broadcast(&mut self, room_id: RoomId, event: bytes::Bytes, remember: bool) {
+        self.rooms[room_id].broadcast(event, remember, &mut self.outbox);
+        if remember && self.history_bytes.get() > self.history_allowance {
+            self.trim_histories();
+        }
+    }
+
+    /// Frees history bytes from the largest rooms until the total is 10% under the allowance,
+    /// so that the scan over rooms runs once per tenth of the allowance, not per event.
+    fn trim_histories(&mut self) {
+        let target = self.history_allowance / 10 * 9;
+        let mut sizes: Vec<(usize, RoomId)> = self
+            .rooms
+            .iter()
+            .map(|(id, room)| (room.history_bytes(), id))
+            .collect();
+        sizes.sort_unstable_by(|a, b| b.cmp(a));
+        for (bytes, room_id) in sizes {
+            let excess = self.history_bytes.get().saturating_sub(target);
+            if excess == 0 {
+                break;
+            }
+            self.rooms[room_id].shrink_history(bytes.saturating_sub(excess));
         }
     }
 
@@ -629,20 +836,6 @@ impl Hub {
         if self.rooms[room_id].queue_tick() {
             self.tick_rooms.push(room_id);
         }
-    }
-
-    fn room_directory(&self) -> Map<String, Value> {
-        let mut rooms: Vec<(&str, usize)> = self
-            .rooms
-            .iter()
-            .map(|(_, room)| (room.name().as_str(), room.len()))
-            .collect();
-        rooms.sort_unstable();
-        let rooms: Vec<Value> = rooms
-            .into_iter()
-            .map(|(room, users)| json!({ "room": room, "users": users }))
-            .collect();
-        object(json!({ "rooms": rooms }))
     }
 
     fn time(&self, now: Instant) -> f64 {

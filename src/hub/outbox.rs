@@ -7,6 +7,7 @@
 //! sees effects in the order of their causes.
 
 use std::collections::VecDeque;
+use std::time::Instant;
 
 use super::ids::{ConnId, RoomId, Table};
 use crate::frame::Frame;
@@ -27,6 +28,14 @@ pub enum Output {
     Close {
         /// The connection.
         conn: ConnId,
+    },
+    /// Stop reading this connection until `until`: it is over its message budget, and what
+    /// it sends in the meantime would only be dropped. TCP backpressure does the rest.
+    Pause {
+        /// The connection.
+        conn: ConnId,
+        /// When its bucket holds a token again.
+        until: Instant,
     },
 }
 
@@ -66,6 +75,11 @@ impl Outbox {
             }
         }
         self.send(to, frame);
+    }
+
+    /// Asks the event loop to stop reading a connection until `until`.
+    pub fn pause(&mut self, conn: ConnId, until: Instant) {
+        self.queue.push_back(Output::Pause { conn, until });
     }
 
     /// Asks the event loop to flush and close a connection.

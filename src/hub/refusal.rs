@@ -127,6 +127,29 @@ pub enum Refusal {
     /// Past `--max-clients` (answered by the event loop, which counts sockets).
     #[error("Server full.")]
     ServerFull,
+    /// Past `--max-conns-per-ip` (answered by the event loop).
+    #[error("Too many connections from your address: at most {max}.")]
+    AddressFull {
+        /// The limit.
+        max: usize,
+    },
+    /// The server is near its memory budget: no new logins or joins until it recovers.
+    #[error("Server is low on memory; try again later.")]
+    LowMemory,
+    /// Creating a room past `--max-held-rooms`.
+    #[error("You hold {max} rooms you created; leave one before creating another.")]
+    HoldingTooMany {
+        /// The limit.
+        max: usize,
+    },
+    /// Creating a room past `--max-held-rooms-per-ip`.
+    #[error(
+        "Users at your address hold {max} rooms they created; leave one before creating another."
+    )]
+    AddressHoldingTooMany {
+        /// The limit.
+        max: usize,
+    },
 }
 
 impl Refusal {
@@ -150,11 +173,15 @@ impl Refusal {
             | Refusal::GameCommand(_)
             | Refusal::NoGame { .. }
             | Refusal::UnknownGame { .. }
-            | Refusal::Game(_) => Code::Unprocessable,
+            | Refusal::Game(_)
+            | Refusal::HoldingTooMany { .. }
+            | Refusal::AddressHoldingTooMany { .. } => Code::Unprocessable,
             Refusal::RateLimited { .. } => Code::TooManyRequests,
-            Refusal::RoomLimit { .. } | Refusal::ShuttingDown | Refusal::ServerFull => {
-                Code::Unavailable
-            }
+            Refusal::RoomLimit { .. }
+            | Refusal::ShuttingDown
+            | Refusal::ServerFull
+            | Refusal::AddressFull { .. }
+            | Refusal::LowMemory => Code::Unavailable,
         }
     }
 

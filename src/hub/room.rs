@@ -2,6 +2,7 @@
 //! out as one frame, the members' poses and their tick, and its game.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::Value;
@@ -49,6 +50,11 @@ pub(crate) struct Room {
     /// In the hub's list of rooms with tick work.
     tick_queued: bool,
     game: Option<Box<dyn Game>>,
+    /// Whose turn the game is on, and since when (for the turn timeout).
+    turn: Option<(String, Instant)>,
+    /// The member who created the room, while still in it: holds it against their
+    /// `max_held_rooms`.
+    holder: Option<SessionId>,
 }
 
 impl Room {
@@ -63,6 +69,8 @@ impl Room {
             batch_bytes: 0,
             tick_queued: false,
             game: None,
+            turn: None,
+            holder: None,
         }
     }
 
@@ -127,9 +135,40 @@ impl Room {
         }
     }
 
-    /// The frames a joiner receives with the room's past, oldest first.
-    pub fn history_frames(&self) -> Vec<Frame> {
+    /// The frames a joiner receives with the room's past, oldest first; encoded once per
+    /// change and shared by every joiner.
+    pub fn history_frames(&mut self) -> Vec<Frame> {
         self.history.frames(self.name.as_str())
+    }
+
+    /// Bytes of history (and its cached frames) the room holds.
+    pub fn history_bytes(&self) -> usize {
+        self.history.bytes()
+    }
+
+    /// Drops the oldest history events down to `target` bytes; the bytes freed.
+    pub fn shrink_history(&mut self, target: usize) -> usize {
+        self.history.shrink_to(target)
+    }
+
+    /// The session holding the room (its creator, while a member).
+    #[cfg(test)]
+    pub fn holder(&self) -> Option<SessionId> {
+        self.holder
+    }
+
+    /// Marks the creator as holding the room.
+    pub fn hold(&mut self, session: SessionId) {
+        self.holder = Some(session);
+    }
+
+    /// The holder leaves: nobody holds the room any more. True if `session` held it.
+    pub fn unhold(&mut self, session: SessionId) -> bool {
+        if self.holder == Some(session) {
+            self.holder = None;
+            return true;
+        }
+        false
     }
 
     /// Stores a member's pose; true when it changed and the room needs a tick.
@@ -214,8 +253,14 @@ impl Room {
         }
     }
 
-    /// Applies a game command from `user`; the new state to broadcast, or the refusal.
-    pub fn play(&mut self, user: &UserName, command: GameCommand) -> Result<Value, Refusal> {
+    /// Applies a game command from `user` at `now`; the new state to broadcast, or the
+    /// refusal.
+    pub fn play(
+        &mut self,
+        now: Instant,
+        user: &UserName,
+        command: GameCommand,
+    ) -> Result<Value, Refusal> {
         let no_game = || Refusal::NoGame {
             room: self.name.as_str().to_owned(),
         };
@@ -241,7 +286,36 @@ impl Room {
                 game.restart()?;
             }
         }
+        self.time_turn(now);
         Ok(self.game_state().unwrap_or(Value::Null))
+    }
+
+    /// Starts the turn clock when the turn passed to another player (or stops it).
+    fn time_turn(&mut self, now: Instant) {
+        let turn = self.game.as_ref().and_then(|game| game.turn());
+        match (turn, &self.turn) {
+            (Some(player), Some((timed, _))) if player == timed => {}
+            (Some(player), _) => self.turn = Some((player.to_owned(), now)),
+            (None, _) => self.turn = None,
+        }
+    }
+
+    /// When the current turn runs out, with `timeout`.
+    pub fn turn_deadline(&self, timeout: Duration) -> Option<Instant> {
+        self.turn.as_ref().map(|(_, since)| *since + timeout)
+    }
+
+    /// The player whose turn ran out by `now` forfeits; the new state when that happened.
+    pub fn expire_turn(&mut self, now: Instant, timeout: Duration) -> Option<(String, Value)> {
+        let (player, since) = self.turn.clone()?;
+        if now.saturating_duration_since(since) < timeout {
+            return None;
+        }
+        let game = self.game.as_mut()?;
+        let changed = game.time_out(&player);
+        let state = game.state();
+        self.time_turn(now);
+        changed.then_some((player, state))
     }
 
     /// The game's state, when the room has a game.
@@ -250,9 +324,11 @@ impl Room {
     }
 
     /// Tells the game `user` is gone; the new state when that changed it (a forfeit).
-    pub fn leave_game(&mut self, user: &UserName) -> Option<Value> {
+    pub fn leave_game(&mut self, now: Instant, user: &UserName) -> Option<Value> {
         let game = self.game.as_mut()?;
-        game.leave(user.as_str()).then(|| game.state())
+        let state = game.leave(user.as_str()).then(|| game.state());
+        self.time_turn(now);
+        state
     }
 
     fn member_mut(&mut self, session: SessionId) -> Option<&mut Member> {

@@ -2,6 +2,7 @@
 //! connection carries them now.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 
 use super::ids::{ConnId, RoomId, SessionId, Table};
 use super::refusal::Refusal;
@@ -15,6 +16,10 @@ pub(crate) struct Session {
     pub rooms: Vec<RoomId>,
     /// The connection the user speaks through.
     pub conn: ConnId,
+    /// The address the user logged in from, for per-address limits.
+    pub ip: IpAddr,
+    /// Rooms the user created and is still in.
+    pub held: usize,
 }
 
 impl Session {
@@ -33,7 +38,12 @@ pub(crate) struct Sessions {
 
 impl Sessions {
     /// Starts a session for `user` on `conn`, unless the name is taken.
-    pub fn login(&mut self, user: UserName, conn: ConnId) -> Result<SessionId, Refusal> {
+    pub fn login(
+        &mut self,
+        user: UserName,
+        conn: ConnId,
+        ip: IpAddr,
+    ) -> Result<SessionId, Refusal> {
         let folded = user.folded();
         if self.names.contains_key(&folded) {
             return Err(Refusal::NameTaken {
@@ -44,6 +54,8 @@ impl Sessions {
             user,
             rooms: Vec::new(),
             conn,
+            ip,
+            held: 0,
         });
         self.names.insert(folded, id);
         Ok(id)
@@ -85,6 +97,8 @@ impl Sessions {
 mod tests {
     use super::*;
 
+    const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
     fn name(user: &str) -> UserName {
         UserName::parse(user).unwrap()
     }
@@ -92,16 +106,20 @@ mod tests {
     #[test]
     fn names_are_unique_ignoring_ascii_case_until_the_session_ends() {
         let mut sessions = Sessions::default();
-        let tibi = sessions.login(name("Tibi"), ConnId::new(0, 0)).unwrap();
+        let tibi = sessions
+            .login(name("Tibi"), ConnId::new(0, 0), LOCAL)
+            .unwrap();
         assert_eq!(
-            sessions.login(name("tibi"), ConnId::new(1, 1)),
+            sessions.login(name("tibi"), ConnId::new(1, 1), LOCAL),
             Err(Refusal::NameTaken {
                 user: "tibi".into()
             })
         );
         assert_eq!(sessions.end(tibi).map(|s| s.user), Some(name("Tibi")));
         assert!(sessions.get(tibi).is_none());
-        let again = sessions.login(name("tibi"), ConnId::new(1, 1)).unwrap();
+        let again = sessions
+            .login(name("tibi"), ConnId::new(1, 1), LOCAL)
+            .unwrap();
         assert_ne!(again, tibi, "a new session is a new id");
         assert_eq!(sessions.len(), 1);
     }

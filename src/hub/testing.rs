@@ -14,6 +14,7 @@
 //! ```
 
 use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -37,7 +38,10 @@ pub struct Harness {
     pub now: Instant,
     /// Connections the hub closed.
     pub closed: HashSet<ConnId>,
+    /// Connections the hub paused, and until when.
+    pub paused: HashMap<ConnId, Instant>,
     config: Config,
+    peer: IpAddr,
     next_serial: u64,
     /// Connections open from the peer's side (not closed by the peer).
     connected: HashSet<ConnId>,
@@ -62,6 +66,8 @@ impl Harness {
             start,
             now: start,
             closed: HashSet::new(),
+            paused: HashMap::new(),
+            peer: IpAddr::from([127, 0, 0, 1]),
             config,
             next_serial: 0,
             connected: HashSet::new(),
@@ -93,10 +99,16 @@ impl Harness {
             self.now,
             Input::Open {
                 conn,
+                peer: self.peer,
                 since: self.now,
             },
         );
         conn
+    }
+
+    /// Connections opened from now on come from `peer` (127.0.0.1 until set).
+    pub fn set_peer(&mut self, peer: IpAddr) {
+        self.peer = peer;
     }
 
     /// Connects and logs in as `name`, and forgets the login replies.
@@ -221,6 +233,10 @@ impl Harness {
                 Output::Close { conn } => {
                     assert!(self.connected.contains(&conn), "close of gone {conn:?}");
                     assert!(self.closed.insert(conn), "closed twice: {conn:?}");
+                }
+                Output::Pause { conn, until } => {
+                    assert!(until > self.now, "pause of {conn:?} already over");
+                    self.paused.insert(conn, until);
                 }
             }
         }

@@ -947,6 +947,22 @@ fn check_invariants(hub: &Hub) -> Result<(), TestCaseError> {
         .filter(|(_, c)| c.session.is_some())
         .count();
     prop_assert_eq!(hub.session_count(), logged_in);
+    // Holds: a room's holder is one of its members, and the counts add up.
+    let mut held: HashMap<SessionId, usize> = HashMap::new();
+    for (_, room) in hub.rooms.iter() {
+        if let Some(holder) = room.holder() {
+            prop_assert!(room.has(holder), "holder is not a member");
+            *held.entry(holder).or_default() += 1;
+        }
+    }
+    let mut by_ip: HashMap<std::net::IpAddr, usize> = HashMap::new();
+    for (session_id, session) in hub.sessions.iter() {
+        prop_assert_eq!(session.held, held.get(&session_id).copied().unwrap_or(0));
+        if session.held > 0 {
+            *by_ip.entry(session.ip).or_default() += session.held;
+        }
+    }
+    prop_assert_eq!(&hub.held_by_ip, &by_ip);
     Ok(())
 }
 

@@ -65,6 +65,8 @@ pub struct Conn {
     pub write_queued: bool,
     /// The hub was told the queue passed its soft limit.
     pub backlogged: bool,
+    /// Not read until then: the hub paused it (over its message budget).
+    pub paused_until: Option<Instant>,
 }
 
 impl Conn {
@@ -87,6 +89,7 @@ impl Conn {
             writable: true,
             write_queued: false,
             backlogged: false,
+            paused_until: None,
         }
     }
 
@@ -95,6 +98,11 @@ impl Conn {
         for chunk in self.transport.chunks(frame) {
             self.out.push(chunk);
         }
+    }
+
+    /// Whether the hub asked not to read it before a moment still to come.
+    pub fn is_paused(&self, now: Instant) -> bool {
+        self.paused_until.is_some_and(|until| until > now)
     }
 
     /// Whether the hub still expects to talk through this connection.

@@ -7,9 +7,12 @@
 //!    connections, accept back-off) as the timeout, or zero when a previous pass left work;
 //! 2. for each readable socket, read until `WouldBlock` (bounded per pass): the first bytes
 //!    fix the transport and tell the hub the connection is open; whole messages go to the
-//!    hub; remember writability from writable events;
-//! 3. connections that hit the read budget last pass read on; accepts retried after a back-off;
-//! 4. greetings and refusals whose deadline passed are settled;
+//!    hub, and after each one the hub's direct replies move to their queues (a connection
+//!    the hub paused, or one past its queue limit, is read no further); remember writability
+//!    from writable events;
+//! 3. connections that hit the read budget last pass, or whose pause ended, read on; accepts
+//!    retried after a back-off;
+//! 4. greetings and refusals whose deadline passed are settled; the memory budget is checked;
 //! 5. run the hub's due timers (always asked: an empty event list proves nothing);
 //! 6. drain the hub's outputs into connection queues: one shared buffer per frame;
 //! 7. one vectored write pass over connections with pending bytes, bounded per connection;
@@ -17,11 +20,13 @@
 //!    that tells the hub is drained and written in the same pass.
 
 mod conn;
+mod fd;
 mod out_queue;
 
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::io::{self, Read};
-use std::net::{Shutdown, SocketAddr};
+use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -35,8 +40,10 @@ use slab::Slab;
 use crate::clock::WallClock;
 use crate::config::Config;
 use crate::hub::{ConnId, Hub, Input, Output, Refusal};
+use crate::quiet::Tally;
 use crate::transport::TransportKind;
 use conn::{Conn, State};
+pub use fd::raise_limit as raise_fd_limit;
 use out_queue::Flushed;
 
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -54,12 +61,24 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 const LINGER_TIMEOUT: Duration = Duration::from_millis(500);
 /// Pause after an accept error such as EMFILE, so the loop does not spin on it.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Connections refused through the spare descriptor in one pass, before backing off.
+const SPARE_REFUSALS_PER_PASS: usize = 256;
 /// How long shutdown waits for queues to flush.
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
 /// How long a refused connection is given to send its first bytes, so that its refusal is
 /// written in its own framing. Clients speak first (a login, an HTTP request, a TLS hello)
 /// within a round trip of connecting; a silent one gets the default framing.
 const REFUSAL_GRACE: Duration = Duration::from_millis(250);
+/// How often memory use is compared with the budget.
+const MEMORY_CHECK: Duration = Duration::from_millis(20);
+/// Connections cut in one check when memory is over the budget; the next check sees the
+/// effect before cutting more.
+const CUTS_PER_CHECK: usize = 64;
+
+/// Where the loop learns how much memory the process uses. The `roomcast` binary installs a
+/// counting allocator and reports its exact count; an embedding program without one gets an
+/// estimate from the queues and histories the loop and the hub hold.
+pub type MemoryGauge = fn() -> usize;
 
 /// A bound server, ready to [`run`](Server::run) or [`spawn`](Server::spawn).
 pub struct Server {
@@ -70,6 +89,8 @@ pub struct Server {
     conns: Slab<Conn>,
     /// Connections that count against `--max-clients`: greeting or open.
     admitted: usize,
+    /// Admitted connections per peer address, for `--max-conns-per-ip`.
+    per_ip: HashMap<IpAddr, usize>,
     /// Serial number of the next accepted connection: with the slab key, a `ConnId`.
     next_serial: u64,
     hub: Hub,
@@ -86,8 +107,23 @@ pub struct Server {
     greetings: VecDeque<(Instant, ConnId)>,
     /// Refused connections waiting for their first bytes, by deadline.
     refusals: VecDeque<(Instant, ConnId)>,
+    /// Connections the hub paused, by the end of their pause.
+    paused: BinaryHeap<Reverse<(Instant, ConnId)>>,
+    memory_gauge: Option<MemoryGauge>,
+    next_memory_check: Instant,
+    memory_high: bool,
+    spare: fd::Spare,
     accept_retry: Option<Instant>,
     shutdown_deadline: Option<Instant>,
+    tallies: Tallies,
+}
+
+/// Repetitive lines of the loop, summarized under floods.
+struct Tallies {
+    connects: Tally,
+    refused: Tally,
+    accept_failures: Tally,
+    slow: Tally,
 }
 
 struct Signal {
@@ -167,6 +203,7 @@ impl Server {
             local_addr,
             conns: Slab::new(),
             admitted: 0,
+            per_ip: HashMap::new(),
             next_serial: 0,
             hub,
             clock,
@@ -180,8 +217,19 @@ impl Server {
             closing: Vec::new(),
             greetings: VecDeque::new(),
             refusals: VecDeque::new(),
+            paused: BinaryHeap::new(),
+            memory_gauge: None,
+            next_memory_check: now,
+            memory_high: false,
+            spare: fd::Spare::new(),
             accept_retry: None,
             shutdown_deadline: None,
+            tallies: Tallies {
+                connects: Tally::new("connections", log::Level::Info),
+                refused: Tally::new("connections refused", log::Level::Info),
+                accept_failures: Tally::new("accept failures", log::Level::Warn),
+                slow: Tally::new("slow readers cut off", log::Level::Warn),
+            },
         })
     }
 
@@ -193,6 +241,12 @@ impl Server {
     /// A handle that stops [`run`](Server::run) from another thread (or a signal handler's).
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle(self.signal.clone())
+    }
+
+    /// Reads the process's memory use from `gauge` (e.g. a counting allocator's total)
+    /// instead of estimating it.
+    pub fn set_memory_gauge(&mut self, gauge: MemoryGauge) {
+        self.memory_gauge = Some(gauge);
     }
 
     /// Runs the loop on a new thread.
@@ -246,6 +300,7 @@ impl Server {
                     }
                 }
             }
+            self.resume_paused(now);
             for key in std::mem::take(&mut self.pending_reads) {
                 self.read(key, now, true);
             }
@@ -254,6 +309,7 @@ impl Server {
                 self.accept(now);
             }
             self.settle_greetings(now);
+            self.check_memory(now);
             self.hub.handle_timeout(now);
             self.drain_outputs(now);
             self.write_pass(now);
@@ -279,6 +335,8 @@ impl Server {
             .filter_map(|&key| self.conns.get(key).and_then(Conn::close_deadline));
         let greeting = self.greetings.front().map(|&(deadline, _)| deadline);
         let refusal = self.refusals.front().map(|&(deadline, _)| deadline);
+        let pause = self.paused.peek().map(|Reverse((until, _))| *until);
+        let memory = (!self.conns.is_empty()).then_some(self.next_memory_check);
         self.hub
             .poll_timeout()
             .into_iter()
@@ -286,49 +344,21 @@ impl Server {
             .chain(self.shutdown_deadline)
             .chain(greeting)
             .chain(refusal)
+            .chain(pause)
+            .chain(memory)
             .chain(closing)
             .min()
             .map(|deadline| deadline.saturating_duration_since(now))
     }
 
     fn accept(&mut self, now: Instant) {
+        let mut spare_refusals = 0;
         loop {
             let Some(listener) = &self.listener else {
                 return;
             };
             match listener.accept() {
-                Ok((mut stream, peer)) => {
-                    // Nagle plus delayed ACKs stalls small frames by ~40 ms.
-                    if let Err(err) = stream.set_nodelay(true) {
-                        log::debug!("TCP_NODELAY on {peer}: {err}");
-                    }
-                    let entry = self.conns.vacant_entry();
-                    let key = entry.key();
-                    let interest = Interest::READABLE | Interest::WRITABLE;
-                    if let Err(err) =
-                        self.poll
-                            .registry()
-                            .register(&mut stream, Token(key), interest)
-                    {
-                        log::warn!("cannot register {peer}: {err}");
-                        continue;
-                    }
-                    let id = ConnId::new(key, self.next_serial);
-                    self.next_serial += 1;
-                    let mut conn = Conn::new(id, stream, peer, now, self.config.max_frame);
-                    if self.admitted >= self.config.max_clients {
-                        log::debug!("{peer} refused: {} connections", self.admitted);
-                        let full = Refusal::ServerFull.encode(self.clock.unix(now));
-                        conn.state = State::Refusing(full);
-                        self.refusals.push_back((now + REFUSAL_GRACE, id));
-                    } else {
-                        self.admitted += 1;
-                        self.greetings
-                            .push_back((now + self.config.login_timeout, id));
-                        log::debug!("{peer} connected as {key}");
-                    }
-                    entry.insert(conn);
-                }
+                Ok((stream, peer)) => self.admit(stream, peer, now),
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
                 Err(err)
                     if matches!(
@@ -336,9 +366,22 @@ impl Server {
                         io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
                     ) => {}
                 Err(err) => {
-                    // EMFILE and friends: the pending connection stays in the backlog and
-                    // would make every retry fail at once, so back off instead of spinning.
-                    log::warn!("accept failed: {err}; pausing accepts for {ACCEPT_BACKOFF:?}");
+                    // EMFILE and friends: the pending connection stays in the backlog and would
+                    // make every retry fail at once. The spare descriptor lets one through to be
+                    // told the server is full; past a pass's share, back off instead of spinning.
+                    if self.tallies.accept_failures.note(now) {
+                        log::warn!("accept failed: {err}");
+                    }
+                    let refusal = Refusal::ServerFull.encode(self.clock.unix(now));
+                    let refused = spare_refusals < SPARE_REFUSALS_PER_PASS
+                        && matches!(
+                            self.spare.refuse_one(listener, &refusal.length_prefixed()),
+                            Ok(true)
+                        );
+                    if refused {
+                        spare_refusals += 1;
+                        continue;
+                    }
                     self.accept_retry = Some(now + ACCEPT_BACKOFF);
                     return;
                 }
@@ -346,9 +389,62 @@ impl Server {
         }
     }
 
-    /// A refusal the loop answers on its own, for connections the hub never hears of.
-    fn refusal(&self, now: Instant, refusal: &Refusal) -> crate::frame::Frame {
-        refusal.encode(self.clock.unix(now))
+    /// Sets up an accepted connection: greeting, or refused (server full, address full).
+    fn admit(&mut self, mut stream: mio::net::TcpStream, peer: SocketAddr, now: Instant) {
+        // Nagle plus delayed ACKs stalls small frames by ~40 ms.
+        if let Err(err) = stream.set_nodelay(true) {
+            log::debug!("TCP_NODELAY on {peer}: {err}");
+        }
+        if self.config.send_buffer > 0 {
+            // A small kernel buffer keeps what a slow reader pins close to --max-outbuf.
+            let socket = socket2::SockRef::from(&stream);
+            if let Err(err) = socket.set_send_buffer_size(self.config.send_buffer) {
+                log::debug!("SO_SNDBUF on {peer}: {err}");
+            }
+        }
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(err) = self
+            .poll
+            .registry()
+            .register(&mut stream, Token(key), interest)
+        {
+            log::warn!("cannot register {peer}: {err}");
+            return;
+        }
+        let id = ConnId::new(key, self.next_serial);
+        self.next_serial += 1;
+        let mut conn = Conn::new(id, stream, peer, now, self.config.max_frame);
+        let from_peer = self.per_ip.get(&peer.ip()).copied().unwrap_or(0);
+        let refusal = if self.admitted >= self.config.max_clients {
+            Some(Refusal::ServerFull)
+        } else if self.config.max_conns_per_ip > 0 && from_peer >= self.config.max_conns_per_ip {
+            Some(Refusal::AddressFull {
+                max: self.config.max_conns_per_ip,
+            })
+        } else {
+            None
+        };
+        match refusal {
+            Some(refusal) => {
+                if self.tallies.refused.note(now) {
+                    log::info!("{peer} refused: {refusal}");
+                }
+                conn.state = State::Refusing(refusal.encode(self.clock.unix(now)));
+                self.refusals.push_back((now + REFUSAL_GRACE, id));
+            }
+            None => {
+                self.admitted += 1;
+                *self.per_ip.entry(peer.ip()).or_default() += 1;
+                self.greetings
+                    .push_back((now + self.config.login_timeout, id));
+                if self.tallies.connects.note(now) {
+                    log::info!("{peer} connected");
+                }
+            }
+        }
+        entry.insert(conn);
     }
 
     /// Connections silent since they were accepted are opened with the default transport (the
@@ -364,8 +460,15 @@ impl Server {
                 if conn.id == id && conn.state == State::Greeting {
                     conn.transport.assume(TransportKind::Framed);
                     conn.state = State::Open;
-                    let since = conn.accepted;
-                    self.hub.handle(now, Input::Open { conn: id, since });
+                    let (peer, since) = (conn.peer.ip(), conn.accepted);
+                    self.hub.handle(
+                        now,
+                        Input::Open {
+                            conn: id,
+                            peer,
+                            since,
+                        },
+                    );
                 }
             }
         }
@@ -374,16 +477,70 @@ impl Server {
                 break;
             }
             self.refusals.pop_front();
-            if let Some(conn) = self.conns.get_mut(id.slot()) {
-                if conn.id == id {
-                    answer_refusal(
-                        conn,
-                        id.slot(),
-                        &mut self.closing,
-                        &mut self.pending_writes,
-                        now,
-                    );
-                }
+            if let Some(conn) = self.conns.get_mut(id.slot()).filter(|c| c.id == id) {
+                answer_refusal(conn, &mut self.closing, &mut self.pending_writes, now);
+            }
+        }
+        let tallies = &mut self.tallies;
+        for tally in [
+            &mut tallies.connects,
+            &mut tallies.refused,
+            &mut tallies.accept_failures,
+            &mut tallies.slow,
+        ] {
+            tally.flush(now);
+        }
+    }
+
+    /// Compares memory use with the budget: near it, the hub refuses logins and joins; past
+    /// it, the connections with the largest queues are cut.
+    fn check_memory(&mut self, now: Instant) {
+        if now < self.next_memory_check {
+            return;
+        }
+        self.next_memory_check = now + MEMORY_CHECK;
+        let used = match self.memory_gauge {
+            Some(gauge) => gauge(),
+            None => {
+                let queued: usize = self.conns.iter().map(|(_, conn)| conn.out.bytes()).sum();
+                queued + self.hub.history_bytes()
+            }
+        };
+        let budget = self.config.max_memory;
+        let high = used > budget / 10 * 9 || (self.memory_high && used > budget / 10 * 8);
+        if high != self.memory_high {
+            self.memory_high = high;
+            self.hub.handle(now, Input::MemoryPressure(high));
+        }
+        if used <= budget {
+            return;
+        }
+        let mut queues: Vec<(usize, usize)> = self
+            .conns
+            .iter()
+            .filter(|(_, conn)| conn.state.is_admitted() && !conn.out.is_empty())
+            .map(|(key, conn)| (conn.out.bytes(), key))
+            .collect();
+        queues.sort_unstable_by(|a, b| b.cmp(a));
+        let mut to_free = used - budget / 10 * 9;
+        for (bytes, key) in queues.into_iter().take(CUTS_PER_CHECK) {
+            if to_free == 0 {
+                break;
+            }
+            to_free = to_free.saturating_sub(bytes);
+            if let Some(conn) = self.conns.get_mut(key) {
+                log::warn!(
+                    "{} cut off: memory {used} bytes is over --max-memory {budget}, and its queue of {bytes} bytes is among the largest",
+                    conn.peer
+                );
+                self.hub.handle(now, Input::Closed(conn.id));
+                kill(
+                    conn,
+                    key,
+                    &mut self.closing,
+                    &mut self.admitted,
+                    &mut self.per_ip,
+                );
             }
         }
     }
@@ -402,80 +559,82 @@ impl Server {
     /// hub. `drain` reads on to `WouldBlock` or EOF even after a short read: needed when the
     /// event already reported the peer's close, which will not raise another edge.
     fn read(&mut self, key: usize, now: Instant, drain: bool) {
-        let Server {
-            conns,
-            hub,
-            scratch,
-            pending_reads,
-            pending_writes,
-            closing,
-            admitted,
-            ..
-        } = self;
-        let Some(conn) = conns.get_mut(key) else {
+        if !self.deliver(key, now) {
             return;
-        };
-        let id = conn.id;
+        }
         let mut budget = READ_BUDGET;
-        while conn.state.is_reading() {
-            if budget == 0 {
-                pending_reads.push(key);
+        loop {
+            let Some(conn) = self.conns.get_mut(key) else {
+                return;
+            };
+            if !conn.state.is_reading() || conn.is_paused(now) {
                 return;
             }
-            match conn.stream.read(scratch) {
+            if budget == 0 {
+                self.pending_reads.push(key);
+                return;
+            }
+            let id = conn.id;
+            match conn.stream.read(&mut self.scratch) {
                 Ok(0) => {
                     match conn.state {
                         State::Open => {
                             // Half-close or close: replies already queued still go out.
-                            hub.handle(now, Input::Closed(id));
-                            begin_close(conn, key, closing, admitted, now);
+                            self.hub.handle(now, Input::Closed(id));
+                            begin_close(
+                                conn,
+                                &mut self.closing,
+                                &mut self.admitted,
+                                &mut self.per_ip,
+                                now,
+                            );
                         }
                         State::Refusing(_) => {
-                            answer_refusal(conn, key, closing, pending_writes, now);
+                            answer_refusal(conn, &mut self.closing, &mut self.pending_writes, now);
                         }
-                        State::Greeting => kill(conn, key, closing, admitted),
+                        State::Greeting => kill(
+                            conn,
+                            key,
+                            &mut self.closing,
+                            &mut self.admitted,
+                            &mut self.per_ip,
+                        ),
                         _ => conn.state = State::Dead,
                     }
                     return;
                 }
                 Ok(n) => {
                     budget = budget.saturating_sub(n);
-                    let received = &scratch[..n];
+                    let received = &self.scratch[..n];
                     match conn.state {
                         State::Lingering(_) => continue, // discard
                         State::Refusing(_) => {
                             conn.transport.sniff(received);
-                            answer_refusal(conn, key, closing, pending_writes, now);
+                            answer_refusal(conn, &mut self.closing, &mut self.pending_writes, now);
                             return;
                         }
                         State::Greeting => {
                             if let Some(kind) = conn.transport.sniff(received) {
                                 log::debug!("{} speaks {}", conn.peer, kind.as_str());
                                 conn.state = State::Open;
-                                let since = conn.accepted;
-                                hub.handle(now, Input::Open { conn: id, since });
+                                let (peer, since) = (conn.peer.ip(), conn.accepted);
+                                self.hub.handle(
+                                    now,
+                                    Input::Open {
+                                        conn: id,
+                                        peer,
+                                        since,
+                                    },
+                                );
                             }
                         }
                         _ => {}
                     }
                     conn.read_buf.extend_from_slice(received);
-                    loop {
-                        match conn.transport.decode(&mut conn.read_buf) {
-                            Ok(Some(body)) => hub.handle(now, Input::Frame(id, &body)),
-                            Ok(None) => break,
-                            Err(err) => {
-                                log::debug!("{key}: {err}");
-                                hub.handle(now, Input::Malformed(id, err.problem()));
-                                begin_close(conn, key, closing, admitted, now);
-                                conn.read_buf = BytesMut::new();
-                                return;
-                            }
-                        }
+                    if !self.deliver(key, now) {
+                        return;
                     }
-                    if conn.read_buf.is_empty() {
-                        conn.read_buf = BytesMut::new(); // idle connections hold no buffer
-                    }
-                    if n < scratch.len() && !drain {
+                    if n < SCRATCH && !drain {
                         // A stream socket's read takes all that is there: a short read means
                         // the buffer was empty just now, and data arriving later raises a new
                         // edge. Skipping the read that would say WouldBlock saves a syscall
@@ -487,8 +646,71 @@ impl Server {
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                 Err(err) => {
                     log::debug!("{key}: read failed: {err}");
-                    kill(conn, key, closing, admitted);
+                    kill(
+                        conn,
+                        key,
+                        &mut self.closing,
+                        &mut self.admitted,
+                        &mut self.per_ip,
+                    );
                     return;
+                }
+            }
+        }
+    }
+
+    /// Hands the whole messages in a connection's read buffer to the hub, one at a time, moving
+    /// the hub's direct replies to their queues after each. False when the connection must not
+    /// be read further now (paused, closing, gone).
+    fn deliver(&mut self, key: usize, now: Instant) -> bool {
+        loop {
+            let Some(conn) = self.conns.get_mut(key) else {
+                return false;
+            };
+            if !conn.is_open() || conn.is_paused(now) {
+                return conn.state.is_reading() && !conn.is_paused(now);
+            }
+            let id = conn.id;
+            match conn.transport.decode(&mut conn.read_buf) {
+                Ok(Some(body)) => {
+                    self.hub.handle(now, Input::Frame(id, &body));
+                    self.move_outputs(now, false);
+                }
+                Ok(None) => {
+                    if conn.read_buf.is_empty() {
+                        conn.read_buf = BytesMut::new(); // idle connections hold no buffer
+                    }
+                    return true;
+                }
+                Err(err) => {
+                    log::debug!("{key}: {err}");
+                    self.hub.handle(now, Input::Malformed(id, err.problem()));
+                    begin_close(
+                        conn,
+                        &mut self.closing,
+                        &mut self.admitted,
+                        &mut self.per_ip,
+                        now,
+                    );
+                    conn.read_buf = BytesMut::new();
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// Connections whose pause ended are read again (what they sent meanwhile waits in the
+    /// socket; the edge it raised was spent while they were paused).
+    fn resume_paused(&mut self, now: Instant) {
+        while let Some(&Reverse((until, id))) = self.paused.peek() {
+            if until > now {
+                break;
+            }
+            self.paused.pop();
+            if let Some(conn) = self.conns.get_mut(id.slot()).filter(|c| c.id == id) {
+                if conn.paused_until.is_some_and(|at| at <= now) {
+                    conn.paused_until = None;
+                    self.pending_reads.push(id.slot());
                 }
             }
         }
@@ -496,9 +718,23 @@ impl Server {
 
     /// Moves the hub's outputs into connection queues and enforces the queue limits.
     fn drain_outputs(&mut self, now: Instant) {
+        self.move_outputs(now, true);
+    }
+
+    /// Moves the hub's outputs into connection queues: all of them (`batches` true, which also
+    /// flushes the rooms' batches), or only the direct ones already queued.
+    fn move_outputs(&mut self, now: Instant, batches: bool) {
         let max_outbuf = self.config.max_outbuf;
         let soft_limit = max_outbuf / 4;
-        while let Some(output) = self.hub.poll_output() {
+        loop {
+            let output = if batches {
+                self.hub.poll_output()
+            } else {
+                self.hub.poll_direct()
+            };
+            let Some(output) = output else {
+                return;
+            };
             match output {
                 Output::Send { to, frame } => {
                     let Some(conn) = self.conns.get_mut(to.slot()).filter(|c| c.id == to) else {
@@ -514,8 +750,17 @@ impl Server {
                     }
                     let queued = conn.out.bytes();
                     if queued > max_outbuf {
-                        log::warn!("{} ({}) does not read: {queued} bytes queued, over --max-outbuf {max_outbuf}; disconnecting", conn.peer, to.slot());
-                        kill(conn, to.slot(), &mut self.closing, &mut self.admitted);
+                        if self.tallies.slow.note(now) {
+                            log::warn!("{} does not read: {queued} bytes queued, over --max-outbuf {max_outbuf}; disconnecting", conn.peer);
+                        }
+                        self.hub.handle(now, Input::Closed(to));
+                        kill(
+                            conn,
+                            to.slot(),
+                            &mut self.closing,
+                            &mut self.admitted,
+                            &mut self.per_ip,
+                        );
                     } else if queued > soft_limit && !conn.backlogged && conn.is_open() {
                         conn.backlogged = true;
                         self.hub.handle(now, Input::Backlogged(to));
@@ -523,7 +768,19 @@ impl Server {
                 }
                 Output::Close { conn: id } => {
                     if let Some(conn) = self.conns.get_mut(id.slot()).filter(|c| c.id == id) {
-                        begin_close(conn, id.slot(), &mut self.closing, &mut self.admitted, now);
+                        begin_close(
+                            conn,
+                            &mut self.closing,
+                            &mut self.admitted,
+                            &mut self.per_ip,
+                            now,
+                        );
+                    }
+                }
+                Output::Pause { conn: id, until } => {
+                    if let Some(conn) = self.conns.get_mut(id.slot()).filter(|c| c.id == id) {
+                        conn.paused_until = Some(until);
+                        self.paused.push(Reverse((until, id)));
                     }
                 }
             }
@@ -554,7 +811,14 @@ impl Server {
                 }
                 Err(err) => {
                     log::debug!("{key}: write failed: {err}");
-                    kill(conn, key, &mut self.closing, &mut self.admitted);
+                    self.hub.handle(now, Input::Closed(conn.id));
+                    kill(
+                        conn,
+                        key,
+                        &mut self.closing,
+                        &mut self.admitted,
+                        &mut self.per_ip,
+                    );
                 }
             }
         }
@@ -580,7 +844,7 @@ impl Server {
                     let mut conn = self.conns.remove(key);
                     let _ = self.poll.registry().deregister(&mut conn.stream);
                     self.hub.handle(now, Input::Closed(conn.id));
-                    log::debug!("{key} closed");
+                    log::debug!("{} closed", conn.peer);
                 }
             }
         }
@@ -597,12 +861,12 @@ impl Server {
         }
         self.hub.handle(now, Input::Shutdown);
         // Connections the hub has not heard of yet are told by the loop itself.
-        let goodbye = self.refusal(now, &Refusal::ShuttingDown);
-        for (key, conn) in self.conns.iter_mut() {
+        let goodbye = Refusal::ShuttingDown.encode(self.clock.unix(now));
+        for (_, conn) in self.conns.iter_mut() {
             if conn.state == State::Greeting {
-                self.admitted -= 1;
+                release(conn, &mut self.admitted, &mut self.per_ip);
                 conn.state = State::Refusing(goodbye.clone());
-                answer_refusal(conn, key, &mut self.closing, &mut self.pending_writes, now);
+                answer_refusal(conn, &mut self.closing, &mut self.pending_writes, now);
             }
         }
     }
@@ -628,20 +892,33 @@ fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     Ok(TcpListener::from_std(socket.into()))
 }
 
+/// The connection no longer counts against `--max-clients` and `--max-conns-per-ip`.
+fn release(conn: &Conn, admitted: &mut usize, per_ip: &mut HashMap<IpAddr, usize>) {
+    if !conn.state.is_admitted() {
+        return;
+    }
+    *admitted -= 1;
+    let ip = conn.peer.ip();
+    if let Some(count) = per_ip.get_mut(&ip) {
+        *count -= 1;
+        if *count == 0 {
+            per_ip.remove(&ip);
+        }
+    }
+}
+
 /// Stops reading from a connection and lets its queue drain before closing.
 fn begin_close(
     conn: &mut Conn,
-    key: usize,
     closing: &mut Vec<usize>,
     admitted: &mut usize,
+    per_ip: &mut HashMap<IpAddr, usize>,
     now: Instant,
 ) {
-    if conn.state.is_admitted() {
-        *admitted -= 1;
-    }
+    release(conn, admitted, per_ip);
     if conn.state.is_admitted() || matches!(conn.state, State::Refusing(_)) {
         conn.state = State::Draining(now + DRAIN_TIMEOUT);
-        closing.push(key);
+        closing.push(conn.id.slot());
     }
 }
 
@@ -649,7 +926,6 @@ fn begin_close(
 /// then closes it.
 fn answer_refusal(
     conn: &mut Conn,
-    key: usize,
     closing: &mut Vec<usize>,
     pending_writes: &mut Vec<usize>,
     now: Instant,
@@ -660,6 +936,7 @@ fn answer_refusal(
     let frame = frame.clone();
     conn.transport.assume(TransportKind::Framed);
     conn.queue(&frame);
+    let key = conn.id.slot();
     if !conn.write_queued {
         conn.write_queued = true;
         pending_writes.push(key);
@@ -669,13 +946,17 @@ fn answer_refusal(
 }
 
 /// Drops a connection at the end of the pass without flushing.
-fn kill(conn: &mut Conn, key: usize, closing: &mut Vec<usize>, admitted: &mut usize) {
+fn kill(
+    conn: &mut Conn,
+    key: usize,
+    closing: &mut Vec<usize>,
+    admitted: &mut usize,
+    per_ip: &mut HashMap<IpAddr, usize>,
+) {
     if conn.state == State::Dead {
         return;
     }
-    if conn.state.is_admitted() {
-        *admitted -= 1;
-    }
+    release(conn, admitted, per_ip);
     if matches!(
         conn.state,
         State::Greeting | State::Refusing(_) | State::Open

@@ -20,21 +20,22 @@ pub struct Problem {
 }
 
 #[derive(Serialize)]
-struct ReplyOut<'a> {
+struct ReplyOut<'a, D> {
     info: &'static str,
-    response: ResponseOut<'a>,
+    response: ResponseOut<'a, D>,
 }
 
 #[derive(Serialize)]
-struct ResponseOut<'a> {
+struct ResponseOut<'a, D> {
     time: f64,
     code: u16,
     msg: &'a str,
-    detail: &'a Map<String, Value>,
+    detail: D,
 }
 
-/// Encodes a system (2xx) or error (4xx/5xx) reply.
-pub fn encode_reply(time: f64, code: Code, msg: &str, detail: &Map<String, Value>) -> Frame {
+/// Encodes a system (2xx) or error (4xx/5xx) reply; `detail` is a JSON object (a map, or an
+/// already encoded `RawValue`).
+pub fn encode_reply<D: Serialize>(time: f64, code: Code, msg: &str, detail: D) -> Frame {
     let reply = ReplyOut {
         info: code.info(),
         response: ResponseOut {
@@ -214,7 +215,7 @@ mod tests {
 
     #[test]
     fn replies_and_events_are_spelled_as_documented() {
-        let frame = encode_reply(1_700_000_000.0, Code::Ok, "pong", &Map::new());
+        let frame = encode_reply(1_700_000_000.0, Code::Ok, "pong", Map::new());
         assert_eq!(
             &frame.body()[..],
             br#"{"info":"system","response":{"time":1700000000.0,"code":200,"msg":"pong","detail":{}}}"#
@@ -234,7 +235,7 @@ mod tests {
 
     #[test]
     fn clients_read_back_what_the_server_encodes() {
-        let frame = encode_reply(2.5, Code::Conflict, "taken", &Map::new());
+        let frame = encode_reply(2.5, Code::Conflict, "taken", Map::new());
         assert_eq!(
             ServerMessage::parse(&frame.body()).unwrap(),
             ServerMessage::Reply(Reply {

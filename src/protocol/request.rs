@@ -68,8 +68,13 @@ pub enum Request<'a> {
     },
     /// `{"system":"ping"}`
     Ping,
-    /// `{"system":"rooms"}`
-    Rooms,
+    /// `{"system":"rooms","options":{"after":R,"limit":N}}`, options optional.
+    Rooms {
+        /// Start after this room name (the `next` of the previous page).
+        after: Option<String>,
+        /// Rooms per page.
+        limit: Option<usize>,
+    },
     /// `{"room":R,"type":K,"data":D}`
     Room {
         /// Room name, unchecked.
@@ -98,6 +103,13 @@ impl Request<'_> {
             pass: Option<&'a str>,
         }
         #[derive(Serialize)]
+        struct Page<'a> {
+            #[serde(skip_serializing_if = "Option::is_none")]
+            after: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            limit: Option<usize>,
+        }
+        #[derive(Serialize)]
         struct Room<'a> {
             room: &'a str,
             #[serde(rename = "type")]
@@ -118,9 +130,12 @@ impl Request<'_> {
                 system: "ping",
                 options: none,
             }),
-            Request::Rooms => serde_json::to_vec(&System {
+            Request::Rooms { after, limit } => serde_json::to_vec(&System {
                 system: "rooms",
-                options: none,
+                options: (after.is_some() || limit.is_some()).then_some(Page {
+                    after: after.as_deref(),
+                    limit: *limit,
+                }),
             }),
             Request::Room { room, kind, data } => serde_json::to_vec(&Room {
                 room,
@@ -179,6 +194,14 @@ pub(crate) fn present<'de, D: Deserializer<'de>>(
 }
 
 #[derive(Deserialize)]
+struct RoomsOptions {
+    #[serde(default)]
+    after: Option<String>,
+    #[serde(default)]
+    limit: Option<u64>,
+}
+
+#[derive(Deserialize)]
 struct LoginOptions {
     user: String,
     #[serde(default)]
@@ -207,7 +230,32 @@ fn decode_system<'a>(
     let command: String = string_field(system, "system")?;
     match command.as_str() {
         "ping" => Ok(Request::Ping),
-        "rooms" => Ok(Request::Rooms),
+        "rooms" => {
+            let Some(options) = options else {
+                return Ok(Request::Rooms {
+                    after: None,
+                    limit: None,
+                });
+            };
+            let bad = || {
+                BadRequest::new(
+                    "rooms \"options\" may hold a string \"after\" and a positive integer \"limit\".",
+                )
+            };
+            if !options.get().starts_with('{') {
+                return Err(bad()); // serde would read an array as a struct, by position
+            }
+            let options: RoomsOptions = serde_json::from_str(options.get()).map_err(|_| bad())?;
+            if options.limit == Some(0) {
+                return Err(bad());
+            }
+            Ok(Request::Rooms {
+                after: options.after,
+                limit: options
+                    .limit
+                    .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+            })
+        }
         "login" => {
             let options = options.ok_or_else(|| {
                 BadRequest::new("login needs \"options\": {\"user\": NAME, \"pass\": PASSWORD}.")
@@ -431,8 +479,21 @@ mod tests {
         assert!(matches!(parse(r#"{"system":"ping"}"#), Ok(Request::Ping)));
         assert!(matches!(
             parse(r#"{"system":"rooms","x":1}"#),
-            Ok(Request::Rooms)
+            Ok(Request::Rooms {
+                after: None,
+                limit: None
+            })
         ));
+        match parse(r#"{"system":"rooms","options":{"after":"b","limit":10}}"#) {
+            Ok(Request::Rooms { after, limit }) => {
+                assert_eq!((after.as_deref(), limit), (Some("b"), Some(10)));
+            }
+            other => panic!("{other:?}"),
+        }
+        for bad in [r#"{"limit":0}"#, r#"{"limit":-1}"#, r#"{"after":1}"#, "[]"] {
+            let body = format!(r#"{{"system":"rooms","options":{bad}}}"#);
+            assert!(decode_request(body.as_bytes()).is_err(), "{bad}");
+        }
         match parse(r#"{"system":"login","options":{"user":"Tibi","pass":"1234"}}"#) {
             Ok(Request::Login { user, pass }) => {
                 assert_eq!(user, "Tibi");
@@ -516,7 +577,14 @@ mod tests {
                 pass: Some("1234".into()),
             },
             Request::Ping,
-            Request::Rooms,
+            Request::Rooms {
+                after: None,
+                limit: None,
+            },
+            Request::Rooms {
+                after: Some("lobby".into()),
+                limit: Some(20),
+            },
             Request::Room {
                 room: "café".into(),
                 kind: RoomKind::Msg,
