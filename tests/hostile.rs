@@ -4,14 +4,13 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::{config, framed, rss_bytes, start, RawConn, TestClient};
+use support::{config, framed, rss_bytes, start, Binary, Bystanders, RawConn, TestClient};
 
 /// RSS is per process: the tests of this file run one at a time so they measure themselves.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -24,58 +23,6 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Two logged-in users who check that their conversation arrives whole and in order.
-struct Bystanders {
-    a: TestClient,
-    b: TestClient,
-    sent: u64,
-}
-
-impl Bystanders {
-    fn new(addr: SocketAddr) -> Bystanders {
-        let mut a = TestClient::login(addr, "bystander_a");
-        let mut b = TestClient::login(addr, "bystander_b");
-        a.expect_event("join");
-        // Both must be members before either talks, or the first msgs land in b's history.
-        a.client.join("quiet").unwrap();
-        a.expect_event("join");
-        a.expect_event("list");
-        b.client.join("quiet").unwrap();
-        b.expect_event("join");
-        b.expect_event("list");
-        a.expect_event("join");
-        Bystanders { a, b, sent: 0 }
-    }
-
-    /// Each sends `n` numbered msgs; each must receive all of both, in order.
-    fn converse(&mut self, n: u64) {
-        let first = self.sent;
-        for i in first..first + n {
-            self.a
-                .client
-                .msg("quiet", &json!({"from": "a", "n": i}))
-                .unwrap();
-            self.b
-                .client
-                .msg("quiet", &json!({"from": "b", "n": i}))
-                .unwrap();
-        }
-        self.sent += n;
-        for c in [&mut self.a, &mut self.b] {
-            let mut next = [first, first];
-            while next != [self.sent, self.sent] {
-                let (room, event) = c.next_event();
-                if room != "quiet" || event.kind != "msg" {
-                    continue; // joins, leaves and lists of the hostile clients
-                }
-                let from = usize::from(event.data["from"] == "b");
-                assert_eq!(event.data["n"], next[from], "lost or reordered: {event:?}");
-                next[from] += 1;
-            }
-        }
-    }
 }
 
 fn wait_for_leave(c: &mut TestClient, user: &str) {
@@ -376,71 +323,6 @@ fn assert_bounded(before: Option<u64>) {
     );
 }
 
-/// The real binary, with its address read from its log.
-struct Binary {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Binary {
-    fn start(shell_prefix: &str, args: &str) -> Binary {
-        let exe = env!("CARGO_BIN_EXE_roomcast");
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(format!("{shell_prefix} exec {exe} --port 0 {args}"))
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start roomcast");
-        let stderr = child.stderr.take().expect("piped");
-        // Read the log on a thread (it also keeps the pipe drained), and wait for the address
-        // with a deadline so a server that never says where it listens fails the test.
-        let (found, address) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening on ").nth(1) {
-                    let addr = rest
-                        .split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_owned();
-                    let _ = found.send(addr);
-                }
-            }
-        });
-        let addr = address
-            .recv_timeout(Duration::from_secs(10))
-            .expect("roomcast logged its address")
-            .parse()
-            .expect("socket address");
-        Binary { child, addr }
-    }
-
-    /// User plus system CPU seconds of the process so far, from /proc.
-    fn cpu_seconds(&self) -> Option<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
-        let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
-        let ticks: f64 =
-            fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-        Some(ticks / 100.0) // USER_HZ is 100 on Linux
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-    }
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn out_of_file_descriptors_does_not_spin_the_loop() {
     let _serial = serial();
@@ -463,6 +345,13 @@ fn out_of_file_descriptors_does_not_spin_the_loop() {
         spent < 0.3,
         "the loop burned {spent} s of CPU in 1 s with accepts failing"
     );
+    // Past the limit, a newcomer is told the server is full (through the spare descriptor)
+    // instead of waiting in the backlog with no byte.
+    let mut late = RawConn::connect(server.addr);
+    let reply = late.read_frame();
+    assert_eq!(reply["response"]["code"], 503);
+    assert_eq!(reply["response"]["msg"], "Server full.");
+    assert!(late.is_closed());
     // The accepted ones are still served.
     let mut first = RawConn {
         stream: held.remove(0),

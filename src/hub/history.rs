@@ -1,8 +1,12 @@
 //! A room's recent past, as a joiner receives it: the last msg, join and leave events, already
 //! encoded, bounded by count and by bytes, and counted against the hub's total for histories.
 //!
-//! The frames a joiner receives are built once per change and shared: a hundred joiners of a
-//! room with a full history hold one copy between them, not a hundred.
+//! The history is kept in segments of about [`SEGMENT_BYTES`], and each segment's frame is
+//! encoded once and shared: a hundred joiners of a room with a full history hold one copy of
+//! it between them. A new event only changes the newest segment, and trimming only the oldest,
+//! so what a joiner costs on its own is at most two small segments, not the whole history
+//! (every join is itself a history event, so caching the whole history as one frame would be
+//! rebuilt for every joiner).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,9 +17,10 @@ use bytes::Bytes;
 use crate::frame::Frame;
 use crate::protocol::encode_user_frame;
 
-/// Largest history frame; a longer history goes out as several consecutive history frames,
-/// so no server frame exceeds what clients are told to accept (16 MiB).
-const MAX_HISTORY_FRAME_BYTES: usize = 8 * 1024 * 1024;
+/// A segment takes no more events once it holds this many bytes.
+const SEGMENT_BYTES: usize = 64 * 1024;
+/// ... or this many events.
+const SEGMENT_EVENTS: usize = 64;
 
 /// Bytes held by every room's history and cached frames together. Shared by the rooms of one
 /// hub, so the hub can hold the sum to its share of the memory budget.
@@ -36,28 +41,44 @@ impl HistoryBytes {
     }
 }
 
+/// Consecutive events and, once a joiner asked, their frame.
+#[derive(Debug, Default)]
+struct Segment {
+    events: VecDeque<Bytes>,
+    bytes: usize,
+    frame: Option<Frame>,
+}
+
+impl Segment {
+    fn is_full(&self) -> bool {
+        self.bytes >= SEGMENT_BYTES || self.events.len() >= SEGMENT_EVENTS
+    }
+}
+
 /// The last events of a room, oldest first.
 #[derive(Debug)]
 pub(crate) struct History {
-    events: VecDeque<Bytes>,
+    segments: VecDeque<Segment>,
+    count: usize,
     bytes: usize,
+    /// Bytes of cached frames.
+    cached: usize,
     /// Events kept; 0 keeps none.
     limit: usize,
     /// Bytes kept, so that a joiner's history always fits its outbound queue.
     max_bytes: usize,
-    /// The frames joiners get, built on the first join after a change.
-    frames: Option<(Vec<Frame>, usize)>,
     total: HistoryBytes,
 }
 
 impl History {
     pub fn new(limit: usize, max_bytes: usize, total: HistoryBytes) -> Self {
         History {
-            events: VecDeque::new(),
+            segments: VecDeque::new(),
+            count: 0,
             bytes: 0,
+            cached: 0,
             limit,
             max_bytes,
-            frames: None,
             total,
         }
     }
@@ -68,76 +89,79 @@ impl History {
         if self.limit == 0 || event.len() > self.max_bytes {
             return;
         }
-        self.forget_frames();
-        while self.events.len() >= self.limit || self.bytes + event.len() > self.max_bytes {
+        while self.count >= self.limit || self.bytes + event.len() > self.max_bytes {
             if !self.drop_oldest() {
                 break;
             }
         }
+        if self.segments.back().is_none_or(Segment::is_full) {
+            self.segments.push_back(Segment::default());
+        }
+        let index = self.segments.len() - 1;
+        self.forget_frame(index);
+        let newest = &mut self.segments[index];
+        newest.bytes += event.len();
+        newest.events.push_back(event.clone());
+        self.count += 1;
         self.bytes += event.len();
         self.total.add(event.len());
-        self.events.push_back(event.clone());
     }
 
     /// Bytes this history holds, cached frames included.
     pub fn bytes(&self) -> usize {
-        self.bytes + self.frames.as_ref().map_or(0, |(_, bytes)| *bytes)
+        self.bytes + self.cached
     }
 
     /// Drops the oldest events until at most `target` bytes of events are left; the bytes
-    /// freed.
+    /// freed (cached frames of the dropped segments included).
     pub fn shrink_to(&mut self, target: usize) -> usize {
         let before = self.bytes();
-        self.forget_frames();
         while self.bytes > target && self.drop_oldest() {}
         before - self.bytes()
     }
 
-    /// The history frames of room `name`, oldest first; none when the history is empty. Built
-    /// once per change and shared by every joiner.
+    /// The history frames of room `name`, oldest first; none when the history is empty. Each
+    /// segment's frame is encoded once and shared by every joiner until it changes.
     pub fn frames(&mut self, name: &str) -> Vec<Frame> {
-        if let Some((frames, _)) = &self.frames {
-            return frames.clone();
-        }
-        let frames = self.encode(name);
-        let bytes = frames.iter().map(Frame::len).sum();
-        self.total.add(bytes);
-        self.frames = Some((frames.clone(), bytes));
-        frames
-    }
-
-    fn encode(&self, name: &str) -> Vec<Frame> {
-        let mut frames = Vec::new();
-        let mut chunk: Vec<&Bytes> = Vec::new();
-        let mut chunk_bytes = 0;
-        for event in &self.events {
-            if !chunk.is_empty() && chunk_bytes + event.len() > MAX_HISTORY_FRAME_BYTES {
-                frames.push(encode_user_frame(name, true, chunk.drain(..)));
-                chunk_bytes = 0;
-            }
-            chunk_bytes += event.len();
-            chunk.push(event);
-        }
-        if !chunk.is_empty() {
-            frames.push(encode_user_frame(name, true, chunk));
+        let mut frames = Vec::with_capacity(self.segments.len());
+        for segment in &mut self.segments {
+            let frame = match &segment.frame {
+                Some(frame) => frame.clone(),
+                None => {
+                    let frame = encode_user_frame(name, true, &segment.events);
+                    self.cached += frame.len();
+                    self.total.add(frame.len());
+                    segment.frame = Some(frame.clone());
+                    frame
+                }
+            };
+            frames.push(frame);
         }
         frames
     }
 
     fn drop_oldest(&mut self) -> bool {
-        match self.events.pop_front() {
-            Some(old) => {
-                self.bytes -= old.len();
-                self.total.sub(old.len());
-                true
-            }
-            None => false,
+        self.forget_frame(0);
+        let Some(oldest) = self.segments.front_mut() else {
+            return false;
+        };
+        let Some(event) = oldest.events.pop_front() else {
+            return false;
+        };
+        oldest.bytes -= event.len();
+        if oldest.events.is_empty() {
+            self.segments.pop_front();
         }
+        self.count -= 1;
+        self.bytes -= event.len();
+        self.total.sub(event.len());
+        true
     }
 
-    fn forget_frames(&mut self) {
-        if let Some((_, bytes)) = self.frames.take() {
-            self.total.sub(bytes);
+    fn forget_frame(&mut self, index: usize) {
+        if let Some(frame) = self.segments.get_mut(index).and_then(|s| s.frame.take()) {
+            self.cached -= frame.len();
+            self.total.sub(frame.len());
         }
     }
 }
@@ -157,17 +181,25 @@ mod tests {
         (History::new(limit, max_bytes, total.clone()), total)
     }
 
+    fn events(history: &History) -> Vec<Bytes> {
+        history
+            .segments
+            .iter()
+            .flat_map(|s| s.events.iter().cloned())
+            .collect()
+    }
+
     #[test]
     fn keeps_the_last_events_within_count_and_bytes() {
         let (mut history, total) = history(3, 10);
         for event in ["aaa", "bbb", "ccc", "ddd"] {
             history.remember(&Bytes::from(event));
         }
-        assert_eq!(history.events, ["bbb", "ccc", "ddd"], "count");
+        assert_eq!(events(&history), ["bbb", "ccc", "ddd"], "count");
         history.remember(&Bytes::from("eeeee"));
-        assert_eq!(history.events, ["ddd", "eeeee"], "bytes");
+        assert_eq!(events(&history), ["ddd", "eeeee"], "bytes");
         history.remember(&Bytes::from("x".repeat(11)));
-        assert_eq!(history.events.len(), 2, "too large on its own: not kept");
+        assert_eq!(events(&history).len(), 2, "too large on its own: not kept");
         assert_eq!(total.get(), 8);
         assert_eq!(history.frames("r").len(), 1);
         assert!(total.get() > 8, "the cached frame counts");
@@ -177,45 +209,50 @@ mod tests {
     }
 
     #[test]
-    fn joiners_share_one_encoding_until_the_history_changes() {
-        let (mut history, _) = history(10, 1000);
-        history.remember(&Bytes::from("{\"a\":1}"));
+    fn joiners_share_every_segment_but_the_one_that_changed() {
+        let (mut history, _) = history(1000, usize::MAX);
+        let big = Bytes::from(format!("{{\"pad\":\"{}\"}}", "x".repeat(40_000)));
+        for _ in 0..4 {
+            history.remember(&big);
+        }
         let first = history.frames("r");
+        assert_eq!(first.len(), 2, "64 KiB segments: 2 + 2 events");
+        history.remember(&Bytes::from("{\"join\":1}"));
         let second = history.frames("r");
-        assert_eq!(
-            first[0].body().as_ptr(),
-            second[0].body().as_ptr(),
-            "shared"
-        );
-        history.remember(&Bytes::from("{\"b\":2}"));
+        assert_eq!(second.len(), 3);
+        for i in 0..2 {
+            assert_eq!(
+                first[i].body().as_ptr(),
+                second[i].body().as_ptr(),
+                "segment {i} is shared"
+            );
+        }
         let third = history.frames("r");
-        assert_ne!(first[0], third[0], "rebuilt after a change");
+        assert_eq!(second[2].body().as_ptr(), third[2].body().as_ptr());
     }
 
     #[test]
     fn shrinking_frees_the_oldest_events() {
-        let (mut history, total) = history(10, 1000);
-        for _ in 0..5 {
+        let (mut history, total) = history(1000, 1 << 20);
+        for _ in 0..100 {
             history.remember(&Bytes::from("0123456789"));
         }
         history.frames("r");
-        let freed = history.shrink_to(20);
-        assert_eq!(history.events.len(), 2);
-        assert!(freed > 30, "events and the cache: {freed}");
-        assert_eq!(total.get(), 20);
+        let freed = history.shrink_to(200);
+        assert_eq!(events(&history).len(), 20);
+        assert!(freed > 800, "events and the dropped cache: {freed}");
+        assert_eq!(total.get(), history.bytes());
     }
 
     #[test]
-    fn a_long_history_is_split_into_frames_under_the_client_limit() {
+    fn history_frames_stay_far_under_the_client_limit() {
         let event = Bytes::from(vec![b'1'; 3 * 1024 * 1024]);
         let (mut history, _) = history(100, usize::MAX);
         for _ in 0..5 {
             history.remember(&event);
         }
         let frames = history.frames("r");
-        assert_eq!(frames.len(), 3, "2 + 2 + 1 events of 3 MiB");
-        assert!(frames
-            .iter()
-            .all(|f| f.len() < MAX_HISTORY_FRAME_BYTES + 1024));
+        assert_eq!(frames.len(), 5, "one event per segment");
+        assert!(frames.iter().all(|f| f.len() < 4 * 1024 * 1024));
     }
 }

@@ -1110,3 +1110,304 @@ fn line_breaks_in_msg_data_do_not_break_line_mode() {
     );
     assert_eq!(h.events(a)[0]["data"], json!([1, 2]));
 }
+
+// ---- Bounded: work, memory and names under attack ----
+
+#[test]
+fn transforms_have_their_own_bucket_and_excess_is_dropped_silently() {
+    let mut h = Harness::new(Config {
+        transform_rate: 10.0,
+        transform_burst: 3.0,
+        ..Config::default()
+    });
+    let a = h.user("a");
+    let b = h.user("b");
+    h.take(a);
+    h.take(b);
+    // Valid or not, five transforms at once: three are paid for, two dropped without a word.
+    h.send(a, transform("lobby", 1.0));
+    h.send(
+        a,
+        json!({"room": "lobby", "type": "transform", "data": {"pos": 1}}),
+    );
+    h.send(a, transform("lobby", 2.0));
+    h.send(
+        a,
+        json!({"room": "lobby", "type": "transform", "data": {"pos": 1}}),
+    );
+    h.send(a, transform("lobby", 3.0));
+    let replies = h.take(a);
+    assert_eq!(
+        replies.len(),
+        1,
+        "one 422 for the invalid one paid for: {replies:?}"
+    );
+    assert_eq!(code(&replies[0]), 422);
+    h.advance(50 * MS);
+    let poses = h.events(b);
+    assert_eq!(poses.len(), 1);
+    assert_eq!(
+        poses[0]["data"]["pos"]["x"], 2.0,
+        "the third one was dropped"
+    );
+    assert!(h.paused.is_empty(), "transforms never pause the connection");
+}
+
+#[test]
+fn a_message_flood_gets_one_429_a_second_and_pauses_reading() {
+    let mut h = Harness::new(Config {
+        rate_limit: 10.0,
+        burst: 2.0,
+        ..Config::default()
+    });
+    let a = h.user("a"); // the login took one token
+    h.take(a);
+    for i in 0..5 {
+        h.send(a, msg("lobby", json!(i)));
+    }
+    let frames = h.take(a);
+    let errors: Vec<&Value> = frames.iter().filter(|f| f["info"] == "error").collect();
+    assert_eq!(errors.len(), 1, "one 429 for the four refused: {frames:?}");
+    assert_eq!(code(errors[0]), 429);
+    let until = h.paused[&a];
+    assert!(
+        until > h.now && until <= h.now + 100 * MS,
+        "paused until a token is back"
+    );
+    // Still flooding within the second: silent.
+    h.advance(200 * MS);
+    h.take(a);
+    for i in 0..5 {
+        h.send(a, msg("lobby", json!(i)));
+    }
+    let frames = h.take(a);
+    assert!(frames.iter().all(|f| f["info"] != "error"), "{frames:?}");
+    h.advance(Duration::from_secs(1));
+    h.send(a, msg("lobby", json!(9)));
+    h.send(a, msg("lobby", json!(10)));
+    h.send(a, msg("lobby", json!(11)));
+    let frames = h.take(a);
+    assert_eq!(
+        frames.iter().filter(|f| code(f) == 429).count(),
+        1,
+        "a second later: one"
+    );
+}
+
+#[test]
+fn a_msg_dressed_as_a_transform_pays_both_buckets() {
+    let mut h = Harness::new(Config {
+        rate_limit: 10.0,
+        burst: 1.0,
+        ..Config::default()
+    });
+    let a = h.user("a"); // the login took the only token
+    h.take(a);
+    h.send(a, msg("lobby", json!("transform")));
+    h.send(a, msg("lobby", json!({"type": "transform"})));
+    let frames = h.take(a);
+    assert_eq!(
+        code(&frames[0]),
+        429,
+        "charged as a message too: {frames:?}"
+    );
+    assert!(
+        frames.iter().all(|f| f["info"] != "user"),
+        "nothing got through"
+    );
+}
+
+#[test]
+fn the_rooms_list_is_paged() {
+    let mut h = Harness::new(Config {
+        rate_limit: 0.0,
+        ..Config::default()
+    });
+    let a = h.user("a");
+    for i in 0..5 {
+        h.send(a, join(&format!("r{i}")));
+    }
+    h.take(a);
+    h.send(a, json!({"system": "rooms", "options": {"limit": 4}}));
+    let page = &h.take(a)[0]["response"]["detail"];
+    let names: Vec<&str> = page["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["room"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["lobby", "r0", "r1", "r2"]);
+    assert_eq!(page["next"], "r2");
+    h.send(
+        a,
+        json!({"system": "rooms", "options": {"after": "r2", "limit": 4}}),
+    );
+    let page = &h.take(a)[0]["response"]["detail"];
+    assert_eq!(
+        page["rooms"],
+        json!([{"room": "r3", "users": 1}, {"room": "r4", "users": 1}])
+    );
+    assert!(page.get("next").is_none());
+    h.send(a, json!({"system": "rooms", "options": {"limit": 0}}));
+    assert_eq!(code(&h.take(a)[0]), 400);
+}
+
+#[test]
+fn rooms_cannot_be_hoarded_by_a_user_or_an_address() {
+    let mut h = Harness::new(Config {
+        max_held_rooms: 2,
+        max_held_rooms_per_ip: 3,
+        rate_limit: 0.0,
+        ..Config::default()
+    });
+    let a = h.user("a");
+    h.send(a, join("a1"));
+    h.send(a, join("a2"));
+    h.take(a);
+    h.send(a, join("a3"));
+    let reply = h.take(a).pop().unwrap();
+    assert_eq!(code(&reply), 422);
+    assert_eq!(
+        reply["response"]["msg"],
+        "You hold 2 rooms you created; leave one before creating another."
+    );
+    let b = h.user("b");
+    h.send(b, join("b1"));
+    h.take(b);
+    h.send(b, join("b2"));
+    let reply = h.take(b).pop().unwrap();
+    assert_eq!(code(&reply), 422, "the address holds 3 already");
+    // Joining an existing room is always allowed; leaving a held room frees the hold.
+    h.send(b, join("a1"));
+    assert!(kinds(&h.events(b)).contains(&"list"), "joined");
+    h.send(a, json!({"room": "a2", "type": "leave"}));
+    h.take(a);
+    h.send(b, join("b2"));
+    assert!(kinds(&h.events(b)).contains(&"list"), "joined");
+    // Someone else from another address is not held back.
+    h.set_peer([10, 0, 0, 2].into());
+    let c = h.user("c");
+    h.send(c, join("c1"));
+    assert_eq!(kinds(&h.events(c))[..2], ["join", "list"]);
+}
+
+#[test]
+fn a_player_who_lets_the_turn_clock_run_out_forfeits() {
+    let mut h = Harness::new(Config {
+        turn_timeout: Duration::from_secs(60),
+        idle_timeout: Duration::ZERO,
+        ..Config::default()
+    });
+    let x = h.user("x");
+    let o = h.user("o");
+    h.send(x, game("lobby", json!({"start": "tictactoe"})));
+    h.send(o, game("lobby", json!({"join": true})));
+    h.send(x, game("lobby", json!({"move": 4})));
+    h.take(x);
+    h.take(o);
+    h.advance(Duration::from_secs(59));
+    assert!(h.events(x).is_empty(), "o still has time");
+    h.advance(Duration::from_secs(2));
+    let events = h.events(x);
+    assert_eq!(kinds(&events), ["game"]);
+    assert_eq!(events[0]["user"], "o");
+    assert_eq!(events[0]["data"]["status"], "won");
+    assert_eq!(events[0]["data"]["winner"], "x");
+    assert_eq!(events[0]["data"]["forfeit"], "o");
+    h.advance(Duration::from_secs(120));
+    assert!(h.events(x).is_empty(), "a finished round has no clock");
+}
+
+#[test]
+fn near_the_memory_budget_logins_and_joins_get_503() {
+    let mut h = Harness::default();
+    let a = h.user("a");
+    h.take(a);
+    h.hub.handle(h.now, Input::MemoryPressure(true));
+    let c = h.connect();
+    h.send(c, json!({"system": "login", "options": {"user": "c"}}));
+    let reply = &h.take(c)[0];
+    assert_eq!(code(reply), 503);
+    assert_eq!(
+        reply["response"]["msg"],
+        "Server is low on memory; try again later."
+    );
+    h.send(a, join("r"));
+    assert_eq!(code(&h.take(a)[0]), 503);
+    h.send(a, msg("lobby", json!("still chatting")));
+    assert_eq!(kinds(&h.events(a)), ["msg"], "members keep talking");
+    h.hub.handle(h.now, Input::MemoryPressure(false));
+    h.send(a, join("r"));
+    assert_eq!(kinds(&h.events(a))[..2], ["join", "list"]);
+}
+
+#[test]
+fn histories_together_stay_within_their_share_of_the_budget() {
+    let config = Config {
+        max_memory: 1 << 20, // histories get a quarter: 256 KiB
+        max_outbuf: 256 * 1024,
+        max_frame: 16 * 1024,
+        rate_limit: 0.0,
+        max_held_rooms: 64,
+        ..Config::default()
+    };
+    let mut h = Harness::new(config);
+    let a = h.user("a");
+    for room in 0..20 {
+        let room = format!("r{room}");
+        h.send(a, join(&room));
+        for i in 0..10 {
+            h.send(a, msg(&room, json!({"i": i, "pad": "x".repeat(4000)})));
+        }
+        h.take(a);
+    }
+    let held = h.hub.history_bytes();
+    assert!(held <= 256 * 1024, "{held} bytes of history");
+    assert!(
+        held > 128 * 1024,
+        "trimmed to just under the share, not emptied: {held}"
+    );
+    // The newest room keeps its newest events.
+    let b = h.user("b");
+    h.send(b, join("r19"));
+    let history = flatten(&h.take(b)[..1].to_vec());
+    assert_eq!(history.last().unwrap()["data"]["i"], 9);
+}
+
+#[test]
+fn refusals_do_not_reflect_long_input() {
+    let mut h = Harness::default();
+    let a = h.user("a");
+    h.take(a);
+    let long = "x".repeat(60_000);
+    h.send(a, json!({"room": long, "type": long}));
+    let body = h.take_bodies(a);
+    assert!(body[0].len() < 600, "{} bytes", body[0].len());
+    let reply: Value = serde_json::from_slice(&body[0]).unwrap();
+    assert!(reply["response"]["detail"]["type"]
+        .as_str()
+        .unwrap()
+        .ends_with('…'));
+    let c = h.connect();
+    h.send(c, json!({"system": "login", "options": {"user": long}}));
+    assert!(h.take_bodies(c)[0].len() < 600);
+}
+
+#[test]
+fn look_alike_room_names_are_one_room_or_refused() {
+    let mut h = Harness::default();
+    let a = h.user("a");
+    let b = h.user("b");
+    h.send(a, join("cafe\u{301}"));
+    h.send(b, join("caf\u{e9}"));
+    h.take(a);
+    let events = h.events(b);
+    let list = events.iter().find(|e| e["type"] == "list").unwrap();
+    assert_eq!(list["data"], json!(["a", "b"]), "one room");
+    assert_eq!(list["room"], "caf\u{e9}", "spelled in NFC");
+    for name in ["lob\u{200b}by", "l\u{43e}bby", "\u{202e}ybbol"] {
+        h.send(a, join(name));
+        let reply = &h.take(a)[0];
+        assert_eq!(code(reply), 422, "{name:?}");
+    }
+}

@@ -3,12 +3,14 @@
 #![allow(dead_code)] // Each test binary uses a different part of this module.
 
 use std::collections::VecDeque;
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use roomcast::client::{Client, Event, Reply, ServerMessage};
 use roomcast::{Config, ServerHandle};
+use serde_json::json;
 
 /// Long enough for a loaded 2-core CI machine, short enough that a broken test fails fast.
 pub const TIMEOUT: Duration = Duration::from_secs(5);
@@ -160,4 +162,146 @@ pub fn rss_bytes() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
+}
+
+/// Two logged-in users who check that their conversation arrives whole and in order.
+pub struct Bystanders {
+    pub a: TestClient,
+    pub b: TestClient,
+    sent: u64,
+}
+
+impl Bystanders {
+    pub fn new(addr: SocketAddr) -> Bystanders {
+        let mut a = TestClient::login(addr, "bystander_a");
+        let mut b = TestClient::login(addr, "bystander_b");
+        a.expect_event("join");
+        // Both must be members before either talks, or the first msgs land in b's history.
+        a.client.join("quiet").unwrap();
+        a.expect_event("join");
+        a.expect_event("list");
+        b.client.join("quiet").unwrap();
+        b.expect_event("join");
+        b.expect_event("list");
+        a.expect_event("join");
+        Bystanders { a, b, sent: 0 }
+    }
+
+    /// Each sends `n` numbered msgs; each must receive all of both, in order.
+    pub fn converse(&mut self, n: u64) {
+        self.converse_timed(n);
+    }
+
+    /// [`Bystanders::converse`], one msg pair at a time; returns the longest a msg took to
+    /// come back to its sender.
+    pub fn converse_slowest(&mut self, n: u64) -> Duration {
+        (0..n)
+            .map(|_| {
+                let sent = Instant::now();
+                self.converse_timed(1);
+                sent.elapsed()
+            })
+            .max()
+            .unwrap_or_default()
+    }
+
+    fn converse_timed(&mut self, n: u64) {
+        let first = self.sent;
+        for i in first..first + n {
+            self.a
+                .client
+                .msg("quiet", &json!({"from": "a", "n": i}))
+                .unwrap();
+            self.b
+                .client
+                .msg("quiet", &json!({"from": "b", "n": i}))
+                .unwrap();
+        }
+        self.sent += n;
+        for c in [&mut self.a, &mut self.b] {
+            let mut next = [first, first];
+            while next != [self.sent, self.sent] {
+                let (room, event) = c.next_event();
+                if room != "quiet" || event.kind != "msg" {
+                    continue; // joins, leaves and lists of the hostile clients
+                }
+                let from = usize::from(event.data["from"] == "b");
+                assert_eq!(event.data["n"], next[from], "lost or reordered: {event:?}");
+                next[from] += 1;
+            }
+        }
+    }
+}
+
+/// The real binary, with its address read from its log.
+pub struct Binary {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Binary {
+    pub fn start(shell_prefix: &str, args: &str) -> Binary {
+        let exe = env!("CARGO_BIN_EXE_roomcast");
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(format!("{shell_prefix} exec {exe} --port 0 {args}"))
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start roomcast");
+        let stderr = child.stderr.take().expect("piped");
+        // Read the log on a thread (it also keeps the pipe drained), and wait for the address
+        // with a deadline so a server that never says where it listens fails the test.
+        let (found, address) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let addr = rest
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned();
+                    let _ = found.send(addr);
+                }
+            }
+        });
+        let addr = address
+            .recv_timeout(Duration::from_secs(10))
+            .expect("roomcast logged its address")
+            .parse()
+            .expect("socket address");
+        Binary { child, addr }
+    }
+
+    /// User plus system CPU seconds of the process so far, from /proc.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
+        let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+        let ticks: f64 =
+            fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+        Some(ticks / 100.0) // USER_HZ is 100 on Linux
+    }
+
+    /// Resident memory of the process, from /proc.
+    pub fn rss_bytes(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
