@@ -1370,7 +1370,7 @@ fn histories_together_stay_within_their_share_of_the_budget() {
     // The newest room keeps its newest events.
     let b = h.user("b");
     h.send(b, join("r19"));
-    let history = flatten(&h.take(b)[..1].to_vec());
+    let history = flatten(&h.take(b)[..1]);
     assert_eq!(history.last().unwrap()["data"]["i"], 9);
 }
 
