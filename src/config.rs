@@ -62,6 +62,11 @@ pub struct Config {
     /// How long a game player may take to move before forfeiting the round; zero turns the
     /// turn timeout off.
     pub turn_timeout: Duration,
+    /// How long a session whose connection was lost (without a logout) is kept for a
+    /// `resume`; zero ends sessions with their connections.
+    pub resume_grace: Duration,
+    /// Sessions kept detached at once; past it, the one detached longest ends first.
+    pub max_detached: usize,
 }
 
 impl Default for Config {
@@ -88,6 +93,8 @@ impl Default for Config {
             max_memory: 1 << 30,
             send_buffer: 256 * 1024,
             turn_timeout: Duration::from_secs(60),
+            resume_grace: Duration::from_secs(30),
+            max_detached: 10_000,
         }
     }
 }
@@ -162,6 +169,7 @@ impl Config {
             ("max-rooms", self.max_rooms),
             ("max-held-rooms", self.max_held_rooms),
             ("max-held-rooms-per-ip", self.max_held_rooms_per_ip),
+            ("max-detached", self.max_detached),
         ];
         for (flag, value) in at_least_one {
             if value == 0 {

@@ -89,6 +89,12 @@ struct Args {
     /// Seconds a game player may take to move before forfeiting the round (0 turns it off).
     #[arg(long, default_value = "60", value_parser = seconds)]
     turn_timeout: Duration,
+    /// Seconds a session whose connection was lost is kept for a resume (0 turns it off).
+    #[arg(long, default_value = "30", value_parser = seconds)]
+    resume_grace: Duration,
+    /// Sessions kept for a resume at once; past it, the oldest ends first.
+    #[arg(long, default_value_t = 10_000)]
+    max_detached: usize,
     /// Log level; RUST_LOG, when set, refines it (e.g. RUST_LOG=roomcast=debug).
     #[arg(long, default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"])]
     log_level: String,
@@ -126,6 +132,8 @@ impl Args {
             max_memory: self.max_memory,
             send_buffer: self.send_buffer,
             turn_timeout: self.turn_timeout,
+            resume_grace: self.resume_grace,
+            max_detached: self.max_detached,
         }
     }
 }

@@ -242,8 +242,14 @@ fn a_flooding_client_is_throttled_not_answered_per_message() {
         .client
         .set_read_timeout(Some(Duration::from_millis(700)))
         .unwrap();
+    // Read for three seconds: the flood is served at the rate (10 a second), and refused
+    // with one 429 a second at most.
     let mut limited = 0;
-    while let Ok(message) = flooder.client.recv() {
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        let Ok(message) = flooder.client.recv() else {
+            break;
+        };
         if let roomcast::client::ServerMessage::Reply(reply) = message {
             assert_eq!(reply.code, 429, "{reply:?}");
             limited += 1;

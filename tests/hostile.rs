@@ -34,9 +34,12 @@ fn wait_for_leave(c: &mut TestClient, user: &str) {
     }
 }
 
+/// No rate limit, and sessions that end with their connections (`--resume-grace 0`): these
+/// tests check what a hostile connection's end does to its rooms at once.
 fn no_chat_limit() -> roomcast::Config {
     let mut config = config();
     config.rate_limit = 0.0;
+    config.resume_grace = Duration::ZERO;
     config
 }
 

@@ -14,7 +14,8 @@
 //! | `mod.rs` | [`Hub`]: dispatch of each [`Input`] to the connection, session and room rules |
 //! | [`ids`] | [`ConnId`], [`SessionId`], [`RoomId`] and the tables they index |
 //! | `conns.rs` | per connection: its session, rate bucket, login and idle timeouts, backlog |
-//! | `session.rs` | logged-in users: names (unique ignoring ASCII case), rooms, connection |
+//! | `session.rs` | logged-in users: names (unique ignoring ASCII case), rooms, connection, resume tokens, detached sessions |
+//! | `lifecycle.rs` | login, resume, logout, a lost connection (detach or end), grace expiry, timeouts, shutdown |
 //! | `room.rs` | one room: members, batch and flush, history, poses and the tick, its game |
 //! | `history.rs` | a room's kept events and the frames a joiner gets, counted in a total |
 //! | `directory.rs` | the rooms list: name order, pages, the first page encoded once |
@@ -26,6 +27,7 @@ mod conns;
 mod directory;
 mod history;
 pub mod ids;
+mod lifecycle;
 pub mod outbox;
 mod refusal;
 mod room;
@@ -40,14 +42,14 @@ use std::time::{Duration, Instant};
 use memchr::memmem;
 
 use serde_json::value::RawValue;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use crate::clock::{Ticker, WallClock};
 use crate::config::Config;
 use crate::frame::Frame;
 use crate::protocol::{
-    decode_request, echo, encode_event, encode_reply, encode_user_frame, object, one_line, Code,
-    GameCommand, Pose, Problem, Request, RoomKind, RoomName, UserName, LOBBY,
+    decode_request, echo, encode_event, encode_reply, encode_user_frame, one_line, Code,
+    GameCommand, HistoryQuery, Pose, Problem, Request, RoomKind, RoomName, LOBBY,
 };
 use crate::quiet::Tally;
 use conns::{Charge, Conns};
@@ -98,7 +100,17 @@ const MAX_TRANSFORM_BYTES: usize = 8 * 1024;
 
 /// Fixed texts the protocol promises.
 const PONG: &str = "pong";
-const ACCESS_GRANTED: &str = "Access granted.";
+
+/// Where resume tokens come from: 16 random bytes, or `None` if the source failed. The event
+/// loop's hub draws them from the operating system; tests may give a fixed sequence.
+pub type TokenSource = Box<dyn FnMut() -> Option<[u8; 16]> + Send>;
+
+/// 16 bytes from the operating system's random source.
+fn os_token() -> Option<[u8; 16]> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).ok()?;
+    Some(bytes)
+}
 
 /// A room message, parsed: the 400 and 422 rules have passed.
 enum Action<'a> {
@@ -108,6 +120,7 @@ enum Action<'a> {
     Msg(&'a RawValue),
     Transform(Pose),
     Game(GameCommand),
+    History(HistoryQuery),
 }
 
 impl<'a> Action<'a> {
@@ -119,7 +132,8 @@ impl<'a> Action<'a> {
             (RoomKind::Msg, Some(data)) => Action::Msg(data),
             (RoomKind::Transform, Some(data)) => Action::Transform(Pose::parse(data)?),
             (RoomKind::Game, Some(data)) => Action::Game(GameCommand::parse(data)?),
-            (RoomKind::Msg | RoomKind::Transform | RoomKind::Game, None) => {
+            (RoomKind::History, Some(data)) => Action::History(HistoryQuery::parse(data)?),
+            (RoomKind::Msg | RoomKind::Transform | RoomKind::Game | RoomKind::History, None) => {
                 return Err(Refusal::MissingData {
                     kind: kind.as_str(),
                 })
@@ -146,6 +160,10 @@ pub struct Hub {
     held_by_ip: HashMap<IpAddr, usize>,
     /// Memory is near the budget: no new logins or joins.
     low_memory: bool,
+    /// Seq of the first event of the next room created: past every seq any earlier room of
+    /// any name reached, so a resume can never mix up two lives of a room.
+    seq_floor: u64,
+    tokens: TokenSource,
     /// Lifecycle and timeout lines, summarized under floods.
     logins: Tally,
     timeouts: Tally,
@@ -165,7 +183,7 @@ impl Hub {
         let mut rooms = Table::default();
         let history_bytes = HistoryBytes::default();
         let history = History::new(config.history, config.max_outbuf / 2, history_bytes.clone());
-        let lobby = rooms.insert_with(|id| Room::new(id, RoomName::lobby(), history));
+        let lobby = rooms.insert_with(|id| Room::new(id, RoomName::lobby(), history, 1));
         let mut room_ids = HashMap::new();
         room_ids.insert(LOBBY.to_owned(), lobby);
         let mut directory = Directory::default();
@@ -193,6 +211,8 @@ impl Hub {
             history_bytes,
             held_by_ip: HashMap::new(),
             low_memory: false,
+            seq_floor: 1,
+            tokens: Box::new(os_token),
             logins: Tally::new("logins and logouts", log::Level::Info),
             timeouts: Tally::new("connections timed out", log::Level::Info),
             tick_rooms: Vec::new(),
@@ -238,6 +258,7 @@ impl Hub {
         }
         if self.housekeeping.fire(now) {
             self.expire(now);
+            self.expire_detached(now);
             self.expire_turns(now);
             self.logins.flush(now);
             self.timeouts.flush(now);
@@ -271,7 +292,8 @@ impl Hub {
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         let tick = (!self.tick_rooms.is_empty()).then(|| self.ticker.deadline());
-        let housekeeping = (self.conns.len() > 0).then(|| self.housekeeping.deadline());
+        let watching = self.conns.len() > 0 || self.sessions.detached_count() > 0;
+        let housekeeping = watching.then(|| self.housekeeping.deadline());
         tick.into_iter().chain(housekeeping).min()
     }
 
@@ -280,9 +302,14 @@ impl Hub {
         self.conns.len()
     }
 
-    /// Users logged in.
+    /// Users logged in (detached sessions included).
     pub fn session_count(&self) -> usize {
         self.sessions.len()
+    }
+
+    /// Draws resume tokens from `source` instead of the operating system (tests).
+    pub fn set_token_source(&mut self, source: TokenSource) {
+        self.tokens = source;
     }
 
     fn open(&mut self, now: Instant, conn: ConnId, peer: IpAddr, since: Instant) {
@@ -345,6 +372,8 @@ impl Hub {
                 self.send_direct(conn, frame);
             }
             Ok(Request::Login { user, .. }) => self.login(now, conn, &user),
+            Ok(Request::Resume { token, rooms }) => self.resume(now, conn, &token, &rooms),
+            Ok(Request::Logout) => self.logout(now, conn),
             Ok(Request::Room { room, kind, data }) => {
                 if let Err(refusal) = self.room_request(now, conn, &room, kind, data) {
                     let detail = context(Some(&room), Some(kind.as_str()));
@@ -387,47 +416,6 @@ impl Hub {
         self.close(now, conn);
     }
 
-    fn login(&mut self, now: Instant, conn: ConnId, requested: &str) {
-        match self.try_login(conn, requested) {
-            Err(refusal) => {
-                let detail = object(json!({ "user": echo(requested) }));
-                self.refuse(now, conn, refusal, &detail);
-            }
-            Ok(session) => {
-                let user = self.sessions.get(session).map(|s| s.user.clone());
-                let Some(user) = user else { return };
-                if self.logins.note(now) {
-                    let ip = self.conns.get(conn).map(|c| c.ip);
-                    log::info!("{} logged in from {ip:?}", user.as_str());
-                }
-                let detail = object(json!({ "user": user.as_str() }));
-                self.reply(now, conn, Code::Accepted, ACCESS_GRANTED, &detail);
-                if let Err(refusal) = self.join(now, session, RoomName::lobby()) {
-                    let detail = context(Some(LOBBY), Some(RoomKind::Join.as_str()));
-                    self.refuse(now, conn, refusal, &detail);
-                }
-            }
-        }
-    }
-
-    fn try_login(&mut self, conn: ConnId, requested: &str) -> Result<SessionId, Refusal> {
-        let user = UserName::parse(requested)?;
-        let state = self.conns.get(conn).ok_or(Refusal::Closing)?;
-        if let Some(current) = state.session.and_then(|s| self.sessions.get(s)) {
-            return Err(Refusal::AlreadyLoggedIn {
-                user: current.user.as_str().to_owned(),
-            });
-        }
-        if self.low_memory {
-            return Err(Refusal::LowMemory);
-        }
-        let session = self.sessions.login(user, conn, state.ip)?;
-        if let Some(state) = self.conns.get_mut(conn) {
-            state.session = Some(session);
-        }
-        Ok(session)
-    }
-
     /// Applies a room message. Checks run in the documented order: 401, then 422 (names, pose,
     /// game command), then 404 / 409.
     fn room_request(
@@ -467,8 +455,8 @@ impl Hub {
             }
             Action::Msg(data) => {
                 let data = one_line(data);
-                let event = encode_event(self.time(now), user.as_str(), "msg", &*data);
-                self.broadcast(room_id, event, true);
+                let time = self.time(now);
+                self.publish(room_id, time, user.as_str(), "msg", &*data);
             }
             Action::Transform(pose) => {
                 if self.rooms[room_id].set_pose(session_id, pose) {
@@ -477,8 +465,26 @@ impl Hub {
             }
             Action::Game(command) => {
                 let state = self.rooms[room_id].play(now, &user, command)?;
-                let event = encode_event(self.time(now), user.as_str(), "game", state);
-                self.broadcast(room_id, event, false);
+                let time = self.time(now);
+                self.publish(room_id, time, user.as_str(), "game", state);
+            }
+            Action::History(query) => {
+                match self.rooms[room_id].query_history(query.range, query.limit) {
+                    Ok(frame) => self.send_direct(conn, frame),
+                    Err(kept) => {
+                        let (first, last) = kept.unzip();
+                        let mut detail = context(Some(name.as_str()), Some(kind.as_str()));
+                        detail.insert("first".into(), first.into());
+                        detail.insert("last".into(), last.into());
+                        self.reply(
+                            now,
+                            conn,
+                            Code::Ok,
+                            "No kept events in that range.",
+                            &detail,
+                        );
+                    }
+                }
             }
         }
         Ok(())
@@ -487,7 +493,8 @@ impl Hub {
     fn join(&mut self, now: Instant, session_id: SessionId, name: RoomName) -> Result<(), Refusal> {
         let existing = self.room_ids.get(name.as_str()).copied();
         let session = self.sessions.get(session_id).ok_or(Refusal::Closing)?;
-        let (conn, user) = (session.conn, session.user.clone());
+        let conn = session.conn.ok_or(Refusal::Closing)?;
+        let user = session.user.clone();
         let already_in = existing.is_some_and(|room_id| session.is_in(room_id));
         // The documented precedence puts 422 before 409, so the limits are checked first.
         if session.rooms.len() >= self.config.max_rooms_per_user {
@@ -536,9 +543,10 @@ impl Hub {
                     self.config.max_outbuf / 2,
                     self.history_bytes.clone(),
                 );
+                let first_seq = self.seq_floor;
                 let room_id = self
                     .rooms
-                    .insert_with(|id| Room::new(id, name.clone(), history));
+                    .insert_with(|id| Room::new(id, name.clone(), history, first_seq));
                 self.room_ids.insert(name.as_str().to_owned(), room_id);
                 self.directory.insert(name.as_str(), room_id);
                 self.rooms[room_id].hold(session_id);
@@ -561,12 +569,8 @@ impl Hub {
             session.rooms.push(room_id);
         }
         let time = self.time(now);
+        self.publish(room_id, time, user.as_str(), "join", "");
         let room = &mut self.rooms[room_id];
-        room.broadcast(
-            encode_event(time, user.as_str(), "join", ""),
-            true,
-            &mut self.outbox,
-        );
         let list = encode_event(time, user.as_str(), "list", room.names());
         let game_state = room
             .game_state()
@@ -586,8 +590,8 @@ impl Hub {
         let Some(user) = self.sessions.get(session).map(|s| s.user.clone()) else {
             return;
         };
-        let event = encode_event(self.time(now), user.as_str(), "leave", "");
-        self.broadcast(room_id, event, true);
+        let time = self.time(now);
+        self.publish(room_id, time, user.as_str(), "leave", "");
         // The leaver gets its own leave event, so flush before it stops being a member.
         self.rooms[room_id].flush(&mut self.outbox);
         self.remove_member(now, session, room_id, false);
@@ -622,6 +626,7 @@ impl Hub {
             if let Some(room) = self.rooms.remove(room_id) {
                 self.room_ids.remove(room.name().as_str());
                 self.directory.remove(room.name().as_str());
+                self.seq_floor = self.seq_floor.max(room.next_seq());
             }
             self.outbox.forget(room_id);
             self.tick_rooms.retain(|&r| r != room_id);
@@ -629,10 +634,10 @@ impl Hub {
         }
         let user = member.user.as_str();
         if announce {
-            self.broadcast(room_id, encode_event(time, user, "leave", ""), true);
+            self.publish(room_id, time, user, "leave", "");
         }
         if let Some(state) = self.rooms[room_id].leave_game(now, &member.user) {
-            self.broadcast(room_id, encode_event(time, user, "game", state), false);
+            self.publish(room_id, time, user, "game", state);
         }
     }
 
@@ -642,36 +647,6 @@ impl Hub {
             if *count == 0 {
                 self.held_by_ip.remove(&ip);
             }
-        }
-    }
-
-    /// The connection is gone: its session ends and its rooms see it leave.
-    fn disconnect(&mut self, now: Instant, conn: ConnId) {
-        let Some(state) = self.conns.close(conn) else {
-            return;
-        };
-        let Some(session) = state
-            .session
-            .and_then(|s| self.sessions.end(s).map(|x| (s, x)))
-        else {
-            return;
-        };
-        let (session_id, session) = session;
-        if self.logins.note(now) {
-            log::info!("{} left (from {})", session.user.as_str(), session.ip);
-        }
-        // The session is gone from the table: release what it held here.
-        for _ in 0..session.held {
-            self.unhold_ip(session.ip);
-        }
-        for &room_id in &session.rooms {
-            // A half-closed client still reads: its last msgs' echoes go out before it leaves.
-            if let Some(room) = self.rooms.get_mut(room_id) {
-                room.flush(&mut self.outbox);
-            }
-        }
-        for room_id in session.rooms {
-            self.remove_member(now, session_id, room_id, true);
         }
     }
 
@@ -693,18 +668,6 @@ impl Hub {
         }
     }
 
-    fn shutdown(&mut self, now: Instant) {
-        self.shutting_down = true;
-        self.flush_all();
-        let frame = self.reply_frame(now, &Refusal::ShuttingDown, &Map::new());
-        for conn in self.conns.drain() {
-            self.outbox.send(conn, frame.clone());
-            self.outbox.close(conn);
-        }
-        self.sessions.clear();
-        self.tick_rooms.clear();
-    }
-
     fn tick(&mut self, now: Instant) {
         let time = self.time(now);
         for room_id in std::mem::take(&mut self.tick_rooms) {
@@ -712,18 +675,8 @@ impl Hub {
                 continue;
             };
             let conns = &self.conns;
-            room.tick(time, &mut self.outbox, |conn| conns.reachable(conn));
-        }
-    }
-
-    fn expire(&mut self, now: Instant) {
-        for (conn, refusal) in self.conns.expired(now) {
-            if self.timeouts.note(now) {
-                let ip = self.conns.get(conn).map(|c| c.ip);
-                log::info!("connection from {ip:?}: {refusal}");
-            }
-            self.refuse(now, conn, refusal, &Map::new());
-            self.close(now, conn);
+            let reachable = |conn: Option<ConnId>| conn.is_some_and(|c| conns.reachable(c));
+            room.tick(time, &mut self.outbox, reachable);
         }
     }
 
@@ -746,16 +699,28 @@ impl Hub {
                     "{player} ran out of time in {}",
                     self.rooms[room_id].name().as_str()
                 );
-                self.broadcast(room_id, encode_event(time, &player, "game", state), false);
+                self.publish(room_id, time, &player, "game", state);
             }
         }
     }
 
-    /// Adds an event to a room's batch (and history when `remember`), then holds the total of
-    /// all histories to its allowance by dropping the oldest events of the largest histories.
-    fn broadcast(&mut self, room_id: RoomId, event: bytes::Bytes, remember: bool) {
-        self.rooms[room_id].broadcast(event, remember, &mut self.outbox);
-        if remember && self.history_bytes.get() > self.history_allowance {
+    /// Publishes a history event in a room (numbered, kept, batched for every member).
+    fn publish<D: serde::Serialize>(
+        &mut self,
+        room_id: RoomId,
+        time: f64,
+        user: &str,
+        kind: &str,
+        data: D,
+    ) {
+        self.rooms[room_id].publish(time, user, kind, data, &mut self.outbox);
+        self.after_publish();
+    }
+
+    /// Holds the total of all histories to its allowance, dropping the oldest events of the
+    /// largest histories when a publish took it over.
+    fn after_publish(&mut self) {
+        if self.history_bytes.get() > self.history_allowance {
             self.trim_histories();
         }
     }

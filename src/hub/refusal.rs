@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use crate::frame::Frame;
 use crate::game::{self, GameError};
 use crate::protocol::{
-    encode_reply, BadGameCommand, BadRequest, Code, NameError, PoseError, Quote,
+    encode_reply, BadGameCommand, BadHistoryQuery, BadRequest, Code, NameError, PoseError, Quote,
 };
 
 /// A request the hub refuses; `Display` is the `msg` the client reads.
@@ -136,6 +136,22 @@ pub enum Refusal {
     /// The server is near its memory budget: no new logins or joins until it recovers.
     #[error("Server is low on memory; try again later.")]
     LowMemory,
+    /// A resume with a token that is unknown, used or expired.
+    #[error("Session expired.")]
+    SessionExpired,
+    /// Told to a resumed session's old connection before it is closed.
+    #[error("Session resumed on another connection; closing.")]
+    ResumedElsewhere,
+    /// A resumed room whose missed events are no longer kept (or a seq the room never
+    /// reached): its whole kept history follows, to resynchronize from.
+    #[error("Missed events are no longer kept; the room's whole kept history follows.")]
+    MissedEventsGone,
+    /// A history query that cannot be answered as asked.
+    #[error(transparent)]
+    History(#[from] BadHistoryQuery),
+    /// No session token could be drawn from the system's random source.
+    #[error("Cannot start a session right now; try again.")]
+    NoToken,
     /// Creating a room past `--max-held-rooms`.
     #[error("You hold {max} rooms you created; leave one before creating another.")]
     HoldingTooMany {
@@ -156,9 +172,13 @@ impl Refusal {
     /// The code it travels with.
     pub fn code(&self) -> Code {
         match self {
-            Refusal::BadRequest(_) | Refusal::MissingData { .. } | Refusal::Closing => {
-                Code::BadRequest
-            }
+            Refusal::BadRequest(_)
+            | Refusal::MissingData { .. }
+            | Refusal::Closing
+            | Refusal::History(BadHistoryQuery::Range) => Code::BadRequest,
+            Refusal::History(BadHistoryQuery::Limit) => Code::Unprocessable,
+            Refusal::SessionExpired | Refusal::MissedEventsGone => Code::Gone,
+            Refusal::ResumedElsewhere => Code::Conflict,
             Refusal::NotLoggedIn => Code::Unauthorized,
             Refusal::NotInRoom { .. } => Code::NotFound,
             Refusal::LoginTimeout { .. } | Refusal::IdleTimeout { .. } => Code::RequestTimeout,
@@ -181,7 +201,8 @@ impl Refusal {
             | Refusal::ShuttingDown
             | Refusal::ServerFull
             | Refusal::AddressFull { .. }
-            | Refusal::LowMemory => Code::Unavailable,
+            | Refusal::LowMemory
+            | Refusal::NoToken => Code::Unavailable,
         }
     }
 

@@ -1,5 +1,10 @@
-//! One room and the rules that change it: who is in it, its history, the events waiting to go
-//! out as one frame, the members' poses and their tick, and its game.
+//! One room and the rules that change it: who is in it, its numbered history, the events
+//! waiting to go out as one frame, the members' poses and their tick, and its game.
+//!
+//! Every history event (msg, join, leave, game, away, back) gets the room's next sequence
+//! number, dense and increasing by one, and is kept in the history; state (poses, member
+//! lists) has none. A client that knows the last seq it received can be sent exactly what it
+//! missed.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -13,7 +18,12 @@ use super::outbox::{Outbox, Pending};
 use super::refusal::Refusal;
 use crate::frame::Frame;
 use crate::game::{self, Game};
-use crate::protocol::{encode_event, encode_user_frame, GameCommand, Pose, RoomName, UserName};
+use serde::Serialize;
+
+use crate::protocol::{
+    encode_event, encode_history_event, encode_user_frame, GameCommand, HistoryRange, Pose,
+    RoomName, UserName,
+};
 
 /// Events a room may collect before they are flushed, so a batch frame stays small.
 const MAX_BATCH: usize = 256;
@@ -25,8 +35,9 @@ const MAX_BATCH_BYTES: usize = 64 * 1024;
 #[derive(Debug)]
 pub(crate) struct Member {
     pub session: SessionId,
-    /// Where the member's frames go.
-    pub conn: ConnId,
+    /// Where the member's frames go; `None` while its session is detached (it receives
+    /// nothing and its pose is out of the ticks until it resumes).
+    pub conn: Option<ConnId>,
     pub user: UserName,
     pose: Option<Pose>,
     /// The pose changed since the last tick.
@@ -40,6 +51,8 @@ pub(crate) struct Member {
 pub(crate) struct Room {
     id: RoomId,
     name: RoomName,
+    /// Seq of the next history event.
+    next_seq: u64,
     members: Vec<Member>,
     /// Position of each member in `members`, so a 90 Hz pose update is O(1).
     index: HashMap<SessionId, usize>,
@@ -58,10 +71,12 @@ pub(crate) struct Room {
 }
 
 impl Room {
-    pub fn new(id: RoomId, name: RoomName, history: History) -> Self {
+    /// A room whose first history event gets `first_seq`.
+    pub fn new(id: RoomId, name: RoomName, history: History, first_seq: u64) -> Self {
         Room {
             id,
             name,
+            next_seq: first_seq,
             members: Vec::new(),
             index: HashMap::new(),
             history,
@@ -95,7 +110,7 @@ impl Room {
         self.index.insert(session, self.members.len());
         self.members.push(Member {
             session,
-            conn,
+            conn: Some(conn),
             user,
             pose: None,
             pose_changed: false,
@@ -119,12 +134,30 @@ impl Room {
         names
     }
 
-    /// Adds an event for every member to the room's batch, and to its history when it is a
-    /// msg, join or leave (`remember`).
-    pub fn broadcast(&mut self, event: Bytes, remember: bool, outbox: &mut Outbox) {
-        if remember {
-            self.history.remember(&event);
-        }
+    /// Publishes a history event: numbers it, encodes it once, keeps it in the history and
+    /// adds it to the batch every member gets. Returns its seq.
+    pub fn publish<D: Serialize>(
+        &mut self,
+        time: f64,
+        user: &str,
+        kind: &str,
+        data: D,
+        outbox: &mut Outbox,
+    ) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let event = encode_history_event(time, user, kind, seq, data);
+        self.history.remember(seq, &event);
+        self.batch(event, outbox);
+        seq
+    }
+
+    /// The seq the next history event will get: one past the last one published.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    fn batch(&mut self, event: Bytes, outbox: &mut Outbox) {
         if self.batch.is_empty() {
             outbox.batched(self.id);
         }
@@ -139,6 +172,39 @@ impl Room {
     /// change and shared by every joiner.
     pub fn history_frames(&mut self) -> Vec<Frame> {
         self.history.frames(self.name.as_str())
+    }
+
+    /// What a resuming member missed since `after` (the last seq it received; `None` if it did
+    /// not say): the history frames to send, and whether the client must resynchronize (410)
+    /// because what it missed is no longer kept or its seq is beyond this room's latest (a
+    /// client from before a restart or from an earlier room of this name).
+    pub fn missed_since(&mut self, after: Option<u64>) -> (bool, Vec<Frame>) {
+        let last = self.next_seq - 1;
+        let whole = |room: &mut Room| room.history.frames(room.name.as_str());
+        let Some(after) = after else {
+            return (false, whole(self));
+        };
+        let first_kept = self
+            .history
+            .kept()
+            .map_or(self.next_seq, |(first, _)| first);
+        if after > last || after + 1 < first_kept {
+            return (true, whole(self));
+        }
+        (false, self.history.frames_after(self.name.as_str(), after))
+    }
+
+    /// At most `limit` kept events next to a seq, in seq order; the kept range when none.
+    pub fn query_history(
+        &self,
+        range: HistoryRange,
+        limit: usize,
+    ) -> Result<Frame, Option<(u64, u64)>> {
+        let events = self.history.query(range, limit);
+        if events.is_empty() {
+            return Err(self.history.kept());
+        }
+        Ok(encode_user_frame(self.name.as_str(), true, &events))
     }
 
     /// Bytes of history (and its cached frames) the room holds.
@@ -189,6 +255,24 @@ impl Room {
         self.members.iter().any(|m| m.pose.is_some())
     }
 
+    /// The member's session lost its connection: it gets nothing, and its pose leaves the
+    /// ticks, until it resumes.
+    pub fn detach(&mut self, session: SessionId) {
+        if let Some(member) = self.member_mut(session) {
+            member.conn = None;
+            member.pose = None;
+            member.pose_changed = false;
+        }
+    }
+
+    /// The member's session resumed on `conn`: it gets every pose at the next tick.
+    pub fn attach(&mut self, session: SessionId, conn: ConnId) {
+        if let Some(member) = self.member_mut(session) {
+            member.conn = Some(conn);
+            member.needs_snapshot = true;
+        }
+    }
+
     /// The member gets every pose at the next tick (its queue drained after skipped ticks).
     pub fn resend_poses_to(&mut self, session: SessionId) {
         if let Some(member) = self.member_mut(session) {
@@ -204,7 +288,12 @@ impl Room {
     /// Sends one frame of the poses that changed, encoded once; a member that just joined (or
     /// drained a backlog) gets every pose instead. Members whose connection cannot take it now
     /// (`reachable` false) are skipped and keep their snapshot due.
-    pub fn tick(&mut self, time: f64, outbox: &mut Outbox, reachable: impl Fn(ConnId) -> bool) {
+    pub fn tick(
+        &mut self,
+        time: f64,
+        outbox: &mut Outbox,
+        reachable: impl Fn(Option<ConnId>) -> bool,
+    ) {
         // Chat produced before the tick reaches members before the poses.
         self.flush(outbox);
         self.tick_queued = false;
@@ -247,8 +336,8 @@ impl Room {
             } else {
                 changes.clone()
             };
-            if let Some(frame) = frame {
-                outbox.send(member.conn, frame);
+            if let (Some(frame), Some(conn)) = (frame, member.conn) {
+                outbox.send(conn, frame);
             }
         }
     }
@@ -352,8 +441,8 @@ impl Pending for Room {
         let frame = encode_user_frame(self.name.as_str(), false, &self.batch);
         self.batch.clear();
         self.batch_bytes = 0;
-        for member in &self.members {
-            outbox.send(member.conn, frame.clone());
+        for conn in self.members.iter().filter_map(|member| member.conn) {
+            outbox.send(conn, frame.clone());
         }
     }
 }

@@ -11,6 +11,14 @@ use crate::transport::TransportError;
 
 const MS: Duration = Duration::from_millis(1);
 
+/// The defaults, but with sessions ending with their connections (`--resume-grace 0`).
+fn without_resume() -> Config {
+    Config {
+        resume_grace: Duration::ZERO,
+        ..Config::default()
+    }
+}
+
 fn kinds(events: &[Value]) -> Vec<&str> {
     events.iter().map(|e| e["type"].as_str().unwrap()).collect()
 }
@@ -63,12 +71,19 @@ fn login_grants_access_then_joins_the_lobby() {
     assert_eq!(frames[0]["info"], "system");
     assert_eq!(frames[0]["response"]["code"], 202);
     assert_eq!(frames[0]["response"]["msg"], "Access granted.");
-    assert_eq!(frames[0]["response"]["detail"], json!({"user": "Tibi"}));
+    let detail = &frames[0]["response"]["detail"];
+    assert_eq!(detail["user"], "Tibi");
+    assert_eq!(detail["idle_timeout"], 120.0);
+    let token = detail["resume"].as_str().unwrap();
+    assert!(
+        token.len() == 32 && token.chars().all(|c| c.is_ascii_hexdigit()),
+        "{token}"
+    );
     let events = flatten(&frames[1..]);
     assert_eq!(
         events,
         vec![
-            json!({"time": T0, "user": "Tibi", "type": "join", "data": "", "room": "lobby"}),
+            json!({"time": T0, "user": "Tibi", "type": "join", "seq": 1, "data": "", "room": "lobby"}),
             json!({"time": T0, "user": "Tibi", "type": "list", "data": ["Tibi"], "room": "lobby"}),
         ]
     );
@@ -180,7 +195,8 @@ fn malformed_bodies_get_400_and_the_connection_stays() {
 
 #[test]
 fn framing_errors_answer_then_close_and_others_see_a_leave() {
-    let mut h = Harness::default();
+    // The disconnect of --resume-grace 0: sessions end with their connections.
+    let mut h = Harness::new(without_resume());
     let a = h.user("a");
     let b = h.user("b");
     h.take(a);
@@ -273,7 +289,9 @@ fn msg_reaches_every_member_once_with_data_untouched() {
         let events = h.events(id);
         assert_eq!(
             events,
-            vec![json!({"time": T0, "user": "a", "type": "msg", "data": "hi", "room": "r"})]
+            vec![
+                json!({"time": T0, "user": "a", "type": "msg", "seq": 3, "data": "hi", "room": "r"})
+            ]
         );
     }
     assert!(h.take(outsider).is_empty());
@@ -346,7 +364,7 @@ fn leave_reaches_the_leaver_and_empty_rooms_vanish() {
     h.send(a, json!({"room": "r", "type": "leave", "data": ""}));
     assert_eq!(
         h.events(a),
-        vec![json!({"time": T0, "user": "a", "type": "leave", "data": "", "room": "r"})]
+        vec![json!({"time": T0, "user": "a", "type": "leave", "seq": 4, "data": "", "room": "r"})]
     );
     assert_eq!(kinds(&h.events(b)), ["leave"]);
     h.send(b, json!({"room": "r", "type": "leave"}));
@@ -372,7 +390,8 @@ fn leave_reaches_the_leaver_and_empty_rooms_vanish() {
 
 #[test]
 fn disconnect_leaves_every_room() {
-    let mut h = Harness::default();
+    // The disconnect of --resume-grace 0: sessions end with their connections.
+    let mut h = Harness::new(without_resume());
     let a = h.user("a");
     let b = h.user("b");
     h.send(a, join("r"));
@@ -602,7 +621,7 @@ fn login_and_idle_timeouts_close_with_408() {
     let mut h = Harness::new(Config {
         login_timeout: Duration::from_secs(10),
         idle_timeout: Duration::from_secs(120),
-        ..Config::default()
+        ..without_resume()
     });
     let lurker = h.connect();
     let user = h.user("u");
@@ -760,7 +779,8 @@ fn a_game_of_tictactoe_in_a_room() {
 
 #[test]
 fn a_player_who_disconnects_forfeits() {
-    let mut h = Harness::default();
+    // The disconnect of --resume-grace 0: sessions end with their connections.
+    let mut h = Harness::new(without_resume());
     let x = h.user("x");
     let o = h.user("o");
     h.send(x, game("lobby", json!({"start": "tictactoe"})));
@@ -814,7 +834,8 @@ proptest! {
 
     #[test]
     fn membership_and_delivery_invariants_hold(actions in prop::collection::vec(action(), 1..60), batch in any::<bool>()) {
-        let mut h = Harness::default();
+        // Sessions end with their connections here; resume has its own model test.
+        let mut h = Harness::new(without_resume());
         // One connection per user slot; reconnecting replaces it.
         let mut conns: Vec<Option<ConnId>> = (0..4).map(|_| Some(h.connect())).collect();
         let mut every_conn: Vec<ConnId> = conns.iter().flatten().copied().collect();
@@ -927,8 +948,16 @@ fn check_invariants(hub: &Hub) -> Result<(), TestCaseError> {
                 session.is_some_and(|s| s.is_in(room_id)),
                 "member without session link"
             );
-            let carried_by = hub.conns.get(member.conn).and_then(|c| c.session);
-            prop_assert_eq!(carried_by, Some(member.session), "member's connection");
+            let session_conn = session.and_then(|s| s.conn);
+            prop_assert_eq!(
+                member.conn,
+                session_conn,
+                "member and session agree on the connection"
+            );
+            if let Some(conn) = member.conn {
+                let carried_by = hub.conns.get(conn).and_then(|c| c.session);
+                prop_assert_eq!(carried_by, Some(member.session), "member's connection");
+            }
         }
     }
     for (session_id, session) in hub.sessions.iter() {
@@ -938,8 +967,10 @@ fn check_invariants(hub: &Hub) -> Result<(), TestCaseError> {
                 "session in room it is not a member of"
             );
         }
-        let carried_by = hub.conns.get(session.conn).and_then(|c| c.session);
-        prop_assert_eq!(carried_by, Some(session_id), "session's connection");
+        if let Some(conn) = session.conn {
+            let carried_by = hub.conns.get(conn).and_then(|c| c.session);
+            prop_assert_eq!(carried_by, Some(session_id), "session's connection");
+        }
     }
     let logged_in = hub
         .conns
@@ -976,7 +1007,8 @@ fn harness_time_starts_at_the_anchor() {
 
 #[test]
 fn a_closing_client_still_gets_the_echo_of_its_last_msgs() {
-    let mut h = Harness::default();
+    // The disconnect of --resume-grace 0: sessions end with their connections.
+    let mut h = Harness::new(without_resume());
     let a = h.user("a");
     let b = h.user("b");
     h.take(a);

@@ -18,11 +18,12 @@ use serde_json::{Map, Value};
 pub use names::{NameError, RoomName, UserName, LOBBY, MAX_ROOM_NAME, MAX_USER_NAME};
 pub use pose::{Pose, PoseError, Rotation, Vec3};
 pub use reply::{
-    encode_event, encode_reply, encode_user_frame, Event, EventBatch, Problem, Reply, ServerMessage,
+    encode_event, encode_history_event, encode_reply, encode_user_frame, Event, EventBatch,
+    Problem, Reply, ServerMessage,
 };
 pub use request::{
-    check_portable, decode_request, one_line, BadGameCommand, BadRequest, GameCommand, Request,
-    RoomKind,
+    check_portable, decode_request, one_line, BadGameCommand, BadHistoryQuery, BadRequest,
+    GameCommand, HistoryQuery, HistoryRange, Request, RoomKind,
 };
 
 /// Reply codes. 2xx travel as `"info":"system"`, 4xx/5xx as `"info":"error"`.
@@ -40,6 +41,8 @@ pub enum Code {
     Forbidden = 403,
     /// Leave, list, msg, transform or game for a room the user is not in.
     NotFound = 404,
+    /// The session to resume is gone, or a room's missed events are no longer kept.
+    Gone = 410,
     /// Not logged in within the login timeout, or silent past the idle timeout; then closed.
     RequestTimeout = 408,
     /// Already logged in, name taken, room already joined.

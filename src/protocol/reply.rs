@@ -54,15 +54,35 @@ struct EventOut<'a, D> {
     user: &'a str,
     #[serde(rename = "type")]
     kind: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seq: Option<u64>,
     data: D,
 }
 
-/// One room event, encoded once: it is stored in history and batched into frames as is.
+/// A room event that is state, not history (a pose, a member list, a game state for a
+/// joiner): no sequence number. Encoded once and batched into frames as is.
 pub fn encode_event<D: Serialize>(time: f64, user: &str, kind: &str, data: D) -> Bytes {
+    encode(time, user, kind, None, data)
+}
+
+/// A room history event (msg, join, leave, game, away, back) with its sequence number in the
+/// room: encoded once, kept in history and batched into frames as is.
+pub fn encode_history_event<D: Serialize>(
+    time: f64,
+    user: &str,
+    kind: &str,
+    seq: u64,
+    data: D,
+) -> Bytes {
+    encode(time, user, kind, Some(seq), data)
+}
+
+fn encode<D: Serialize>(time: f64, user: &str, kind: &str, seq: Option<u64>, data: D) -> Bytes {
     let event = EventOut {
         time,
         user,
         kind,
+        seq,
         data,
     };
     // Serializing plain structs, strings, numbers and raw JSON into a Vec cannot fail.
@@ -133,9 +153,12 @@ pub struct Event {
     /// Who caused it.
     #[serde(default)]
     pub user: String,
-    /// join, leave, list, msg, transform or game.
+    /// join, leave, list, msg, transform, game, away or back.
     #[serde(rename = "type")]
     pub kind: String,
+    /// The event's place in its room's history; absent for state (transform, list).
+    #[serde(default)]
+    pub seq: Option<u64>,
     /// The event's data.
     #[serde(default)]
     pub data: Value,
@@ -221,10 +244,15 @@ mod tests {
             br#"{"info":"system","response":{"time":1700000000.0,"code":200,"msg":"pong","detail":{}}}"#
         );
         let data = RawValue::from_string("[1, 2]".to_owned()).unwrap();
-        let event = encode_event(1.5, "Tibi", "msg", &data);
+        let event = encode_history_event(1.5, "Tibi", "msg", 7, &data);
         assert_eq!(
             &event[..],
-            br#"{"time":1.5,"user":"Tibi","type":"msg","data":[1, 2]}"#
+            br#"{"time":1.5,"user":"Tibi","type":"msg","seq":7,"data":[1, 2]}"#
+        );
+        let pose = encode_event(1.5, "Tibi", "transform", 1);
+        assert_eq!(
+            &pose[..],
+            br#"{"time":1.5,"user":"Tibi","type":"transform","data":1}"#
         );
         let frame = encode_user_frame("r\"1", true, [&event, &event]);
         let value: Value = serde_json::from_slice(&frame.body()).unwrap();

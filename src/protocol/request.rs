@@ -22,6 +22,8 @@ pub enum RoomKind {
     Transform,
     /// Server-authoritative game command.
     Game,
+    /// Kept events before or after a sequence number.
+    History,
 }
 
 impl RoomKind {
@@ -34,6 +36,7 @@ impl RoomKind {
             RoomKind::Msg => "msg",
             RoomKind::Transform => "transform",
             RoomKind::Game => "game",
+            RoomKind::History => "history",
         }
     }
 
@@ -45,13 +48,17 @@ impl RoomKind {
             "msg" => RoomKind::Msg,
             "transform" => RoomKind::Transform,
             "game" => RoomKind::Game,
+            "history" => RoomKind::History,
             _ => return None,
         })
     }
 
     /// Whether a message of this kind must carry `data` (join, leave and list need none).
     pub fn needs_data(self) -> bool {
-        matches!(self, RoomKind::Msg | RoomKind::Transform | RoomKind::Game)
+        matches!(
+            self,
+            RoomKind::Msg | RoomKind::Transform | RoomKind::Game | RoomKind::History
+        )
     }
 }
 
@@ -66,6 +73,15 @@ pub enum Request<'a> {
         /// The password, when given. Any password is accepted until there are accounts.
         pass: Option<String>,
     },
+    /// `{"system":"resume","options":{"token":T,"rooms":{R:SEQ,..}}}`
+    Resume {
+        /// The token of the last login or resume.
+        token: String,
+        /// The last seq the client received, per room.
+        rooms: Vec<(String, u64)>,
+    },
+    /// `{"system":"logout"}`
+    Logout,
     /// `{"system":"ping"}`
     Ping,
     /// `{"system":"rooms","options":{"after":R,"limit":N}}`, options optional.
@@ -103,6 +119,11 @@ impl Request<'_> {
             pass: Option<&'a str>,
         }
         #[derive(Serialize)]
+        struct Resume<'a> {
+            token: &'a str,
+            rooms: serde_json::Map<String, Value>,
+        }
+        #[derive(Serialize)]
         struct Page<'a> {
             #[serde(skip_serializing_if = "Option::is_none")]
             after: Option<&'a str>,
@@ -125,6 +146,20 @@ impl Request<'_> {
                     user,
                     pass: pass.as_deref(),
                 }),
+            }),
+            Request::Resume { token, rooms } => serde_json::to_vec(&System {
+                system: "resume",
+                options: Some(Resume {
+                    token,
+                    rooms: rooms
+                        .iter()
+                        .map(|(room, seq)| (room.clone(), Value::from(*seq)))
+                        .collect(),
+                }),
+            }),
+            Request::Logout => serde_json::to_vec(&System {
+                system: "logout",
+                options: none,
             }),
             Request::Ping => serde_json::to_vec(&System {
                 system: "ping",
@@ -194,6 +229,13 @@ pub(crate) fn present<'de, D: Deserializer<'de>>(
 }
 
 #[derive(Deserialize)]
+struct ResumeOptions {
+    token: String,
+    #[serde(default)]
+    rooms: std::collections::BTreeMap<String, u64>,
+}
+
+#[derive(Deserialize)]
 struct RoomsOptions {
     #[serde(default)]
     after: Option<String>,
@@ -230,6 +272,22 @@ fn decode_system<'a>(
     let command: String = string_field(system, "system")?;
     match command.as_str() {
         "ping" => Ok(Request::Ping),
+        "logout" => Ok(Request::Logout),
+        "resume" => {
+            let bad = || {
+                BadRequest::new(
+                    "resume needs \"options\": {\"token\": TOKEN, \"rooms\": {ROOM: LAST_SEQ, ...}}.",
+                )
+            };
+            let options = options
+                .filter(|o| o.get().starts_with('{'))
+                .ok_or_else(bad)?;
+            let options: ResumeOptions = serde_json::from_str(options.get()).map_err(|_| bad())?;
+            Ok(Request::Resume {
+                token: options.token,
+                rooms: options.rooms.into_iter().collect(),
+            })
+        }
         "rooms" => {
             let Some(options) = options else {
                 return Ok(Request::Rooms {
@@ -271,7 +329,7 @@ fn decode_system<'a>(
             })
         }
         other => Err(BadRequest::new(format!(
-            "Unknown system command {}: use login, ping or rooms.",
+            "Unknown system command {}: use login, resume, logout, ping or rooms.",
             Quote(other)
         ))),
     }
@@ -298,7 +356,7 @@ fn decode_room<'a>(envelope: &Envelope<'a>) -> Result<Request<'a>, BadRequest> {
     };
     let Some(parsed) = RoomKind::parse(&kind) else {
         return Err(with_context(BadRequest::new(format!(
-            "Unknown type {}: use join, leave, list, msg, transform or game.",
+            "Unknown type {}: use join, leave, list, msg, transform, game or history.",
             Quote(&kind)
         ))));
     };
@@ -410,6 +468,78 @@ pub fn one_line(data: &RawValue) -> std::borrow::Cow<'_, RawValue> {
         Ok(raw) => std::borrow::Cow::Owned(raw),
         // Unreachable for valid JSON: whitespace was swapped for whitespace.
         Err(_) => std::borrow::Cow::Borrowed(data),
+    }
+}
+
+/// Most events one history query returns.
+pub const MAX_HISTORY_QUERY: usize = 100;
+/// Events a history query returns when it names no limit.
+pub const DEFAULT_HISTORY_QUERY: usize = 50;
+
+/// Which kept events a history query asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistoryRange {
+    /// The most recent ones with a seq below this one.
+    Before(u64),
+    /// The first ones with a seq above this one.
+    After(u64),
+}
+
+/// A `history` message's data, parsed: `{"before":SEQ,"limit":N}` or `{"after":SEQ,...}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryQuery {
+    /// Before or after which seq.
+    pub range: HistoryRange,
+    /// How many events at most, 1..=[`MAX_HISTORY_QUERY`].
+    pub limit: usize,
+}
+
+/// A history query that cannot be answered as asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BadHistoryQuery {
+    /// Not an object with exactly one of `before` and `after` as a non-negative integer.
+    #[error("A history query needs exactly one of \"before\" and \"after\", a seq (a non-negative integer), and may have a \"limit\".")]
+    Range,
+    /// `limit` is not a positive integer.
+    #[error("A history query's \"limit\" must be a positive integer (at most {MAX_HISTORY_QUERY} events are returned).")]
+    Limit,
+}
+
+#[derive(Deserialize)]
+struct HistoryFields {
+    #[serde(default)]
+    before: Option<Value>,
+    #[serde(default)]
+    after: Option<Value>,
+    #[serde(default)]
+    limit: Option<Value>,
+}
+
+impl HistoryQuery {
+    /// Reads a `history` message's data.
+    pub fn parse(data: &RawValue) -> Result<HistoryQuery, BadHistoryQuery> {
+        if !data.get().starts_with('{') {
+            return Err(BadHistoryQuery::Range);
+        }
+        let fields: HistoryFields =
+            serde_json::from_str(data.get()).map_err(|_| BadHistoryQuery::Range)?;
+        let seq = |value: Value| value.as_u64().ok_or(BadHistoryQuery::Range);
+        let range = match (fields.before, fields.after) {
+            (Some(before), None) => HistoryRange::Before(seq(before)?),
+            (None, Some(after)) => HistoryRange::After(seq(after)?),
+            _ => return Err(BadHistoryQuery::Range),
+        };
+        let limit = match fields.limit {
+            None => DEFAULT_HISTORY_QUERY,
+            Some(limit) => match limit.as_u64() {
+                Some(n) if n >= 1 => usize::try_from(n).unwrap_or(usize::MAX),
+                _ => return Err(BadHistoryQuery::Limit),
+            },
+        };
+        Ok(HistoryQuery {
+            range,
+            limit: limit.min(MAX_HISTORY_QUERY),
+        })
     }
 }
 
@@ -577,6 +707,11 @@ mod tests {
                 pass: Some("1234".into()),
             },
             Request::Ping,
+            Request::Logout,
+            Request::Resume {
+                token: "abc".into(),
+                rooms: vec![("lobby".into(), 3), ("vr".into(), 0)],
+            },
             Request::Rooms {
                 after: None,
                 limit: None,
@@ -640,6 +775,72 @@ mod tests {
         assert_eq!(one_line(&data).get(), "[1,   2, \"a\\nb\"]");
         let data = raw("{\"k\": 1.50}");
         assert!(matches!(one_line(&data), std::borrow::Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn resume_and_logout_parse() {
+        match parse(r#"{"system":"resume","options":{"token":"t1","rooms":{"lobby":41,"vr":7}}}"#) {
+            Ok(Request::Resume { token, rooms }) => {
+                assert_eq!(token, "t1");
+                assert_eq!(rooms, [("lobby".to_owned(), 41), ("vr".to_owned(), 7)]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse(r#"{"system":"resume","options":{"token":"t"}}"#),
+            Ok(Request::Resume { .. })
+        ));
+        for bad in [
+            r#"{"system":"resume"}"#,
+            r#"{"system":"resume","options":{"rooms":{}}}"#,
+            r#"{"system":"resume","options":{"token":"t","rooms":{"a":-1}}}"#,
+            r#"{"system":"resume","options":["t"]}"#,
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+        assert!(matches!(
+            parse(r#"{"system":"logout"}"#),
+            Ok(Request::Logout)
+        ));
+    }
+
+    #[test]
+    fn history_queries() {
+        let q = |json: &str| HistoryQuery::parse(&raw(json));
+        assert_eq!(
+            q(r#"{"before":10,"limit":5}"#),
+            Ok(HistoryQuery {
+                range: HistoryRange::Before(10),
+                limit: 5
+            })
+        );
+        assert_eq!(
+            q(r#"{"after":0}"#),
+            Ok(HistoryQuery {
+                range: HistoryRange::After(0),
+                limit: DEFAULT_HISTORY_QUERY
+            })
+        );
+        assert_eq!(
+            q(r#"{"after":0,"limit":1000}"#).unwrap().limit,
+            MAX_HISTORY_QUERY
+        );
+        for bad in [
+            r#"{}"#,
+            r#"{"before":1,"after":2}"#,
+            r#"{"before":-1}"#,
+            "[1]",
+            r#"{"after":"3"}"#,
+        ] {
+            assert_eq!(q(bad), Err(BadHistoryQuery::Range), "{bad}");
+        }
+        for bad in [
+            r#"{"after":1,"limit":0}"#,
+            r#"{"after":1,"limit":2.5}"#,
+            r#"{"after":1,"limit":"9"}"#,
+        ] {
+            assert_eq!(q(bad), Err(BadHistoryQuery::Limit), "{bad}");
+        }
     }
 
     #[test]

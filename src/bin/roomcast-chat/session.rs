@@ -81,8 +81,10 @@ impl Session {
         }
     }
 
-    /// Half-closes so the server disconnects us, prints what it still sends, then exits 0.
+    /// Logs out (so the rooms see us leave now, instead of keeping the session for a resume),
+    /// half-closes, prints what the server still sends, then exits 0.
     pub fn quit(&mut self, rx: &Receiver<Input>) -> ExitCode {
+        self.send(&json!({"system": "logout"}));
         if self.writer.shutdown(Shutdown::Write).is_err() {
             return ExitCode::SUCCESS;
         }
