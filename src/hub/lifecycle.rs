@@ -211,11 +211,6 @@ impl Hub {
     }
 
     fn detach(&mut self, now: Instant, session_id: SessionId) {
-        if self.sessions.detached_count() >= self.config.max_detached {
-            if let Some(oldest) = self.sessions.oldest_detached() {
-                self.end_session(now, oldest);
-            }
-        }
         let Some(session) = self.sessions.get(session_id) else {
             return;
         };
@@ -231,6 +226,13 @@ impl Hub {
             room.flush(&mut self.outbox);
             room.detach(session_id);
             self.publish(room_id, time, user.as_str(), "away", "");
+        }
+        // Past the limit, the session detached longest ago ends (after this one is detached,
+        // so nothing it causes goes to the connection that just ended).
+        if self.sessions.detached_count() > self.config.max_detached {
+            if let Some(oldest) = self.sessions.oldest_detached() {
+                self.end_session(now, oldest);
+            }
         }
     }
 

@@ -1443,3 +1443,504 @@ fn look_alike_room_names_are_one_room_or_refused() {
         assert_eq!(code(reply), 422, "{name:?}");
     }
 }
+
+// ---- Sessions: seq, resume, logout, history queries ----
+
+/// The resume token of a login or resume reply.
+fn token_of(reply: &Value) -> String {
+    reply["response"]["detail"]["resume"]
+        .as_str()
+        .expect("a resume token")
+        .to_owned()
+}
+
+/// Logs in `name` and returns the connection and its resume token.
+fn login_with_token(h: &mut Harness, name: &str) -> (ConnId, String) {
+    let c = h.connect();
+    h.send(c, json!({"system": "login", "options": {"user": name}}));
+    let frames = h.take(c);
+    assert_eq!(code(&frames[0]), 202);
+    (c, token_of(&frames[0]))
+}
+
+fn resume(token: &str, rooms: Value) -> Value {
+    json!({"system": "resume", "options": {"token": token, "rooms": rooms}})
+}
+
+/// The seq of every history event in `events`.
+fn seqs(events: &[Value]) -> Vec<u64> {
+    events.iter().filter_map(|e| e["seq"].as_u64()).collect()
+}
+
+#[test]
+fn history_events_are_numbered_densely_per_room_and_state_is_not() {
+    let mut h = Harness::default();
+    let a = h.user("a");
+    h.send(a, join("r"));
+    h.send(a, msg("r", json!(1)));
+    h.send(a, msg("lobby", json!(2)));
+    h.send(a, transform("r", 1.0));
+    h.advance(50 * MS);
+    let events = h.events(a);
+    let in_room = |room: &str| -> Vec<(String, Option<u64>)> {
+        events
+            .iter()
+            .filter(|e| e["room"] == room)
+            .map(|e| (e["type"].as_str().unwrap().to_owned(), e["seq"].as_u64()))
+            .collect()
+    };
+    assert_eq!(
+        in_room("r"),
+        [
+            ("join".into(), Some(1)),
+            ("list".into(), None),
+            ("msg".into(), Some(2)),
+            ("transform".into(), None)
+        ]
+    );
+    assert_eq!(
+        in_room("lobby"),
+        [("msg".into(), Some(2))],
+        "lobby: login join was 1"
+    );
+}
+
+#[test]
+fn a_recreated_room_numbers_on_from_past_its_earlier_life() {
+    let mut h = Harness::default();
+    let a = h.user("a");
+    h.send(a, join("r"));
+    h.send(a, msg("r", json!("old life")));
+    h.send(a, json!({"room": "r", "type": "leave"}));
+    h.take(a);
+    h.send(a, join("r"));
+    let join_seq = h.events(a)[0]["seq"].as_u64().unwrap();
+    assert!(
+        join_seq > 3,
+        "the new life starts past 1..=3, not again at 1: {join_seq}"
+    );
+}
+
+#[test]
+fn a_lost_connection_detaches_and_the_grace_ends_it_with_leave_and_forfeit() {
+    let mut h = Harness::new(Config {
+        resume_grace: Duration::from_secs(30),
+        ..Config::default()
+    });
+    let x = h.user("x");
+    let o = h.user("o");
+    h.send(x, game("lobby", json!({"start": "tictactoe"})));
+    h.send(o, game("lobby", json!({"join": true})));
+    h.take(x);
+    h.take(o);
+    h.disconnect(x);
+    let events = h.events(o);
+    assert_eq!(kinds(&events), ["away"], "no leave, no forfeit yet");
+    assert_eq!(events[0]["user"], "x");
+    // The name stays reserved.
+    let c = h.connect();
+    h.send(c, json!({"system": "login", "options": {"user": "X"}}));
+    assert_eq!(code(&h.take(c)[0]), 409);
+    h.advance(Duration::from_secs(29));
+    assert!(h.events(o).is_empty());
+    h.advance(Duration::from_secs(2));
+    let events = h.events(o);
+    assert_eq!(kinds(&events), ["leave", "game"]);
+    assert_eq!(events[1]["data"]["forfeit"], "x");
+    assert_eq!(h.hub.session_count(), 1);
+    let d = h.connect();
+    h.send(d, json!({"system": "login", "options": {"user": "X"}}));
+    assert_eq!(code(&h.take(d)[0]), 202, "the name is free again");
+}
+
+#[test]
+fn resume_replays_exactly_what_was_missed_then_poses_and_back() {
+    let mut h = Harness::default();
+    let (a, token) = login_with_token(&mut h, "a");
+    let b = h.user("b");
+    h.send(a, join("vr"));
+    h.send(b, join("vr"));
+    h.send(b, msg("vr", json!("seen")));
+    h.send(b, transform("vr", 1.0));
+    h.advance(50 * MS);
+    let seen = h.events(a);
+    let last_vr = *seqs(&seen[..]).iter().max().unwrap();
+    let last_lobby = seen
+        .iter()
+        .filter(|e| e["room"] == "lobby")
+        .filter_map(|e| e["seq"].as_u64())
+        .max()
+        .unwrap();
+    h.disconnect(a);
+    h.send(b, msg("vr", json!("missed 1")));
+    h.send(b, msg("vr", json!("missed 2")));
+    h.take(b);
+    let a2 = h.connect();
+    h.send(
+        a2,
+        resume(&token, json!({"vr": last_vr, "lobby": last_lobby})),
+    );
+    let frames = h.take(a2);
+    assert_eq!(code(&frames[0]), 202);
+    let detail = &frames[0]["response"]["detail"];
+    assert_eq!(
+        (detail["user"].clone(), detail["resumed"].clone()),
+        (json!("a"), json!(true))
+    );
+    assert_ne!(token_of(&frames[0]), token, "a new token");
+    let replayed: Vec<&Value> = frames.iter().filter(|f| f["history"] == true).collect();
+    let replayed = flatten(&replayed.into_iter().cloned().collect::<Vec<_>>());
+    let summary: Vec<(String, String)> = replayed
+        .iter()
+        .map(|e| {
+            (
+                e["room"].as_str().unwrap().into(),
+                e["type"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("lobby".into(), "away".into()),
+            ("vr".into(), "away".into()),
+            ("vr".into(), "msg".into()),
+            ("vr".into(), "msg".into())
+        ],
+        "exactly the events after the seqs given, its own away included"
+    );
+    let live = flatten(
+        &frames
+            .iter()
+            .filter(|f| f["info"] == "user" && f["history"] != true)
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(kinds(&live), ["back", "back"]);
+    assert_eq!(kinds(&h.events(b)), ["back", "back"]);
+    h.advance(50 * MS);
+    let snapshot = h.events(a2);
+    assert_eq!(kinds(&snapshot), ["transform"], "the current poses");
+}
+
+#[test]
+fn resume_410s_when_missed_events_are_gone_or_the_seq_is_from_elsewhere() {
+    let mut h = Harness::new(Config {
+        history: 3,
+        rate_limit: 0.0,
+        ..Config::default()
+    });
+    let (a, token) = login_with_token(&mut h, "a");
+    let b = h.user("b");
+    h.send(a, join("r"));
+    h.send(b, join("r"));
+    let before = seqs(&h.events(a));
+    h.disconnect(a);
+    for i in 0..5 {
+        h.send(b, msg("r", json!(i)));
+    }
+    let a2 = h.connect();
+    let last = *before.iter().max().unwrap();
+    h.send(a2, resume(&token, json!({"r": last, "lobby": 999_999})));
+    let frames = h.take(a2);
+    let gone: Vec<&Value> = frames.iter().filter(|f| code(f) == 410).collect();
+    let rooms: Vec<&Value> = gone
+        .iter()
+        .map(|f| &f["response"]["detail"]["room"])
+        .collect();
+    assert_eq!(
+        rooms,
+        [&json!("lobby"), &json!("r")],
+        "lobby: seq beyond latest; r: too old"
+    );
+    let r_history: Vec<Value> = frames
+        .iter()
+        .filter(|f| f["history"] == true && f["room"] == "r")
+        .cloned()
+        .collect();
+    assert_eq!(
+        flatten(&r_history).len(),
+        3,
+        "the whole kept history follows"
+    );
+    // The old token is spent; a used or unknown token is 410 "Session expired.".
+    let a3 = h.connect();
+    h.send(a3, resume(&token, json!({})));
+    let reply = &h.take(a3)[0];
+    assert_eq!(code(reply), 410);
+    assert_eq!(reply["response"]["msg"], "Session expired.");
+}
+
+#[test]
+fn resume_takes_over_a_still_open_connection() {
+    let mut h = Harness::default();
+    let (old, token) = login_with_token(&mut h, "a");
+    let b = h.user("b");
+    h.take(old);
+    h.take(b);
+    let new = h.connect();
+    h.send(new, resume(&token, json!({})));
+    assert_eq!(code(&h.take(new)[0]), 202);
+    let notice = h.take(old);
+    assert_eq!(code(&notice[0]), 409);
+    assert_eq!(
+        notice[0]["response"]["msg"],
+        "Session resumed on another connection; closing."
+    );
+    assert!(h.closed.contains(&old));
+    // The old connection's end does not detach the session again.
+    h.disconnect(old);
+    assert_eq!(kinds(&h.events(b)), ["back"]);
+    h.send(b, msg("lobby", json!("still here?")));
+    assert_eq!(kinds(&h.events(new)), ["msg"]);
+}
+
+#[test]
+fn a_seated_player_keeps_the_seat_through_a_resume() {
+    let mut h = Harness::default();
+    let (x, token) = login_with_token(&mut h, "x");
+    let o = h.user("o");
+    h.send(x, game("lobby", json!({"start": "tictactoe"})));
+    h.send(o, game("lobby", json!({"join": true})));
+    h.take(x);
+    h.disconnect(x);
+    h.advance(Duration::from_secs(5));
+    let x2 = h.connect();
+    h.send(x2, resume(&token, json!({})));
+    let frames = h.take(x2);
+    let game_state = flatten(&frames[1..])
+        .into_iter()
+        .filter(|e| e["type"] == "game")
+        .last()
+        .unwrap();
+    assert_eq!(game_state["data"]["status"], "playing");
+    assert_eq!(game_state["data"]["turn"], "x");
+    h.send(x2, game("lobby", json!({"move": 4})));
+    let events = h.events(o);
+    assert_eq!(events.last().unwrap()["data"]["board"][4], "X");
+}
+
+#[test]
+fn logout_leaves_at_once_and_closes() {
+    let mut h = Harness::default();
+    let (a, token) = login_with_token(&mut h, "a");
+    let b = h.user("b");
+    h.take(a);
+    h.take(b);
+    h.send(a, json!({"system": "logout"}));
+    let reply = &h.take(a)[0];
+    assert_eq!(
+        (code(reply), reply["response"]["msg"].clone()),
+        (200, json!("Logged out."))
+    );
+    assert!(h.closed.contains(&a));
+    assert_eq!(kinds(&h.events(b)), ["leave"]);
+    let c = h.connect();
+    h.send(c, resume(&token, json!({})));
+    assert_eq!(
+        code(&h.take(c)[0]),
+        410,
+        "a logged-out session cannot be resumed"
+    );
+    h.send(c, json!({"system": "logout"}));
+    assert_eq!(code(&h.take(c)[0]), 401);
+}
+
+#[test]
+fn history_queries_answer_members_with_kept_events() {
+    let mut h = Harness::new(Config {
+        rate_limit: 0.0,
+        ..Config::default()
+    });
+    let a = h.user("a");
+    h.send(a, join("r"));
+    for i in 0..10 {
+        h.send(a, msg("r", json!(i)));
+    }
+    h.take(a);
+    let query = |data: Value| json!({"room": "r", "type": "history", "data": data});
+    h.send(a, query(json!({"before": 6, "limit": 2})));
+    let frames = h.take(a);
+    assert_eq!(frames.len(), 1);
+    assert_eq!(frames[0]["history"], true);
+    assert_eq!(seqs(&flatten(&frames)), [4, 5]);
+    h.send(a, query(json!({"after": 9})));
+    assert_eq!(seqs(&h.events(a)), [10, 11]);
+    h.send(a, query(json!({"after": 11})));
+    let reply = &h.take(a)[0];
+    assert_eq!(code(reply), 200);
+    assert_eq!(reply["response"]["msg"], "No kept events in that range.");
+    assert_eq!(
+        reply["response"]["detail"],
+        json!({"room": "r", "type": "history", "first": 1, "last": 11})
+    );
+    h.send(a, query(json!({"before": 1, "after": 2})));
+    assert_eq!(code(&h.take(a)[0]), 400);
+    h.send(a, query(json!({"after": 1, "limit": 0})));
+    assert_eq!(code(&h.take(a)[0]), 422);
+    let b = h.user("b");
+    h.send(b, query(json!({"after": 0})));
+    assert_eq!(code(&h.take(b)[0]), 404, "members only");
+}
+
+#[test]
+fn the_oldest_detached_session_ends_first_past_the_limit() {
+    let mut h = Harness::new(Config {
+        max_detached: 1,
+        ..Config::default()
+    });
+    let a = h.user("a");
+    let b = h.user("b");
+    let c = h.user("c");
+    h.take(c);
+    h.disconnect(a);
+    h.disconnect(b);
+    assert_eq!(
+        kinds(&h.events(c)),
+        ["away", "away", "leave"],
+        "a ends to make room for b"
+    );
+    assert_eq!(h.hub.session_count(), 2);
+}
+
+#[derive(Debug, Clone)]
+enum Flaky {
+    Msg(usize, usize),
+    /// The connection dies; `mid_frame` first sends half a frame.
+    Drop(usize, bool),
+    Resume(usize),
+    Wait(u16),
+}
+
+fn flaky() -> impl Strategy<Value = Flaky> {
+    let user = 0..3usize;
+    prop_oneof![
+        4 => (user.clone(), 0..2usize).prop_map(|(u, r)| Flaky::Msg(u, r)),
+        1 => (user.clone(), any::<bool>()).prop_map(|(u, mid)| Flaky::Drop(u, mid)),
+        2 => user.prop_map(Flaky::Resume),
+        1 => (0..2000u16).prop_map(Flaky::Wait),
+    ]
+}
+
+/// One client of the resume model: its connection (if connected), its token, and every
+/// history event seq it received per room, in arrival order.
+struct FlakyClient {
+    conn: Option<ConnId>,
+    token: String,
+    seen: HashMap<String, Vec<u64>>,
+}
+
+impl FlakyClient {
+    fn absorb(&mut self, frames: &[Value]) {
+        for frame in frames {
+            if let Some(token) = frame["response"]["detail"]["resume"].as_str() {
+                self.token = token.to_owned();
+            }
+            if frame["info"] != "user" {
+                continue;
+            }
+            let room = frame["room"].as_str().unwrap().to_owned();
+            for event in frame["payload"].as_array().unwrap() {
+                if let Some(seq) = event["seq"].as_u64() {
+                    self.seen.entry(room.clone()).or_default().push(seq);
+                }
+            }
+        }
+    }
+
+    fn last_seqs(&self) -> Value {
+        let rooms: Map<String, Value> = self
+            .seen
+            .iter()
+            .filter_map(|(room, seqs)| Some((room.clone(), json!(seqs.last()?))))
+            .collect();
+        Value::Object(rooms)
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 150, ..ProptestConfig::default() })]
+
+    /// Connections die at random points (mid-frame too) while others chat; each client resumes
+    /// with the last seq it truly received. In the end every client has every room's events
+    /// from its first one on, exactly once and in seq order.
+    #[test]
+    fn resume_delivers_every_event_exactly_once(actions in prop::collection::vec(flaky(), 1..50)) {
+        let mut h = Harness::new(Config { rate_limit: 0.0, ..Config::default() });
+        let rooms = ["lobby", "r"];
+        let mut clients: Vec<FlakyClient> = Vec::new();
+        for u in 0..3 {
+            let conn = h.connect();
+            h.send(conn, json!({"system": "login", "options": {"user": format!("u{u}")}}));
+            h.send(conn, join("r"));
+            clients.push(FlakyClient { conn: Some(conn), token: String::new(), seen: HashMap::new() });
+        }
+        for client in &mut clients {
+            let frames = h.take(client.conn.unwrap());
+            client.absorb(&frames);
+        }
+        for action in actions {
+            match action {
+                Flaky::Msg(u, r) => {
+                    if let Some(conn) = clients[u].conn {
+                        h.send(conn, msg(rooms[r], json!(u)));
+                    }
+                }
+                Flaky::Drop(u, mid_frame) => {
+                    if let Some(conn) = clients[u].conn.take() {
+                        if mid_frame {
+                            let body = msg("r", json!("cut")).to_string();
+                            let mut wire = (body.len() as u32).to_be_bytes().to_vec();
+                            wire.extend_from_slice(&body.as_bytes()[..body.len() / 2]);
+                            h.wire(conn, &wire);
+                        }
+                        let frames = h.take(conn);
+                        clients[u].absorb(&frames);
+                        h.disconnect(conn);
+                        let frames = h.take(conn);
+                        clients[u].absorb(&frames);
+                    }
+                }
+                Flaky::Resume(u) => {
+                    if clients[u].conn.is_none() {
+                        let conn = h.connect();
+                        let request = resume(&clients[u].token, clients[u].last_seqs());
+                        h.send(conn, request);
+                        clients[u].conn = Some(conn);
+                    }
+                }
+                Flaky::Wait(ms) => h.advance(Duration::from_millis(u64::from(ms))),
+            }
+            for client in &mut clients {
+                if let Some(conn) = client.conn {
+                    let frames = h.take(conn);
+                    prop_assert!(frames.iter().all(|f| code(f) != 410), "{:?}", frames);
+                    client.absorb(&frames);
+                }
+            }
+        }
+        // Everyone comes back, then one last msg per room shows where each room ends.
+        for client in &mut clients {
+            if client.conn.is_none() {
+                let conn = h.connect();
+                h.send(conn, resume(&client.token, client.last_seqs()));
+                client.conn = Some(conn);
+            }
+        }
+        let first = clients[0].conn.unwrap();
+        h.send(first, msg("lobby", json!("end")));
+        h.send(first, msg("r", json!("end")));
+        for client in &mut clients {
+            let frames = h.take(client.conn.unwrap());
+            client.absorb(&frames);
+        }
+        for room in rooms {
+            let last = *clients[0].seen[room].last().unwrap();
+            for (u, client) in clients.iter().enumerate() {
+                let seen = &client.seen[room];
+                let expected: Vec<u64> = (seen[0]..=last).collect();
+                prop_assert_eq!(seen, &expected, "u{} in {}", u, room);
+            }
+        }
+    }
+}
