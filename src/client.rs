@@ -1,11 +1,18 @@
 //! A blocking client for native programs, tests and the load generator: one `TcpStream`, the
 //! server's own transports and wire vocabulary, typed replies and events.
 //!
+//! It keeps a session alive the way the protocol asks: it pings when it has sent nothing for a
+//! third of the server's idle timeout (while it waits in [`Client::recv`]), it remembers the
+//! last seq it received in each room and the newest resume token, and, with
+//! [`Client::set_auto_reconnect`], it survives a lost connection: it reconnects with backoff,
+//! resumes, and hands on exactly the events it missed, as if nothing had happened.
+//!
 //! ```no_run
 //! use roomcast::client::{Client, ServerMessage};
 //! # fn main() -> Result<(), roomcast::client::ClientError> {
 //! let mut client = Client::connect("127.0.0.1:42069")?;
 //! client.login("Tibi", "1234")?;
+//! client.set_auto_reconnect(true);
 //! client.msg("lobby", &"hello")?;
 //! loop {
 //!     if let ServerMessage::Events(batch) = client.recv()? {
@@ -17,9 +24,11 @@
 //! # }
 //! ```
 
+use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
-use std::time::Duration;
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use serde::Serialize;
@@ -27,10 +36,20 @@ use serde_json::value::{to_raw_value, RawValue};
 use serde_json::Value;
 
 use crate::config::CLIENT_FRAME_LIMIT;
-use crate::protocol::{GameCommand, Pose, Request, RoomKind};
+use crate::protocol::{GameCommand, HistoryRange, Pose, Request, RoomKind};
 use crate::transport::{Transport, TransportError, TransportKind};
 
 pub use crate::protocol::{Event, EventBatch, Reply, ServerMessage};
+
+/// Pings go out when nothing was sent for this long, until the server says its idle timeout.
+const DEFAULT_PING_EVERY: Duration = Duration::from_secs(40);
+/// First wait before a reconnect attempt; it doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// Reconnect attempts before giving up (about the server's default resume grace).
+const RECONNECT_ATTEMPTS: u32 = 20;
+/// How long the replies to a resume may take.
+const RESUME_WAIT: Duration = Duration::from_secs(10);
 
 /// What can go wrong talking to a server.
 #[derive(Debug, thiserror::Error)]
@@ -59,11 +78,108 @@ pub enum ClientError {
     },
 }
 
-/// A blocking connection to a roomcast server.
-pub struct Client {
+impl ClientError {
+    /// The connection is gone (not a refusal or a bad message): a reconnect may help.
+    pub fn is_disconnect(&self) -> bool {
+        match self {
+            ClientError::Closed | ClientError::Frame(_) => true,
+            ClientError::Io(err) => !matches!(
+                err.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// What an automatic reconnect did, for the program to tell its user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reconnected {
+    /// True when the session was resumed; false when it had expired and the client logged
+    /// in afresh and joined its rooms again.
+    pub resumed: bool,
+    /// msg events among the history events replayed.
+    pub missed_msgs: usize,
+    /// History events replayed (msg, join, leave, game, away, back).
+    pub missed_events: usize,
+    /// Rooms whose missed events were no longer kept (the server sent 410 and the whole kept
+    /// history instead).
+    pub resynced: Vec<String>,
+}
+
+/// The sending half, shared with [`ClientWriter`]s on other threads. A reconnect swaps the
+/// stream inside, so writers always write to the current connection.
+struct Writer {
     stream: TcpStream,
     transport: Transport,
+    last_sent: Instant,
+}
+
+impl Writer {
+    fn send_body(&mut self, body: &[u8]) -> io::Result<()> {
+        let bytes = self.transport.encode(body);
+        self.stream.write_all(&bytes)?;
+        self.last_sent = Instant::now();
+        Ok(())
+    }
+}
+
+fn lock(writer: &Mutex<Writer>) -> MutexGuard<'_, Writer> {
+    // A panic while holding the lock leaves a stream behind: keep using it.
+    writer
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A handle that sends requests on a [`Client`]'s connection from another thread (a game
+/// loop sending poses while a reader thread receives).
+#[derive(Clone)]
+pub struct ClientWriter(Arc<Mutex<Writer>>);
+
+impl ClientWriter {
+    /// Sends a raw JSON body.
+    pub fn send_body(&self, body: &[u8]) -> io::Result<()> {
+        lock(&self.0).send_body(body)
+    }
+
+    /// Sends one request.
+    pub fn request(&self, request: &Request<'_>) -> io::Result<()> {
+        self.send_body(&request.encode())
+    }
+
+    /// Shuts the current connection down both ways (its reader sees the end).
+    pub fn shutdown(&self) -> io::Result<()> {
+        lock(&self.0).stream.shutdown(std::net::Shutdown::Both)
+    }
+}
+
+/// Who this client logged in as, and what it needs to come back.
+#[derive(Debug, Default)]
+struct SessionState {
+    user: Option<String>,
+    pass: Option<String>,
+    token: Option<String>,
+    /// The last history seq received per room: what a resume asks to continue from.
+    last_seq: BTreeMap<String, u64>,
+    ping_every: Option<Duration>,
+}
+
+/// A blocking connection to a roomcast server.
+pub struct Client {
+    addrs: Vec<SocketAddr>,
+    kind: TransportKind,
+    reader: TcpStream,
+    writer: Arc<Mutex<Writer>>,
+    transport: Transport,
     buf: BytesMut,
+    read_timeout: Option<Duration>,
+    session: SessionState,
+    /// Pongs still owed for pings the client sent on its own; swallowed when they come.
+    auto_pongs: usize,
+    auto_reconnect: bool,
+    /// Messages read during a reconnect, handed on by `recv` in order.
+    pending: VecDeque<ServerMessage>,
+    last_reconnect: Option<Reconnected>,
 }
 
 impl Client {
@@ -74,29 +190,70 @@ impl Client {
 
     /// Connects speaking the given transport (line mode is what `nc` users speak).
     pub fn connect_with(addr: impl ToSocketAddrs, kind: TransportKind) -> io::Result<Client> {
-        let stream = TcpStream::connect(addr)?;
-        // Nagle would hold a pose back until the previous one is acknowledged.
-        stream.set_nodelay(true)?;
+        let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
+        let stream = open(&addrs)?;
+        let reader = stream.try_clone()?;
         Ok(Client {
-            stream,
+            addrs,
+            kind,
+            reader,
+            writer: Arc::new(Mutex::new(Writer {
+                stream,
+                transport: Transport::new(kind, CLIENT_FRAME_LIMIT),
+                last_sent: Instant::now(),
+            })),
             transport: Transport::new(kind, CLIENT_FRAME_LIMIT),
             buf: BytesMut::new(),
+            read_timeout: None,
+            session: SessionState::default(),
+            auto_pongs: 0,
+            auto_reconnect: false,
+            pending: VecDeque::new(),
+            last_reconnect: None,
         })
     }
 
     /// Bounds how long [`Client::recv`] waits; `None` waits forever.
-    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.stream.set_read_timeout(timeout)
+    pub fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        self.read_timeout = timeout;
+        self.reader.set_read_timeout(timeout)
     }
 
-    /// The underlying socket, e.g. to shut it down from another thread.
+    /// When on, a lost connection is reconnected and the session resumed inside
+    /// [`Client::recv`], with backoff; the missed events come out of `recv` as usual, exactly
+    /// once. [`Client::take_reconnected`] says it happened.
+    pub fn set_auto_reconnect(&mut self, on: bool) {
+        self.auto_reconnect = on;
+    }
+
+    /// How the last automatic reconnect went, once.
+    pub fn take_reconnected(&mut self) -> Option<Reconnected> {
+        self.last_reconnect.take()
+    }
+
+    /// The newest resume token the server gave, if logged in.
+    pub fn resume_token(&self) -> Option<&str> {
+        self.session.token.as_deref()
+    }
+
+    /// The last history seq received in each room.
+    pub fn last_seqs(&self) -> &BTreeMap<String, u64> {
+        &self.session.last_seq
+    }
+
+    /// The current socket, e.g. to shut it down from another thread.
     pub fn stream(&self) -> &TcpStream {
-        &self.stream
+        &self.reader
+    }
+
+    /// A handle to send on this connection from another thread; it follows reconnects.
+    pub fn writer(&self) -> ClientWriter {
+        ClientWriter(Arc::clone(&self.writer))
     }
 
     /// Sends a raw JSON body, framed.
     pub fn send_body(&mut self, body: &[u8]) -> io::Result<()> {
-        self.stream.write_all(&self.transport.encode(body))
+        lock(&self.writer).send_body(body)
     }
 
     /// Sends one request.
@@ -117,7 +274,34 @@ impl Client {
             user: user.to_owned(),
             pass: Some(pass.to_owned()),
         })?;
+        let reply = self.recv_reply()?;
+        self.session.user = Some(user.to_owned());
+        self.session.pass = Some(pass.to_owned());
+        Ok(reply)
+    }
+
+    /// Resumes a session with its token, continuing each room after the seqs given (the
+    /// ones this client received, by default). The missed events follow through
+    /// [`Client::recv`].
+    pub fn resume(
+        &mut self,
+        token: &str,
+        rooms: &BTreeMap<String, u64>,
+    ) -> Result<Reply, ClientError> {
+        self.request(&Request::Resume {
+            token: token.to_owned(),
+            rooms: rooms.iter().map(|(r, s)| (r.clone(), *s)).collect(),
+        })?;
         self.recv_reply()
+    }
+
+    /// Logs out: the server answers 200, the user leaves every room, the connection closes.
+    pub fn logout(&mut self) -> Result<Reply, ClientError> {
+        self.auto_reconnect = false;
+        self.request(&Request::Logout)?;
+        let reply = self.recv_reply()?;
+        self.session = SessionState::default();
+        Ok(reply)
     }
 
     /// Sends a ping and waits for the pong.
@@ -183,6 +367,27 @@ impl Client {
         self.room_message(room, RoomKind::Game, Some(&data))
     }
 
+    /// Asks for kept events of a room before or after a seq; a history frame (or a 200 reply
+    /// for an empty range) arrives through [`Client::recv`].
+    pub fn history(
+        &mut self,
+        room: &str,
+        range: HistoryRange,
+        limit: Option<usize>,
+    ) -> Result<(), ClientError> {
+        let (key, seq) = match range {
+            HistoryRange::Before(seq) => ("before", seq),
+            HistoryRange::After(seq) => ("after", seq),
+        };
+        let mut query = serde_json::Map::new();
+        query.insert(key.into(), seq.into());
+        if let Some(limit) = limit {
+            query.insert("limit".into(), limit.into());
+        }
+        let data = to_raw_value(&query)?;
+        self.room_message(room, RoomKind::History, Some(&data))
+    }
+
     fn room_message(
         &mut self,
         room: &str,
@@ -196,40 +401,275 @@ impl Client {
         })?)
     }
 
-    /// The next message from the server, blocking (up to the read timeout).
+    /// The next message from the server, blocking (up to the read timeout). Pings go out on
+    /// their own while it waits; with auto-reconnect, a lost connection is resumed here.
     pub fn recv(&mut self) -> Result<ServerMessage, ClientError> {
-        Ok(ServerMessage::parse(&self.recv_body()?)?)
+        let deadline = self.deadline();
+        loop {
+            if let Some(message) = self.pending.pop_front() {
+                return Ok(message);
+            }
+            match self.read_message(deadline) {
+                Ok(Some(message)) => return Ok(message),
+                Ok(None) => continue, // an automatic pong
+                Err(err) if self.auto_reconnect && err.is_disconnect() => self.reconnect()?,
+                Err(err) => return Err(err),
+            }
+        }
     }
 
     /// The next frame's raw JSON body.
     pub fn recv_body(&mut self) -> Result<Bytes, ClientError> {
+        let deadline = self.deadline();
+        self.recv_body_until(deadline)
+    }
+
+    /// When a read that starts now must give up.
+    fn deadline(&self) -> Option<Instant> {
+        self.read_timeout.map(|timeout| Instant::now() + timeout)
+    }
+
+    fn recv_body_until(&mut self, deadline: Option<Instant>) -> Result<Bytes, ClientError> {
         let mut chunk = [0u8; 16 * 1024];
         loop {
             if let Some(body) = self.transport.decode(&mut self.buf)? {
                 return Ok(body);
             }
-            let n = self.stream.read(&mut chunk)?;
-            if n == 0 {
-                return Err(ClientError::Closed);
+            let now = Instant::now();
+            let next_ping = self.next_ping();
+            let wait = [deadline, next_ping].into_iter().flatten().min().map(|at| {
+                at.saturating_duration_since(now)
+                    .max(Duration::from_millis(1))
+            });
+            self.reader.set_read_timeout(wait)?;
+            match self.reader.read(&mut chunk) {
+                Ok(0) => return Err(ClientError::Closed),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(err)
+                    if matches!(
+                        err.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    let now = Instant::now();
+                    if next_ping.is_some_and(|at| at <= now) {
+                        self.request(&Request::Ping)?;
+                        self.auto_pongs += 1;
+                    } else if deadline.is_some_and(|at| at <= now) {
+                        return Err(err.into());
+                    }
+                }
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return Err(err.into()),
             }
-            self.buf.extend_from_slice(&chunk[..n]);
         }
     }
 
-    /// Reads until the next system or error reply, skipping events; an error reply is
-    /// returned as [`ClientError::Refused`].
+    /// Reads until the next system or error reply, keeping events for [`Client::recv`];
+    /// an error reply is returned as [`ClientError::Refused`].
     pub fn recv_reply(&mut self) -> Result<Reply, ClientError> {
+        let deadline = self.deadline();
+        let mut events = Vec::new();
+        let reply = loop {
+            match self.read_message(deadline) {
+                Ok(Some(ServerMessage::Reply(reply))) => break Ok(reply),
+                Ok(Some(events_frame)) => events.push(events_frame),
+                Ok(None) => {}
+                Err(err) => break Err(err),
+            }
+        };
+        // Events that arrived before the reply come out of recv first, in order.
+        for message in events.into_iter().rev() {
+            self.pending.push_front(message);
+        }
+        let reply = reply?;
+        if reply.is_error() {
+            return Err(ClientError::Refused {
+                code: reply.code,
+                msg: reply.msg,
+                detail: reply.detail,
+            });
+        }
+        Ok(reply)
+    }
+
+    /// One message, with what it says about the session noted; `None` for the pong of an
+    /// automatic ping.
+    fn read_message(
+        &mut self,
+        deadline: Option<Instant>,
+    ) -> Result<Option<ServerMessage>, ClientError> {
+        let message = ServerMessage::parse(&self.recv_body_until(deadline)?)?;
+        match &message {
+            ServerMessage::Reply(reply) => {
+                if reply.code == 200 && reply.msg == "pong" && self.auto_pongs > 0 {
+                    self.auto_pongs -= 1;
+                    return Ok(None);
+                }
+                if reply.code == 202 {
+                    self.note_session(&reply.detail);
+                }
+            }
+            ServerMessage::Events(batch) => {
+                if let Some(seq) = batch.events.iter().filter_map(|e| e.seq).max() {
+                    self.session.last_seq.insert(batch.room.clone(), seq);
+                }
+            }
+        }
+        Ok(Some(message))
+    }
+
+    fn note_session(&mut self, detail: &Value) {
+        if let Some(token) = detail["resume"].as_str() {
+            self.session.token = Some(token.to_owned());
+        }
+        if let Some(idle) = detail["idle_timeout"].as_f64() {
+            // A third of the idle timeout, so two pings may be lost before it bites.
+            self.session.ping_every = (idle > 0.0).then(|| Duration::from_secs_f64(idle / 3.0));
+        }
+    }
+
+    /// When the next automatic ping is due: a third of the idle timeout after the last send.
+    fn next_ping(&self) -> Option<Instant> {
+        self.session.user.as_ref()?;
+        let every = self.session.ping_every.unwrap_or(DEFAULT_PING_EVERY);
+        Some(lock(&self.writer).last_sent + every)
+    }
+
+    /// Connects again, with backoff, and resumes (or, when the session expired, logs in and
+    /// joins the rooms again). The missed events wait in `pending`.
+    fn reconnect(&mut self) -> Result<(), ClientError> {
+        let mut backoff = FIRST_BACKOFF;
+        let mut last_error = ClientError::Closed;
+        for _ in 0..RECONNECT_ATTEMPTS {
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            match self.try_reconnect() {
+                Ok(reconnected) => {
+                    self.last_reconnect = Some(reconnected);
+                    return Ok(());
+                }
+                Err(err) if err.is_disconnect() => last_error = err,
+                Err(err) => return Err(err),
+            }
+        }
+        Err(last_error)
+    }
+
+    fn try_reconnect(&mut self) -> Result<Reconnected, ClientError> {
+        let stream = open(&self.addrs)?;
+        self.reader = stream.try_clone()?;
+        {
+            let mut writer = lock(&self.writer);
+            writer.stream = stream;
+            writer.transport = Transport::new(self.kind, CLIENT_FRAME_LIMIT);
+        }
+        self.transport = Transport::new(self.kind, CLIENT_FRAME_LIMIT);
+        self.buf.clear();
+        self.auto_pongs = 0;
+        let saved_timeout = self.read_timeout;
+        self.read_timeout = Some(RESUME_WAIT);
+        let result = self.come_back();
+        self.read_timeout = saved_timeout;
+        self.reader.set_read_timeout(saved_timeout)?;
+        result
+    }
+
+    /// On a fresh connection: resume (or log in afresh), and read the replay up to this
+    /// client's own `back` event in each of its rooms, keeping it for `recv`.
+    fn come_back(&mut self) -> Result<Reconnected, ClientError> {
+        let rooms: Vec<String> = self.session.last_seq.keys().cloned().collect();
+        let token = self.session.token.clone().unwrap_or_default();
+        let seen = self.session.last_seq.clone();
+        self.request(&Request::Resume {
+            token,
+            rooms: seen.iter().map(|(r, s)| (r.clone(), *s)).collect(),
+        })?;
+        let mut reconnected = Reconnected {
+            resumed: true,
+            missed_msgs: 0,
+            missed_events: 0,
+            resynced: Vec::new(),
+        };
+        let me = self.session.user.clone().unwrap_or_default();
+        let mut waiting_for_back: Vec<String> = rooms;
+        let deadline = self.deadline();
         loop {
-            if let ServerMessage::Reply(reply) = self.recv()? {
-                if reply.is_error() {
+            let message = match self.read_message(deadline)? {
+                Some(message) => message,
+                None => continue,
+            };
+            match &message {
+                ServerMessage::Reply(reply)
+                    if reply.code == 410 && reply.detail.get("room").is_none() =>
+                {
+                    return self.log_in_again();
+                }
+                ServerMessage::Reply(reply) if reply.code == 410 => {
+                    if let Some(room) = reply.detail["room"].as_str() {
+                        reconnected.resynced.push(room.to_owned());
+                    }
+                }
+                ServerMessage::Reply(reply) if reply.is_error() => {
                     return Err(ClientError::Refused {
                         code: reply.code,
-                        msg: reply.msg,
-                        detail: reply.detail,
+                        msg: reply.msg.clone(),
+                        detail: reply.detail.clone(),
                     });
                 }
-                return Ok(reply);
+                ServerMessage::Reply(_) => {}
+                ServerMessage::Events(batch) if batch.history => {
+                    reconnected.missed_events += batch.events.len();
+                    reconnected.missed_msgs +=
+                        batch.events.iter().filter(|e| e.kind == "msg").count();
+                }
+                ServerMessage::Events(batch) => {
+                    let back = batch
+                        .events
+                        .iter()
+                        .any(|e| e.kind == "back" && e.user.eq_ignore_ascii_case(&me));
+                    if back {
+                        waiting_for_back.retain(|room| *room != batch.room);
+                    }
+                }
+            }
+            self.pending.push_back(message);
+            if waiting_for_back.is_empty() {
+                return Ok(reconnected);
             }
         }
     }
+
+    /// The session expired: log in again and join the rooms it was in (their histories come
+    /// as for any joiner).
+    fn log_in_again(&mut self) -> Result<Reconnected, ClientError> {
+        let (Some(user), pass) = (self.session.user.clone(), self.session.pass.clone()) else {
+            return Err(ClientError::Refused {
+                code: 410,
+                msg: "Session expired.".into(),
+                detail: Value::Null,
+            });
+        };
+        let rooms: Vec<String> = self.session.last_seq.keys().cloned().collect();
+        self.session.last_seq.clear();
+        self.request(&Request::Login { user, pass })?;
+        self.recv_reply()?;
+        for room in rooms.iter().filter(|room| *room != "lobby") {
+            self.join(room)?;
+        }
+        Ok(Reconnected {
+            resumed: false,
+            missed_msgs: 0,
+            missed_events: 0,
+            resynced: rooms,
+        })
+    }
+}
+
+/// A connected socket with Nagle off: Nagle would hold a pose back until the previous one is
+/// acknowledged, a tick late.
+fn open(addrs: &[SocketAddr]) -> io::Result<TcpStream> {
+    let stream = TcpStream::connect(addrs)?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
 }

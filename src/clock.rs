@@ -93,22 +93,27 @@ impl TokenBucket {
 
     /// Takes one token if there is one. A `rate` of zero means unlimited.
     pub fn take(&mut self, now: Instant, rate: f64, burst: f64) -> bool {
+        self.take_n(now, rate, burst, 1.0)
+    }
+
+    /// Takes `cost` tokens if there are that many (a cost above the burst is taken as the
+    /// burst, so anything can pass eventually). A `rate` of zero means unlimited.
+    pub fn take_n(&mut self, now: Instant, rate: f64, burst: f64, cost: f64) -> bool {
         if rate <= 0.0 {
             return true;
         }
+        let cost = cost.min(burst);
         let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
         self.updated = self.updated.max(now);
         self.tokens = (self.tokens + elapsed * rate).min(burst);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        if self.tokens >= cost {
+            self.tokens -= cost;
             true
         } else {
             false
         }
     }
-}
 
-impl TokenBucket {
     /// How long until a token is there, at `rate`; zero if one is there now.
     pub fn wait(&self, now: Instant, rate: f64, burst: f64) -> Duration {
         if rate <= 0.0 {
@@ -168,6 +173,18 @@ mod tests {
         assert!(bucket.take(start + 10_000 * MS, 10.0, 2.0));
         assert!(!bucket.take(start + 10_000 * MS, 10.0, 2.0));
         assert!(bucket.take(start, 0.0, 2.0), "rate 0 is unlimited");
+        let mut sized = TokenBucket::new(start, 10.0);
+        assert!(sized.take_n(start, 10.0, 10.0, 6.0));
+        assert!(!sized.take_n(start, 10.0, 10.0, 6.0), "4 left");
+        assert!(
+            sized.take_n(start + 200 * MS, 10.0, 10.0, 6.0),
+            "6 after 200 ms"
+        );
+        let mut huge = TokenBucket::new(start, 10.0);
+        assert!(
+            huge.take_n(start, 10.0, 10.0, 50.0),
+            "a cost over the burst costs the burst"
+        );
         let mut empty = TokenBucket::new(start, 1.0);
         assert!(empty.take(start, 4.0, 1.0));
         assert_eq!(empty.wait(start, 4.0, 1.0), 250 * MS);

@@ -40,13 +40,14 @@ fn never_reading_joiners_of_full_histories_do_not_pin_the_server_s_memory() {
     let server = Binary::start("", "--log-level info");
     let mut bystanders = Bystanders::new(server.addr);
     // Two rooms with histories of ~4 MiB each (the per-room bound is --max-outbuf / 2),
-    // filled by four users who each stay within the default rate limit's burst.
+    // filled by forty users who each stay within the default rate limit's burst (a 60 KB
+    // msg costs 15 tokens of 100).
     let mut fillers = Vec::new();
-    for filler in 0..4 {
+    for filler in 0..40 {
         let mut client = TestClient::login(server.addr, &format!("filler{filler}"));
         let room = ["big1", "big2"][filler % 2];
         client.client.join(room).unwrap();
-        for i in 0..40 {
+        for i in 0..4 {
             let pad = "x".repeat(60_000);
             client
                 .client

@@ -16,6 +16,10 @@ use super::refusal::Refusal;
 use crate::clock::TokenBucket;
 use crate::config::Config;
 
+/// Bytes of a message one token pays for: a 64 KiB message costs 16 tokens, so a flood of
+/// the largest, costliest-to-parse messages is held to a sixteenth of the message rate.
+pub const TOKEN_BYTES: usize = 4096;
+
 /// Gap between two 429 replies to one connection.
 const NOTICE_GAP: Duration = Duration::from_secs(1);
 
@@ -121,13 +125,16 @@ impl Conns {
         Some(conn)
     }
 
-    /// Charges a message (anything but a transform) to the connection's message bucket.
-    pub fn charge_message(&mut self, id: ConnId, now: Instant) -> Charge {
+    /// Charges a message (anything but a transform) of `bytes` to the connection's message
+    /// bucket: one token per started [`TOKEN_BYTES`], so the budget bounds the bytes parsed as
+    /// well as the messages.
+    pub fn charge_message(&mut self, id: ConnId, now: Instant, bytes: usize) -> Charge {
         let Limits { rate, burst, .. } = self.limits;
         let Some(conn) = self.map.get_mut(id) else {
             return Charge::Dropped;
         };
-        if conn.messages.take(now, rate, burst) {
+        let cost = bytes.div_ceil(TOKEN_BYTES).max(1) as f64;
+        if conn.messages.take_n(now, rate, burst, cost) {
             return Charge::Granted;
         }
         let notify = conn
@@ -235,20 +242,33 @@ mod tests {
         let now = Instant::now();
         let id = ConnId::new(0, 0);
         conns.open(id, IpAddr::from([127, 0, 0, 1]), now, now);
-        assert_eq!(conns.charge_message(id, now), Charge::Granted);
-        assert_eq!(conns.charge_message(id, now), Charge::Granted);
+        assert_eq!(conns.charge_message(id, now, 10), Charge::Granted);
+        assert_eq!(conns.charge_message(id, now, 10), Charge::Granted);
         let limited = |charge: Charge| match charge {
             Charge::Limited { notify, until } => (notify, until),
             other => panic!("{other:?}"),
         };
-        let (notify, until) = limited(conns.charge_message(id, now));
+        let (notify, until) = limited(conns.charge_message(id, now, 10));
         assert!(notify);
         assert!(until.duration_since(now).abs_diff(100 * MS) < MS / 1000);
         let later = now + 50 * MS;
-        let (notify, until) = limited(conns.charge_message(id, later));
+        let (notify, until) = limited(conns.charge_message(id, later, 10));
         assert!(!notify, "the second refusal within a second is silent");
         assert!(until.duration_since(later).abs_diff(50 * MS) < MS / 1000);
-        assert_eq!(conns.charge_message(id, now + 100 * MS), Charge::Granted);
+        assert_eq!(
+            conns.charge_message(id, now + 100 * MS, 10),
+            Charge::Granted
+        );
+        // A 64 KiB message costs 16 tokens, taken as the whole burst of 2 here.
+        let later = now + 2000 * MS;
+        assert!(matches!(
+            conns.charge_message(id, later, 64 * 1024),
+            Charge::Granted
+        ));
+        assert!(matches!(
+            conns.charge_message(id, later, 64 * 1024),
+            Charge::Limited { .. }
+        ));
         assert_eq!(conns.charge_transform(id, now), Charge::Granted);
         assert_eq!(conns.charge_transform(id, now), Charge::Dropped);
         assert_eq!(conns.charge_transform(id, now + 10 * MS), Charge::Granted);

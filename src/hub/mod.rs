@@ -334,7 +334,7 @@ impl Hub {
         let charge = if transform_like {
             self.conns.charge_transform(conn, now)
         } else {
-            self.conns.charge_message(conn, now)
+            self.conns.charge_message(conn, now, body.len())
         };
         if !self.granted(now, conn, body, charge) {
             return;
@@ -348,7 +348,7 @@ impl Hub {
             })
         );
         if transform_like && !is_transform {
-            let charge = self.conns.charge_message(conn, now);
+            let charge = self.conns.charge_message(conn, now, body.len());
             if !self.granted(now, conn, body, charge) {
                 return;
             }

@@ -1710,8 +1710,7 @@ fn a_seated_player_keeps_the_seat_through_a_resume() {
     let frames = h.take(x2);
     let game_state = flatten(&frames[1..])
         .into_iter()
-        .filter(|e| e["type"] == "game")
-        .last()
+        .rfind(|e| e["type"] == "game")
         .unwrap();
     assert_eq!(game_state["data"]["status"], "playing");
     assert_eq!(game_state["data"]["turn"], "x");

@@ -63,6 +63,8 @@ pub struct Conn {
     pub writable: bool,
     /// In the loop's list of connections with bytes to write.
     pub write_queued: bool,
+    /// In the loop's list of connections to read again next pass.
+    pub read_queued: bool,
     /// The hub was told the queue passed its soft limit.
     pub backlogged: bool,
     /// Not read until then: the hub paused it (over its message budget).
@@ -88,6 +90,7 @@ impl Conn {
             state: State::Greeting,
             writable: true,
             write_queued: false,
+            read_queued: false,
             backlogged: false,
             paused_until: None,
         }

@@ -302,6 +302,9 @@ impl Server {
             }
             self.resume_paused(now);
             for key in std::mem::take(&mut self.pending_reads) {
+                if let Some(conn) = self.conns.get_mut(key) {
+                    conn.read_queued = false;
+                }
                 self.read(key, now, true);
             }
             if self.accept_retry.is_some_and(|at| now >= at) {
@@ -571,7 +574,11 @@ impl Server {
                 return;
             }
             if budget == 0 {
-                self.pending_reads.push(key);
+                // One more read next pass, however many events asked for this one.
+                if !conn.read_queued {
+                    conn.read_queued = true;
+                    self.pending_reads.push(key);
+                }
                 return;
             }
             let id = conn.id;
@@ -710,7 +717,10 @@ impl Server {
             if let Some(conn) = self.conns.get_mut(id.slot()).filter(|c| c.id == id) {
                 if conn.paused_until.is_some_and(|at| at <= now) {
                     conn.paused_until = None;
-                    self.pending_reads.push(id.slot());
+                    if !conn.read_queued {
+                        conn.read_queued = true;
+                        self.pending_reads.push(id.slot());
+                    }
                 }
             }
         }

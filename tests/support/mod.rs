@@ -40,7 +40,7 @@ pub struct TestClient {
 
 impl TestClient {
     pub fn connect(addr: SocketAddr) -> TestClient {
-        let client = Client::connect(addr).expect("connect");
+        let mut client = Client::connect(addr).expect("connect");
         client.set_read_timeout(Some(TIMEOUT)).expect("timeout");
         TestClient {
             client,
