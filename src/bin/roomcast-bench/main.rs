@@ -179,6 +179,8 @@ fn start_target(s: &ServerArgs, connections: usize) -> std::io::Result<Target> {
             ("--rate-limit", s.rate_limit.to_string()),
             ("--max-clients", max_clients.to_string()),
             ("--max-room-members", max_clients.to_string()),
+            // Every client comes from 127.0.0.1: the per-address cap would refuse all but 256.
+            ("--max-conns-per-ip", "0".to_owned()),
         ]
         .into_iter()
         .flat_map(|(flag, value)| [flag.to_owned(), value])
@@ -191,6 +193,7 @@ fn start_target(s: &ServerArgs, connections: usize) -> std::io::Result<Target> {
         rate_limit: s.rate_limit,
         max_clients,
         max_room_members: max_clients,
+        max_conns_per_ip: 0,
         ..roomcast::Config::default()
     })
 }
