@@ -25,4 +25,10 @@ run vr-2000x20-90hz           --seconds 10 --fps 30 vr --headsets 2000 --room-si
 run vr-1000x20-90hz           --seconds 10 --fps 30 vr --headsets 1000 --room-size 20 --hz 90
 run vr-1000x100-90hz          --seconds 10 --fps 30 vr --headsets 1000 --room-size 100 --hz 90
 run idle-19000                --seconds 5 idle --connections 19000
+# Attacks against the server's default defences, two bystanders chatting beside them (~4 more minutes).
+run attack-history            --seconds 10 attack --kind history
+run attack-rooms              --seconds 10 attack --kind rooms
+run attack-flood              --seconds 10 attack --kind flood
+run attack-nested             --seconds 10 attack --kind nested
+run attack-transforms         --seconds 10 attack --kind transforms
 python3 benches/summarize.py "$out"

@@ -3,6 +3,7 @@
 //! time and connections and stops by itself. BENCHMARKS.md has the published figures and the
 //! commands that produced them.
 
+mod attack;
 mod pool;
 mod scenarios;
 mod stats;
@@ -14,6 +15,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Map, Value};
 
+use attack::{AttackLoad, Kind};
 use scenarios::{ChatLoad, Outcome, VrLoad};
 use target::Target;
 
@@ -41,9 +43,10 @@ struct ServerArgs {
     /// Server tick rate.
     #[arg(long, global = true, default_value_t = 30.0)]
     fps: f64,
-    /// Server rate limit per connection (0: off, so the load is not throttled).
-    #[arg(long, global = true, default_value_t = 0.0)]
-    rate_limit: f64,
+    /// Server rate limit per connection (0: off). Default: 0 for chat, vr and idle, so the
+    /// load is not throttled; the server's own default for attack.
+    #[arg(long, global = true)]
+    rate_limit: Option<f64>,
     /// Seconds of load (the drain of in-flight events comes on top, at most 2 s).
     #[arg(long, global = true, default_value_t = 10.0)]
     seconds: f64,
@@ -88,17 +91,112 @@ enum Load {
         #[arg(long, default_value_t = 10_000)]
         connections: usize,
     },
+    /// Hostile clients against the server's defences (its defaults), beside two bystanders
+    /// chatting in a room of their own: server CPU and memory, and whether bystanders suffered.
+    Attack {
+        #[arg(long, value_enum)]
+        kind: Kind,
+        /// Attacking connections (default 200 for history, 20 otherwise).
+        #[arg(long)]
+        attackers: Option<usize>,
+        /// msgs per second per bystander (the server's default limit is 50).
+        #[arg(long, default_value_t = 20.0)]
+        bystander_rate: f64,
+        /// flood: msg data bytes (default 64); nested: frame body bytes (default 65536).
+        #[arg(long)]
+        payload: Option<usize>,
+        /// rooms: rooms created before the attack (64 per owner).
+        #[arg(long, default_value_t = 2000)]
+        rooms: usize,
+        /// nested: levels of `[` in each msg's data.
+        #[arg(long, default_value_t = 127)]
+        depth: usize,
+        /// Whether an attacker the server closes connects again (at most once a second).
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        reconnect: bool,
+    },
+}
+
+/// What the server under test is told beyond its defaults.
+struct Settings {
+    fps: f64,
+    /// `None`: the server's default.
+    rate_limit: Option<f64>,
+    /// Capacity loads open thousands of connections from one address: they raise
+    /// `--max-clients` and `--max-room-members` to this and turn `--max-conns-per-ip` off.
+    capacity: Option<usize>,
+    /// `--max-held-rooms` and `--max-held-rooms-per-ip`.
+    held_rooms: Option<(usize, usize)>,
+}
+
+impl Settings {
+    fn of(s: &ServerArgs, load: &Load) -> Settings {
+        let capacity = |connections: usize| Settings {
+            fps: s.fps,
+            rate_limit: Some(s.rate_limit.unwrap_or(0.0)),
+            capacity: Some(connections + 100),
+            held_rooms: None,
+        };
+        match load {
+            Load::Chat { rooms, members, .. } => capacity(rooms * members),
+            Load::Vr { headsets, .. } => capacity(*headsets),
+            Load::Idle { connections } => capacity(*connections),
+            Load::Attack { kind, .. } => Settings {
+                fps: s.fps,
+                rate_limit: s.rate_limit,
+                capacity: None,
+                // Room owners hold 64 rooms each, all from 127.0.0.1.
+                held_rooms: (*kind == Kind::Rooms).then_some((100, 5000)),
+            },
+        }
+    }
+
+    fn flags(&self) -> Vec<String> {
+        let mut flags = vec![("--fps", self.fps.to_string())];
+        if let Some(rate) = self.rate_limit {
+            flags.push(("--rate-limit", rate.to_string()));
+        }
+        if let Some(max) = self.capacity {
+            flags.push(("--max-clients", max.to_string()));
+            flags.push(("--max-room-members", max.to_string()));
+            flags.push(("--max-conns-per-ip", "0".to_owned()));
+        }
+        if let Some((per_user, per_ip)) = self.held_rooms {
+            flags.push(("--max-held-rooms", per_user.to_string()));
+            flags.push(("--max-held-rooms-per-ip", per_ip.to_string()));
+        }
+        flags
+            .into_iter()
+            .flat_map(|(flag, value)| [flag.to_owned(), value])
+            .collect()
+    }
+
+    fn config(&self) -> roomcast::Config {
+        let mut config = roomcast::Config {
+            addr: "127.0.0.1:0".parse().expect("literal address"),
+            fps: self.fps,
+            ..roomcast::Config::default()
+        };
+        if let Some(rate) = self.rate_limit {
+            config.rate_limit = rate;
+        }
+        if let Some(max) = self.capacity {
+            config.max_clients = max;
+            config.max_room_members = max;
+            config.max_conns_per_ip = 0;
+        }
+        if let Some((per_user, per_ip)) = self.held_rooms {
+            config.max_held_rooms = per_user;
+            config.max_held_rooms_per_ip = per_ip;
+        }
+        config
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let connections = match &cli.load {
-        Load::Chat { rooms, members, .. } => rooms * members,
-        Load::Vr { headsets, .. } => *headsets,
-        Load::Idle { connections } => *connections,
-    };
     let s = &cli.server;
-    let target = match start_target(s, connections) {
+    let target = match start_target(s, &Settings::of(s, &cli.load)) {
         Ok(target) => target,
         Err(err) => {
             eprintln!("roomcast-bench: cannot start the server: {err}");
@@ -143,6 +241,27 @@ fn main() -> ExitCode {
             ("vr", scenarios::vr(&target, &load))
         }
         Load::Idle { connections } => ("idle", scenarios::idle(&target, *connections, s.seconds)),
+        Load::Attack {
+            kind,
+            attackers,
+            bystander_rate,
+            payload,
+            rooms,
+            depth,
+            reconnect,
+        } => {
+            let load = AttackLoad {
+                kind: *kind,
+                attackers: attackers.unwrap_or(kind.default_attackers()),
+                seconds: s.seconds,
+                bystander_rate: *bystander_rate,
+                payload: payload.unwrap_or(kind.default_payload()),
+                rooms: *rooms,
+                depth: *depth,
+                reconnect: *reconnect,
+            };
+            ("attack", attack::attack(&target, &load))
+        }
     };
     let rss = target.rss();
     target.stop();
@@ -168,31 +287,14 @@ fn main() -> ExitCode {
     }
 }
 
-fn start_target(s: &ServerArgs, connections: usize) -> std::io::Result<Target> {
+fn start_target(s: &ServerArgs, settings: &Settings) -> std::io::Result<Target> {
     if let Some(addr) = s.addr {
         return Ok(Target::Remote { addr });
     }
-    let max_clients = connections + 100;
     if s.spawn {
-        let flags: Vec<String> = [
-            ("--fps", s.fps.to_string()),
-            ("--rate-limit", s.rate_limit.to_string()),
-            ("--max-clients", max_clients.to_string()),
-            ("--max-room-members", max_clients.to_string()),
-        ]
-        .into_iter()
-        .flat_map(|(flag, value)| [flag.to_owned(), value])
-        .collect();
-        return Target::spawn(&flags, s.server_cpu);
+        return Target::spawn(&settings.flags(), s.server_cpu);
     }
-    Target::embedded(roomcast::Config {
-        addr: "127.0.0.1:0".parse().expect("literal address"),
-        fps: s.fps,
-        rate_limit: s.rate_limit,
-        max_clients,
-        max_room_members: max_clients,
-        ..roomcast::Config::default()
-    })
+    Target::embedded(settings.config())
 }
 
 /// A human table on stdout, then one JSON line with the settings and every figure.

@@ -16,16 +16,13 @@ use crate::stats::{leading_f64, leading_u64, Samples, Sequences};
 use crate::target::Target;
 
 /// Time allowed after the load stops for in-flight events to arrive.
-const DRAIN: Duration = Duration::from_secs(2);
+pub const DRAIN: Duration = Duration::from_secs(2);
 
 pub struct Outcome {
     /// Named figures, in the order they are printed.
     pub figures: Vec<(&'static str, Value)>,
 }
 
-/// Logs every connection in, takes it out of the lobby (so logins do not fan out to everyone)
-/// and into its room, then waits for a pong on each: replies come after what their messages
-/// caused, so a pong means the set-up is done.
 /// Which connections have seen their set-up pong, and the first refusal if any.
 struct SetUp {
     pong: memmem::Finder<'static>,
@@ -47,7 +44,39 @@ impl SetUp {
     }
 }
 
+/// Logs every connection in, takes it out of the lobby (so logins do not fan out to everyone)
+/// and into its room, then waits for a pong on each: replies come after what their messages
+/// caused, so a pong means the set-up is done.
 fn set_up(pool: &mut Pool, room_of: impl Fn(usize) -> Option<String>) -> io::Result<Duration> {
+    set_up_with(pool, |pool, i| {
+        pool.queue(i, &login(&format!("u{i}")));
+        pool.queue(i, br#"{"room":"lobby","type":"leave"}"#);
+        if let Some(room) = room_of(i) {
+            pool.queue(i, &join(&room));
+        }
+    })
+}
+
+/// A login frame's body.
+pub fn login(user: &str) -> Vec<u8> {
+    json!({"system": "login", "options": {"user": user, "pass": "bench"}})
+        .to_string()
+        .into_bytes()
+}
+
+/// A join frame's body.
+pub fn join(room: &str) -> Vec<u8> {
+    json!({"room": room, "type": "join"})
+        .to_string()
+        .into_bytes()
+}
+
+/// Queues `script(pool, i)` on every connection, then a ping, and waits for a pong on each;
+/// any error reply fails the set-up.
+pub fn set_up_with(
+    pool: &mut Pool,
+    mut script: impl FnMut(&mut Pool, usize),
+) -> io::Result<Duration> {
     let started = Instant::now();
     let mut state = SetUp {
         pong: memmem::Finder::new(br#""msg":"pong""#),
@@ -57,16 +86,7 @@ fn set_up(pool: &mut Pool, room_of: impl Fn(usize) -> Option<String>) -> io::Res
         refused: None,
     };
     for i in 0..pool.conns.len() {
-        let login =
-            json!({"system": "login", "options": {"user": format!("u{i}"), "pass": "bench"}});
-        pool.queue(i, login.to_string().as_bytes());
-        pool.queue(i, br#"{"room":"lobby","type":"leave"}"#);
-        if let Some(room) = room_of(i) {
-            pool.queue(
-                i,
-                json!({"room": room, "type": "join"}).to_string().as_bytes(),
-            );
-        }
+        script(pool, i);
         pool.queue(i, br#"{"system":"ping"}"#);
         if i % 256 == 255 {
             pool.flush()?;
@@ -110,7 +130,7 @@ fn set_up(pool: &mut Pool, room_of: impl Fn(usize) -> Option<String>) -> io::Res
     }
 }
 
-fn progress(started: Instant, seconds: f64, what: &str) {
+pub fn progress(started: Instant, seconds: f64, what: &str) {
     eprint!(
         "\r[{:5.1}/{seconds:.0} s] {what}        ",
         started.elapsed().as_secs_f64()
@@ -458,7 +478,7 @@ pub fn idle(target: &Target, connections: usize, seconds: f64) -> io::Result<Out
 
 /// After the load stops: done once every expected event arrived, or `DRAIN` after the first
 /// call, whichever comes first (what is still missing then is counted as lost).
-fn drain_done(
+pub fn drain_done(
     drained_at: &mut Option<Instant>,
     now: Instant,
     delivered: u64,
@@ -467,15 +487,15 @@ fn drain_done(
     delivered >= expected || now.duration_since(*drained_at.get_or_insert(now)) > DRAIN
 }
 
-fn clock_micros(clock: Instant, now: Instant) -> u64 {
+pub fn clock_micros(clock: Instant, now: Instant) -> u64 {
     now.saturating_duration_since(clock).as_micros() as u64
 }
 
-fn field_u64(bytes: &[u8], key: &[u8]) -> Option<u64> {
+pub fn field_u64(bytes: &[u8], key: &[u8]) -> Option<u64> {
     let at = memmem::find(&bytes[..bytes.len().min(64)], key)?;
     leading_u64(&bytes[at + key.len()..])
 }
 
-fn cpu_delta(target: &Target, before: Option<f64>) -> Option<f64> {
+pub fn cpu_delta(target: &Target, before: Option<f64>) -> Option<f64> {
     Some(target.cpu_seconds()? - before?)
 }
