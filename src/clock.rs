@@ -116,15 +116,21 @@ impl TokenBucket {
 
     /// How long until a token is there, at `rate`; zero if one is there now.
     pub fn wait(&self, now: Instant, rate: f64, burst: f64) -> Duration {
+        self.wait_for(now, rate, burst, 1.0)
+    }
+
+    /// How long until `wanted` tokens (at most the burst) are there, at `rate`.
+    pub fn wait_for(&self, now: Instant, rate: f64, burst: f64, wanted: f64) -> Duration {
         if rate <= 0.0 {
             return Duration::ZERO;
         }
+        let wanted = wanted.min(burst);
         let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
         let tokens = (self.tokens + elapsed * rate).min(burst);
-        if tokens >= 1.0 {
+        if tokens >= wanted {
             return Duration::ZERO;
         }
-        Duration::from_secs_f64((1.0 - tokens) / rate)
+        Duration::from_secs_f64((wanted - tokens) / rate)
     }
 }
 

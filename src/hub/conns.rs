@@ -1,12 +1,12 @@
 //! The connections the hub talks through: the session each carries, its message budgets, its
 //! liveness (login and idle timeouts) and whether its queue can take pose ticks now.
 //!
-//! Budgets bound work, not just replies: a frame is charged before it is parsed. Transforms
-//! have their own, larger bucket (a 144 Hz headset fits), and what they cannot pay for is
-//! dropped without a reply: poses are coalesced, so a dropped one is superseded anyway. A
-//! message the message bucket cannot pay for is dropped too; the client hears one 429 per
-//! second at most, and the event loop stops reading the socket until the bucket refills, so
-//! a flood meets TCP backpressure instead of a flood of refusals.
+//! Budgets bound work, not just replies: a frame is charged before it is parsed, by its size.
+//! Transforms have their own, larger bucket (a 144 Hz headset fits), and what they cannot pay
+//! for is dropped without a reply: poses are coalesced, so a dropped one is superseded anyway.
+//! A message the message bucket cannot pay for is dropped too, and the client hears one 429
+//! per second at most. Either way the event loop stops reading the socket until the bucket
+//! refills, so a flood meets TCP backpressure instead of costing the server its reading.
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -47,10 +47,10 @@ pub(crate) struct Conn {
 pub(crate) enum Charge {
     /// Paid for: handle it.
     Granted,
-    /// A transform over its budget: drop it silently.
+    /// The connection is gone: drop the frame.
     Dropped,
-    /// A message over its budget: drop it, answer 429 if `notify`, and stop reading the
-    /// connection until `until`.
+    /// Over budget: drop the frame, answer 429 if `notify` (never for a transform), and stop
+    /// reading the connection until `until`.
     Limited { notify: bool, until: Instant },
 }
 
@@ -147,21 +147,25 @@ impl Conns {
         Charge::Limited { notify, until }
     }
 
-    /// Charges a transform to the connection's transform bucket.
+    /// Charges a transform to the connection's transform bucket. One over budget is dropped
+    /// without a reply, and the connection is not read until half the burst is back: reading
+    /// and dropping a flood would cost the server as much as handling it.
     pub fn charge_transform(&mut self, id: ConnId, now: Instant) -> Charge {
         let Limits {
-            transform_rate,
-            transform_burst,
+            transform_rate: rate,
+            transform_burst: burst,
             ..
         } = self.limits;
-        let paid = self
-            .map
-            .get_mut(id)
-            .is_some_and(|conn| conn.transforms.take(now, transform_rate, transform_burst));
-        if paid {
-            Charge::Granted
-        } else {
-            Charge::Dropped
+        let Some(conn) = self.map.get_mut(id) else {
+            return Charge::Dropped;
+        };
+        if conn.transforms.take(now, rate, burst) {
+            return Charge::Granted;
+        }
+        let until = now + conn.transforms.wait_for(now, rate, burst, burst / 2.0);
+        Charge::Limited {
+            notify: false,
+            until,
         }
     }
 
@@ -270,7 +274,9 @@ mod tests {
             Charge::Limited { .. }
         ));
         assert_eq!(conns.charge_transform(id, now), Charge::Granted);
-        assert_eq!(conns.charge_transform(id, now), Charge::Dropped);
+        let (notify, until) = limited(conns.charge_transform(id, now));
+        assert!(!notify, "a transform over budget is dropped without a word");
+        assert!(until > now, "and the connection paused until some budget is back");
         assert_eq!(conns.charge_transform(id, now + 10 * MS), Charge::Granted);
     }
 }

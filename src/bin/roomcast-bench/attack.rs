@@ -98,10 +98,11 @@ pub struct AttackLoad {
 const CALM_ROOM: &str = "calm";
 /// The history kind's two rooms.
 const HISTORY_ROOMS: [&str; 2] = ["history-a", "history-b"];
-/// Fillers per history room: each sends `FILLER_MSGS`, well within the burst of 100.
-const FILLERS_PER_ROOM: usize = 2;
-const FILLER_MSGS: usize = 40;
-/// 2 x 40 x 60 KB = 4.8 MB per room: the history's byte cap (half of `--max-outbuf`, 4 MiB)
+/// Fillers per history room: each sends `FILLER_MSGS`, within the burst of 100 tokens (a
+/// 60 KB msg costs 15: one token per started 4 KiB).
+const FILLERS_PER_ROOM: usize = 20;
+const FILLER_MSGS: usize = 4;
+/// 20 x 4 x 60 KB = 4.8 MB per room: the history's byte cap (half of `--max-outbuf`, 4 MiB)
 /// is what bounds it.
 const FILLER_MSG_BYTES: usize = 60_000;
 /// Rooms one owner creates: `--max-rooms-per-user` once out of the lobby.
