@@ -231,18 +231,17 @@ def main():
         client.close(linger=0)
         return 1
     state = {"room": args.room}
-    if args.room != "lobby":
-        client.join(args.room)
-    say(f"logged in as {client.user}; talking in #{args.room}. {HELP}")
-
     quitting = threading.Event()
     lost = threading.Event()
     reader = threading.Thread(target=read_server, args=(client, quitting, lost), daemon=True)
-    reader.start()
     lines = queue.Queue()
-    threading.Thread(target=read_stdin, args=(lines,), daemon=True).start()
-
+    # From here on, Ctrl-C logs out like /quit.
     try:
+        if args.room != "lobby":
+            client.join(args.room)
+        say(f"logged in as {client.user}; talking in #{args.room}. {HELP}")
+        reader.start()
+        threading.Thread(target=read_stdin, args=(lines,), daemon=True).start()
         while not quitting.is_set():
             try:
                 line = lines.get(timeout=0.2)
@@ -262,7 +261,8 @@ def main():
         client.logout(wait=False)
     except OSError:
         pass  # Already gone: the server ends the session after its resume grace.
-    reader.join(timeout=2.0)
+    if reader.ident is not None:  # Started.
+        reader.join(timeout=2.0)
     client.close(linger=0, logout=False)
     say("bye")
     return 1 if lost.is_set() else 0
@@ -271,5 +271,5 @@ def main():
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except KeyboardInterrupt:  # Ctrl-C while connecting.
+    except KeyboardInterrupt:  # Ctrl-C while connecting or logging out.
         sys.exit(130)

@@ -237,9 +237,36 @@ def main():
         print(f"input_sender.py: login failed: {err}", file=sys.stderr)
         client.close(linger=0)
         return 1
+    counts = {"sent": 0, "echoed": 0}
+    done = threading.Event()
+    server_reader = threading.Thread(
+        target=report_server, args=(client, counts, done), daemon=True
+    )
+    # From here on, Ctrl-C ends the run like the end of input does: with a logout.
+    try:
+        send_inputs(client, args, counts, server_reader)
+    except KeyboardInterrupt:
+        pass
+    except OSError as err:
+        say(f"! cannot send: {err}")
+    # Log out: the server handles every msg sent, echoes them, answers, then closes; the
+    # reader thread counts the echoes and ends there.
+    done.set()
+    try:
+        client.logout(wait=False)
+    except OSError:
+        pass  # Already gone.
+    if server_reader.ident is not None:  # Started.
+        server_reader.join(timeout=2.0)
+    client.close(linger=0, logout=False)
+    say(f"sent {counts['sent']} inputs; {counts['echoed']} came back from the server")
+    return 0
+
+
+def send_inputs(client, args, counts, server_reader):
+    """Joins the room, then sends inputs until the end of input or ``--seconds``."""
     if args.room != "lobby":
         client.join(args.room)
-
     if args.no_joystick:
         joysticks = None
         say("joystick support is off (--no-joystick)")
@@ -254,11 +281,6 @@ def main():
             pass  # No termios (Windows): fall back to lines.
     reader = read_keys if terminal is not None else read_lines
     threading.Thread(target=reader, args=(inputs,), daemon=True).start()
-    counts = {"sent": 0, "echoed": 0}
-    done = threading.Event()
-    server_reader = threading.Thread(
-        target=report_server, args=(client, counts, done), daemon=True
-    )
     server_reader.start()
     how = "press keys (q quits)" if terminal is not None else "one input per line"
     say(f"{client.user} -> #{args.room}: {how}")
@@ -292,27 +314,11 @@ def main():
             if polling:
                 for msg in joysticks.poll():
                     send(msg)
-    except KeyboardInterrupt:
-        pass
-    except OSError as err:
-        say(f"! cannot send: {err}")
     finally:
         if terminal is not None:
             terminal.restore()
         if joysticks is not None:
             joysticks.close()
-    # Log out: the server handles every msg sent, echoes them, answers, then closes; the
-    # reader thread counts the echoes and ends there.
-    done.set()
-    try:
-        client.logout(wait=False)
-    except OSError:
-        pass  # Already gone.
-    server_reader.join(timeout=2.0)
-    client.close(linger=0, logout=False)
-    say(f"sent {counts['sent']} inputs; {counts['echoed']} came back from the server")
-    return 0
-
 
 if __name__ == "__main__":
     try:
