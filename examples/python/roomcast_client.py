@@ -1127,8 +1127,8 @@ class Client:
             return sock, wire.buf, frames, info
         else:
             failure = ReconnectFailed(
-                f"connection lost ({cause}); {self.reconnect_attempts} reconnect attempts "
-                f"failed, the last with: {last_error}",
+                f"gave up reconnecting after {self.reconnect_attempts} attempts (the last: "
+                f"{last_error}); the connection was lost with: {cause}",
                 self.reconnect_attempts,
             )
             raise failure from last_error
