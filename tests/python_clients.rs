@@ -5,12 +5,18 @@
 //! Every test is skipped (with the reason on stderr) when `python3` is not installed. No
 //! child may outlive its test: each runs under a deadline and is killed past it, and a
 //! failure prints the child's whole stdout and stderr.
+//!
+//! The reconnect tests put a [`Proxy`] between a script and the server: it forwards bytes
+//! both ways and can cut its connections the way a network failure does (in the middle of a
+//! frame, if asked), then refuse new ones until it is restored.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -73,6 +79,10 @@ fn chat_users_see_each_others_messages() {
     alice.send_line("/leave nowhere");
     alice.wait_for_line("! 404 You are not in room \"nowhere\".");
 
+    // /who lists the current room's members.
+    bob.send_line("/who");
+    bob.wait_for_line("#den * members: alice, bob");
+
     bob.send_line("/quit");
     let bob_out = bob.finish();
     assert_eq!(bob_out.last().map(String::as_str), Some("bye"));
@@ -80,9 +90,183 @@ fn chat_users_see_each_others_messages() {
         !bob_out.iter().any(|line| line.contains("up here")),
         "bob is not in #attic: {bob_out:#?}"
     );
+    // /quit logged bob out: he left at once (a lost connection would be "away").
     alice.wait_for_line("* bob left #den");
     alice.close_stdin(); // End of input quits, like Ctrl-D.
     assert_eq!(alice.finish().last().map(String::as_str), Some("bye"));
+    server.stop();
+}
+
+#[test]
+fn chat_logs_out_on_ctrl_c() {
+    if !python_present("chat_logs_out_on_ctrl_c") {
+        return;
+    }
+    let server = TestServer::start(Config::default());
+    let mut bob = watcher(server.addr, "bob", "den");
+    let mut alice = Script::spawn("chat.py", &chat_args(&server.port_args(), "alice"), true);
+    alice.wait_for_line("* alice joined #den");
+    wait_for_event(&mut bob, |room, e| room == "den" && e.kind == "join");
+    alice.interrupt();
+    wait_for_event(&mut bob, |room, e| {
+        assert_ne!(
+            e.kind, "away",
+            "Ctrl-C must log out, not drop the connection"
+        );
+        room == "den" && e.kind == "leave" && e.user == "alice"
+    });
+    assert_eq!(alice.finish().last().map(String::as_str), Some("bye"));
+    server.stop();
+}
+
+#[test]
+fn chat_rooms_lists_every_page_and_who_lists_members() {
+    if !python_present("chat_rooms_lists_every_page_and_who_lists_members") {
+        return;
+    }
+    // 120 rooms: more than one page of the rooms reply (100 by default).
+    let server = TestServer::start(Config {
+        rate_limit: 0.0,
+        max_held_rooms: 200,
+        max_rooms_per_user: 200,
+        ..test_config()
+    });
+    let mut builder = Client::connect(server.addr).expect("connect");
+    builder.login("builder", "pw").expect("login");
+    for n in 0..120 {
+        builder.join(&format!("room-{n:03}")).expect("join");
+    }
+    builder.ping().expect("the joins are done");
+    let mut alice = Script::spawn("chat.py", &chat_args(&server.port_args(), "alice"), true);
+    alice.wait_for_line("* alice joined #den");
+    alice.send_line("/rooms");
+    let header = alice.wait_for_line(" rooms:");
+    assert!(header.ends_with("* 122 rooms:"), "{header:?}");
+    alice.wait_for_line("*   #den      1 user");
+    alice.wait_for_line("*   #lobby    2 users");
+    alice.wait_for_line("*   #room-000 1 user");
+    alice.wait_for_line("*   #room-119 1 user");
+    alice.send_line("/who");
+    alice.wait_for_line("#den * members: alice");
+    alice.send_line("/quit");
+    let out = alice.finish();
+    let listed = out.iter().filter(|line| line.contains("*   #")).count();
+    assert_eq!(listed, 122, "{}", out.join("\n"));
+    server.stop();
+}
+
+#[test]
+fn chat_resumes_after_a_connection_cut_mid_frame() {
+    if !python_present("chat_resumes_after_a_connection_cut_mid_frame") {
+        return;
+    }
+    let server = TestServer::start(Config::default());
+    let proxy = Proxy::start(server.addr);
+    let mut bob = watcher(server.addr, "bob", "den");
+    let mut alice = Script::spawn("chat.py", &chat_args(&proxy.port_args(), "alice"), true);
+    alice.wait_for_line("* alice joined #den");
+    wait_for_event(&mut bob, |room, e| room == "den" && e.kind == "join");
+    for n in 0..5 {
+        say(&mut bob, n);
+    }
+    alice.wait_for_line("#den <bob> m4");
+
+    // The next frame reaches alice whole, the one after it only half: then the connection
+    // is cut both ways, and the proxy refuses alice's reconnects for a while.
+    proxy.cut_after(1);
+    say(&mut bob, 5);
+    say(&mut bob, 6);
+    alice.wait_for_line("#den <bob> m5");
+    wait_for_event(&mut bob, |room, e| {
+        room == "den" && e.kind == "away" && e.user == "alice"
+    });
+    for n in 7..10 {
+        say(&mut bob, n);
+    }
+    proxy.restore();
+
+    let line = alice.wait_for_line("reconnected");
+    assert!(
+        line.ends_with("* reconnected, 4 missed messages replayed"),
+        "{line:?}"
+    );
+    wait_for_event(&mut bob, |room, e| {
+        room == "den" && e.kind == "back" && e.user == "alice"
+    });
+    alice.wait_for_line("#den (missed) <bob> m9");
+    say(&mut bob, 10);
+    alice.wait_for_line("#den <bob> m10");
+    alice.send_line("/quit");
+    let out = alice.finish();
+    assert_eq!(out.last().map(String::as_str), Some("bye"));
+
+    // Every message exactly once, in order; the ones sent while alice was away replayed.
+    let said: Vec<&String> = out.iter().filter(|l| l.contains("<bob> m")).collect();
+    let numbers: Vec<u32> = said.iter().map(|l| said_number(l)).collect();
+    assert_eq!(numbers, (0..=10).collect::<Vec<_>>(), "{}", out.join("\n"));
+    for line in &said {
+        let n = said_number(line);
+        assert_eq!(line.contains("(missed)"), (6..=9).contains(&n), "{line:?}");
+    }
+    let reconnects: Vec<usize> = (0..out.len())
+        .filter(|&i| out[i].contains("reconnected"))
+        .collect();
+    let m5 = out.iter().position(|l| l.ends_with("<bob> m5")).unwrap();
+    let m6 = out.iter().position(|l| l.ends_with("<bob> m6")).unwrap();
+    assert!(
+        reconnects.len() == 1 && m5 < reconnects[0] && reconnects[0] < m6,
+        "one reconnect line, between m5 and m6:\n{}",
+        out.join("\n")
+    );
+    server.stop();
+}
+
+#[test]
+fn chat_logs_in_again_when_its_session_expired() {
+    if !python_present("chat_logs_in_again_when_its_session_expired") {
+        return;
+    }
+    // No resume grace: a lost connection ends the session, so the resume gets 410.
+    let server = TestServer::start(Config {
+        resume_grace: Duration::ZERO,
+        ..test_config()
+    });
+    let proxy = Proxy::start(server.addr);
+    let mut bob = watcher(server.addr, "bob", "den");
+    let mut alice = Script::spawn("chat.py", &chat_args(&proxy.port_args(), "alice"), true);
+    alice.wait_for_line("* alice joined #den");
+    say(&mut bob, 0);
+    alice.wait_for_line("#den <bob> m0");
+    proxy.cut_now();
+    wait_for_event(&mut bob, |room, e| {
+        room == "den" && e.kind == "leave" && e.user == "alice"
+    });
+    say(&mut bob, 1);
+    say(&mut bob, 2);
+    proxy.restore();
+
+    let line = alice.wait_for_line("reconnected");
+    assert!(
+        line.ends_with(
+            "* reconnected, 2 missed messages replayed; the session had expired: logged in \
+             again and re-joined the rooms"
+        ),
+        "{line:?}"
+    );
+    wait_for_event(&mut bob, |room, e| {
+        room == "den" && e.kind == "join" && e.user == "alice"
+    });
+    alice.wait_for_line("#den (missed) <bob> m2");
+    say(&mut bob, 3);
+    alice.wait_for_line("#den <bob> m3");
+    alice.send_line("/quit");
+    let out = alice.finish();
+    let numbers: Vec<u32> = out
+        .iter()
+        .filter(|l| l.contains("<bob> m"))
+        .map(|l| said_number(l))
+        .collect();
+    assert_eq!(numbers, vec![0, 1, 2, 3], "{}", out.join("\n"));
     server.stop();
 }
 
@@ -212,6 +396,114 @@ fn input_sender_reaches_a_rust_client_in_the_room() {
         }
     }
     assert_eq!(got, expected);
+    server.stop();
+}
+
+#[test]
+fn keepalive_outlives_the_idle_timeout() {
+    if !python_present("keepalive_outlives_the_idle_timeout") {
+        return;
+    }
+    // Silent for 2.5 s with an idle timeout of 0.9 s: only the keep-alive pings keep it.
+    let server = TestServer::start(Config {
+        idle_timeout: Duration::from_millis(900),
+        ..test_config()
+    });
+    let mut args = server.port_args();
+    args.extend(["--seconds", "2.5", "--no-joystick"].map(String::from));
+    let mut sender = Script::spawn("input_sender.py", &args, true);
+    let out = sender.finish_without_closing_stdin();
+    assert!(
+        !out.iter()
+            .any(|l| l.contains("408") || l.contains("connection lost")),
+        "{}",
+        out.join("\n")
+    );
+    assert_eq!(
+        out.last().map(String::as_str),
+        Some("sent 0 inputs; 0 came back from the server")
+    );
+    server.stop();
+}
+
+#[test]
+fn scripts_exit_non_zero_with_the_error_when_login_fails() {
+    if !python_present("scripts_exit_non_zero_with_the_error_when_login_fails") {
+        return;
+    }
+    let server = TestServer::start(Config::default());
+    let mut taken = Client::connect(server.addr).expect("connect");
+    taken.login("taken", "pw").expect("login");
+    let with = |args: &[&str]| {
+        let mut all = server.port_args();
+        all.extend(args.iter().map(|a| a.to_string()));
+        all
+    };
+    let cases = [
+        ("chat.py", with(&["--user", "taken"]), "409"),
+        ("chat.py", with(&["--user", "no spaces"]), "422"),
+        ("headset_sim.py", with(&["--user", "TAKEN"]), "409"),
+        (
+            "input_sender.py",
+            with(&["--user", "taken", "--no-joystick"]),
+            "409",
+        ),
+    ];
+    for (script, args, code) in cases {
+        let (status, _, stderr) = Script::spawn(script, &args, true).finish_any();
+        assert_eq!(status.code(), Some(1), "{script}: {stderr}");
+        assert!(stderr.contains(code), "{script}: no {code} in {stderr:?}");
+    }
+
+    // Nobody listening: a clear error, not a traceback.
+    let closed_port = {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("address").port().to_string()
+    };
+    let nowhere = ["--host", "127.0.0.1", "--port", &closed_port].map(String::from);
+    for script in [
+        "roomcast_client.py",
+        "chat.py",
+        "headset_sim.py",
+        "input_sender.py",
+    ] {
+        let mut args = nowhere.to_vec();
+        if script == "chat.py" {
+            args.extend(["--user", "x"].map(String::from));
+        }
+        let (status, _, stderr) = Script::spawn(script, &args, true).finish_any();
+        assert_eq!(status.code(), Some(1), "{script}: {stderr}");
+        assert!(
+            stderr.contains("cannot connect") && !stderr.contains("Traceback"),
+            "{script}: {stderr:?}"
+        );
+    }
+    server.stop();
+}
+
+#[test]
+fn module_help_and_check_against_a_server() {
+    if !python_present("module_help_and_check_against_a_server") {
+        return;
+    }
+    let (status, help, stderr) =
+        Script::spawn("roomcast_client.py", &["--help".into()], false).finish_any();
+    assert!(status.success(), "{stderr}");
+    assert!(
+        help.first().is_some_and(|l| l.starts_with("usage: ")),
+        "{help:?}"
+    );
+    assert!(help.iter().any(|l| l.contains("--port")), "{help:?}");
+
+    let server = TestServer::start(Config::default());
+    let mut args = server.port_args();
+    args.extend(["--user", "checker"].map(String::from));
+    let out = Script::spawn("roomcast_client.py", &args, false).finish();
+    assert_eq!(
+        out.first().map(String::as_str),
+        Some("Access granted. as checker; idle timeout 120.0 s")
+    );
+    assert_eq!(out.last().map(String::as_str), Some("rooms: lobby (1)"));
     server.stop();
 }
 
@@ -429,6 +721,35 @@ impl Script {
         }
     }
 
+    /// Sends SIGINT, as Ctrl-C in a terminal would.
+    fn interrupt(&mut self) {
+        let status = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -INT {}", self.child.id());
+    }
+
+    /// Closes stdin, waits for the exit, successful or not, and returns the status, every
+    /// stdout line and stderr.
+    fn finish_any(&mut self) -> (ExitStatus, Vec<String>, String) {
+        self.close_stdin();
+        let Some(status) = self.wait_until(self.started + CHILD_TIMEOUT) else {
+            let transcript = self.transcript();
+            panic!(
+                "{}: still running after {CHILD_TIMEOUT:?}; killed\n{transcript}",
+                self.name
+            );
+        };
+        self.drain_stdout();
+        let stderr = self
+            .stderr
+            .take()
+            .and_then(|reader| reader.join().ok())
+            .unwrap_or_default();
+        (status, self.stdout.clone(), stderr)
+    }
+
     /// Closes stdin, waits for a successful exit and returns every stdout line.
     fn finish(&mut self) -> Vec<String> {
         self.close_stdin();
@@ -502,6 +823,41 @@ impl Drop for Script {
     }
 }
 
+/// `--host H --port P --user USER --room den` for chat.py.
+fn chat_args(port_args: &[String], user: &str) -> Vec<String> {
+    let mut args = port_args.to_vec();
+    args.extend(["--user", user, "--room", "den"].map(String::from));
+    args
+}
+
+/// A Rust client logged in as `user` and in `room`, its join read.
+fn watcher(addr: SocketAddr, user: &str, room: &str) -> Client {
+    let mut client = Client::connect(addr).expect("connect");
+    client
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("set read timeout");
+    client.login(user, "pw").expect("login");
+    client.join(room).expect("join");
+    wait_for_event(&mut client, |r, e| r == room && e.kind == "list");
+    client
+}
+
+/// bob says `m{n}` in #den and waits for its echo, so the server has handled it.
+fn say(bob: &mut Client, n: u32) {
+    let text = format!("m{n}");
+    bob.msg("den", &text).expect("msg");
+    wait_for_event(bob, |room, e| {
+        room == "den" && e.kind == "msg" && e.data == *text
+    });
+}
+
+/// The number in a chat line that ends with `<bob> m{n}`.
+fn said_number(line: &str) -> u32 {
+    line.rsplit_once("<bob> m")
+        .and_then(|(_, n)| n.parse().ok())
+        .unwrap_or_else(|| panic!("no message number in {line:?}"))
+}
+
 /// Chat lines start with the local time, `HH:MM:SS `.
 fn assert_local_time_prefix(line: &str) {
     let stamp = line.get(..9).unwrap_or_default();
@@ -558,4 +914,188 @@ fn is_timeout(err: &std::io::Error) -> bool {
         err.kind(),
         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
     )
+}
+
+/// A TCP proxy from a script to the server that can fail like a network: cut every
+/// connection it carries (resets both ways, optionally after passing only half of a frame to
+/// the client), and refuse new connections (reset at once) until restored.
+struct Proxy {
+    addr: SocketAddr,
+    shared: Arc<ProxyShared>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+struct ProxyShared {
+    upstream: SocketAddr,
+    stop: AtomicBool,
+    state: Mutex<ProxyState>,
+}
+
+#[derive(Default)]
+struct ProxyState {
+    /// New connections are reset at once.
+    down: bool,
+    /// Server-to-client frames still passed whole before a cut; `None`: no cut armed.
+    cut_after: Option<usize>,
+    /// Both ends (client side, server side) of every connection carried.
+    links: Vec<(TcpStream, TcpStream)>,
+}
+
+impl Proxy {
+    fn start(upstream: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+        listener
+            .set_nonblocking(true)
+            .expect("nonblocking listener");
+        let shared = Arc::new(ProxyShared {
+            upstream,
+            stop: AtomicBool::new(false),
+            state: Mutex::new(ProxyState::default()),
+        });
+        let addr = listener.local_addr().expect("proxy address");
+        let acceptor = {
+            let shared = Arc::clone(&shared);
+            thread::spawn(move || shared.accept_loop(&listener))
+        };
+        Proxy {
+            addr,
+            shared,
+            acceptor: Some(acceptor),
+        }
+    }
+
+    fn port_args(&self) -> Vec<String> {
+        vec![
+            "--host".into(),
+            self.addr.ip().to_string(),
+            "--port".into(),
+            self.addr.port().to_string(),
+        ]
+    }
+
+    /// Passes the next `frames` server frames whole, cuts the one after in half, then cuts
+    /// every connection and goes down.
+    fn cut_after(&self, frames: usize) {
+        self.shared.state().cut_after = Some(frames);
+    }
+
+    /// Cuts every connection now and goes down.
+    fn cut_now(&self) {
+        let mut state = self.shared.state();
+        state.down = true;
+        for (client, server) in state.links.drain(..) {
+            reset(&client);
+            reset(&server);
+        }
+    }
+
+    /// Accepts and carries connections again.
+    fn restore(&self) {
+        self.shared.state().down = false;
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        self.cut_now();
+        if let Some(acceptor) = self.acceptor.take() {
+            let _ = acceptor.join();
+        }
+    }
+}
+
+impl ProxyShared {
+    fn state(&self) -> MutexGuard<'_, ProxyState> {
+        // A pump that panicked cannot leave the state half-changed: plain assignments only.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn accept_loop(self: Arc<Self>, listener: &TcpListener) {
+        while !self.stop.load(Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((client, _)) => self.carry(client),
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
+                    thread::sleep(Duration::from_millis(5));
+                }
+                Err(err) => panic!("proxy accept: {err}"),
+            }
+        }
+    }
+
+    fn carry(self: &Arc<Self>, client: TcpStream) {
+        if self.state().down {
+            reset(&client);
+            return;
+        }
+        let Ok(server) = TcpStream::connect(self.upstream) else {
+            reset(&client);
+            return;
+        };
+        client.set_nonblocking(false).expect("blocking client side");
+        for stream in [&client, &server] {
+            stream.set_nodelay(true).expect("nodelay");
+        }
+        let clone = |s: &TcpStream| s.try_clone().expect("clone a proxied stream");
+        self.state().links.push((clone(&client), clone(&server)));
+        let (mut up_from, mut up_to) = (clone(&client), clone(&server));
+        thread::spawn(move || {
+            let _ = std::io::copy(&mut up_from, &mut up_to);
+            let _ = up_to.shutdown(std::net::Shutdown::Write);
+        });
+        let shared = Arc::clone(self);
+        thread::spawn(move || shared.pump_down(server, client));
+    }
+
+    /// Server to client, frame by frame, so a cut can fall in the middle of one.
+    fn pump_down(&self, mut server: TcpStream, mut client: TcpStream) {
+        loop {
+            let mut header = [0u8; 4];
+            if server.read_exact(&mut header).is_err() {
+                break;
+            }
+            let mut frame = header.to_vec();
+            frame.resize(4 + u32::from_be_bytes(header) as usize, 0);
+            if server.read_exact(&mut frame[4..]).is_err() {
+                break;
+            }
+            let cut = {
+                let mut state = self.state();
+                match state.cut_after {
+                    Some(0) => {
+                        state.cut_after = None;
+                        true
+                    }
+                    Some(n) => {
+                        state.cut_after = Some(n - 1);
+                        false
+                    }
+                    None => false,
+                }
+            };
+            if cut {
+                let _ = client.write_all(&frame[..frame.len() / 2]);
+                let mut state = self.state();
+                state.down = true;
+                for (c, s) in state.links.drain(..) {
+                    reset(&c);
+                    reset(&s);
+                }
+                break;
+            }
+            if client.write_all(&frame).is_err() {
+                break;
+            }
+        }
+        let _ = client.shutdown(std::net::Shutdown::Write);
+    }
+}
+
+/// Ends a connection as a failing network does: a reset (SO_LINGER 0) rather than a FIN once
+/// the last handle closes, and both directions shut now, so blocked pumps wake up.
+fn reset(stream: &TcpStream) {
+    let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
+    let _ = stream.shutdown(std::net::Shutdown::Both);
 }

@@ -9,7 +9,10 @@ latest pose of each user once per tick (its --fps, 20 by default), so the lines 
 the other headsets come at the server's rate, not at theirs.
 
 One thread does both: between two sends it waits for server frames with a timeout, so the
-send schedule is a fixed-rate deadline that does not drift.
+send schedule is a fixed-rate deadline that does not drift. The poses keep the connection
+alive (any frame sent counts); should the headset stop sending, the client's keep-alive pings.
+A lost connection is resumed on its own (--no-reconnect turns that off); the sim says so and
+streams on.
 """
 
 import argparse
@@ -68,6 +71,9 @@ def handle(event, me, stats):
     elif event["type"] in ("join", "leave") and not event["history"] and event["user"] != me:
         verb = "joined" if event["type"] == "join" else "left"
         say(f"{time.strftime('%H:%M:%S')} #{event['room']} * {event['user']} {verb}")
+    elif event["type"] == "reconnect":
+        how = "resumed" if event["resumed"] else "logged in again"
+        say(f"{time.strftime('%H:%M:%S')} * reconnected ({how}) after {event['downtime']:.1f} s")
 
 
 def run(client, args, stats):
@@ -105,14 +111,31 @@ def main():
     parser.add_argument("--radius", type=float, default=1.0, help="circle radius, metres")
     parser.add_argument("--period", type=float, default=4.0, help="seconds per lap")
     parser.add_argument("--height", type=float, default=1.6, help="eye height, metres")
+    parser.add_argument(
+        "--no-reconnect",
+        action="store_true",
+        help="do not reconnect and resume when the connection is lost",
+    )
     args = parser.parse_args()
     if not args.hz > 0:
         parser.error("--hz must be above 0")
 
+    try:
+        client = Client(args.host, args.port, auto_reconnect=not args.no_reconnect)
+    except OSError as err:
+        print(f"headset_sim.py: cannot connect to {args.host}:{args.port}: {err}", file=sys.stderr)
+        return 1
+    try:
+        client.login(args.user, "")
+    except (RoomcastError, OSError) as err:
+        print(f"headset_sim.py: login failed: {err}", file=sys.stderr)
+        client.close(linger=0)
+        return 1
+
     stats = Stats()
     try:
-        with Client(args.host, args.port) as client:
-            client.login(args.user, "")
+        # Leaving the with block logs out: the other headsets see us leave at once.
+        with client:
             client.join(args.room)
             say(f"{client.user}: streaming at {args.hz:g} Hz to #{args.room}; Ctrl-C stops")
             started = time.monotonic()
@@ -122,13 +145,13 @@ def main():
                 pass
             elapsed = time.monotonic() - started
     except RoomcastError as err:
-        say(f"refused: {err.code} {err.msg}")
+        print(f"headset_sim.py: refused: {err.code} {err.msg}", file=sys.stderr)
         return 1
-    except ConnectionClosed:
-        say("the server closed the connection")
+    except ConnectionClosed as err:
+        print(f"headset_sim.py: connection lost: {err}", file=sys.stderr)
         return 1
     except OSError as err:
-        say(f"cannot talk to {args.host}:{args.port}: {err}")
+        print(f"headset_sim.py: cannot talk to {args.host}:{args.port}: {err}", file=sys.stderr)
         return 1
     rate = stats.sent / elapsed if elapsed > 0 else 0.0
     others = ", ".join(sorted(stats.users)) or "nobody"

@@ -20,7 +20,8 @@ Sources:
 - pygame installed and a joystick plugged in: its buttons, axes and hats. Without pygame the
   script says joystick support is off and carries on.
 
-Stops at end of input, after --seconds, or on Ctrl-C.
+Stops at end of input, after --seconds, or on Ctrl-C, and logs out. While no input comes,
+the client's keep-alive pings, so the server's idle timeout never closes the connection.
 """
 
 import argparse
@@ -198,8 +199,9 @@ class Joysticks:
 # --- the loop -----------------------------------------------------------------------------
 
 
-def report_server(client, counts):
-    """Thread: counts our msgs coming back and prints errors (a 429 means we sent too fast)."""
+def report_server(client, counts, done):
+    """Thread: counts our msgs coming back and prints errors (a 429 means we sent too fast).
+    When the connection ends before we are ``done``, says so."""
     while True:
         try:
             for event in client.events():
@@ -207,7 +209,9 @@ def report_server(client, counts):
                     counts["echoed"] += 1
         except RoomcastError as err:
             say(f"! {err.code} {err.msg}")
-        except (ConnectionClosed, OSError):
+        except (ConnectionClosed, OSError) as err:
+            if not done.is_set():
+                say(f"! connection lost: {err}")
             return
 
 
@@ -224,16 +228,45 @@ def main():
 
     try:
         client = Client(args.host, args.port)
-        client.login(args.user, "")
-    except RoomcastError as err:
-        say(f"login refused: {err.code} {err.msg}")
-        return 1
     except OSError as err:
-        say(f"cannot connect to {args.host}:{args.port}: {err}")
+        print(f"input_sender.py: cannot connect to {args.host}:{args.port}: {err}", file=sys.stderr)
         return 1
+    try:
+        client.login(args.user, "")
+    except (RoomcastError, OSError) as err:
+        print(f"input_sender.py: login failed: {err}", file=sys.stderr)
+        client.close(linger=0)
+        return 1
+    counts = {"sent": 0, "echoed": 0}
+    done = threading.Event()
+    server_reader = threading.Thread(
+        target=report_server, args=(client, counts, done), daemon=True
+    )
+    # From here on, Ctrl-C ends the run like the end of input does: with a logout.
+    try:
+        send_inputs(client, args, counts, server_reader)
+    except KeyboardInterrupt:
+        pass
+    except OSError as err:
+        say(f"! cannot send: {err}")
+    # Log out: the server handles every msg sent, echoes them, answers, then closes; the
+    # reader thread counts the echoes and ends there.
+    done.set()
+    try:
+        client.logout(wait=False)
+    except OSError:
+        pass  # Already gone.
+    if server_reader.ident is not None:  # Started.
+        server_reader.join(timeout=2.0)
+    client.close(linger=0, logout=False)
+    say(f"sent {counts['sent']} inputs; {counts['echoed']} came back from the server")
+    return 0
+
+
+def send_inputs(client, args, counts, server_reader):
+    """Joins the room, then sends inputs until the end of input or ``--seconds``."""
     if args.room != "lobby":
         client.join(args.room)
-
     if args.no_joystick:
         joysticks = None
         say("joystick support is off (--no-joystick)")
@@ -248,8 +281,6 @@ def main():
             pass  # No termios (Windows): fall back to lines.
     reader = read_keys if terminal is not None else read_lines
     threading.Thread(target=reader, args=(inputs,), daemon=True).start()
-    counts = {"sent": 0, "echoed": 0}
-    server_reader = threading.Thread(target=report_server, args=(client, counts), daemon=True)
     server_reader.start()
     how = "press keys (q quits)" if terminal is not None else "one input per line"
     say(f"{client.user} -> #{args.room}: {how}")
@@ -283,23 +314,11 @@ def main():
             if polling:
                 for msg in joysticks.poll():
                     send(msg)
-    except KeyboardInterrupt:
-        pass
-    except OSError as err:
-        say(f"! cannot send: {err}")
     finally:
         if terminal is not None:
             terminal.restore()
         if joysticks is not None:
             joysticks.close()
-    # Half-close: the server handles every msg sent, echoes them, then closes; the reader
-    # thread counts the echoes and ends there.
-    client.shutdown()
-    server_reader.join(timeout=2.0)
-    client.close(linger=0)
-    say(f"sent {counts['sent']} inputs; {counts['echoed']} came back from the server")
-    return 0
-
 
 if __name__ == "__main__":
     try:

@@ -4,7 +4,9 @@
     python3 examples/python/selftest.py --port 42069
 
 Each check uses fresh user and room names, so a shared server is fine. tests/python_clients.rs
-runs this against an embedded server with its default settings (max_frame 64 KiB, fps 20).
+runs this against an embedded server with its default settings (max_frame 64 KiB, fps 20,
+idle timeout 120 s, resume grace 30 s, history 100). Checks that lose a connection on purpose
+leave a detached session behind for the resume grace; their names are not reused.
 """
 
 import argparse
@@ -25,12 +27,18 @@ from roomcast_client import (  # noqa: E402  (the path above makes the module im
     Client,
     Conflict,
     ConnectionClosed,
+    Gone,
     Invalid,
+    MissedEventsGone,
     NotInRoom,
     NotLoggedIn,
+    RateLimited,
     RoomcastError,
+    SessionExpired,
     TooLarge,
+    Unavailable,
     encode_frame,
+    error_from_response,
     read_frame,
     recv_exact,
 )
@@ -60,12 +68,18 @@ def expect_raises(error_type, action):
     raise AssertionError(f"expected {error_type.__name__}")
 
 
-def connect(args, name):
+def connect(args, name, **options):
     """A logged-in client whose lobby events have been read."""
-    client = Client(args.host, args.port)
+    client = Client(args.host, args.port, **options)
     client.login(name, "1234")
     client.wait_for(lambda e: e["room"] == "lobby" and e["type"] == "list", TIMEOUT)
     return client
+
+
+def joined(client, room):
+    """Joins ``room`` and reads up to the member list."""
+    client.join(room)
+    client.wait_for(is_event("list", room=room), TIMEOUT)
 
 
 def is_event(kind, user=None, room=None):
@@ -86,11 +100,21 @@ def login_joins_the_lobby(args):
         reply = client.login(name, "1234")
         expect(reply["code"] == 202, f"login code {reply['code']}")
         expect(reply["msg"] == "Access granted.", f"login msg {reply['msg']!r}")
-        expect(reply["detail"] == {"user": name}, f"login detail {reply['detail']}")
+        detail = reply["detail"]
+        expect(set(detail) == {"user", "resume", "idle_timeout"}, f"login detail {detail}")
+        expect(detail["user"] == name, f"login detail user {detail}")
+        token = detail["resume"]
+        expect(isinstance(token, str) and len(token) >= 16, f"resume token {token!r}")
+        expect(client.token == token, "the client keeps the token")
+        expect(detail["idle_timeout"] == 120, f"idle_timeout {detail['idle_timeout']!r}")
+        expect(client.keepalive_interval == 40, f"keep-alive every {client.keepalive_interval} s")
         join = client.wait_for(is_event("join", name, "lobby"), TIMEOUT)
         expect(join["history"] is False, "own join is live, not history")
+        expect(isinstance(join["seq"], int), f"a join carries its seq: {join}")
+        expect(client.last_seqs.get("lobby") == join["seq"], f"last seqs {client.last_seqs}")
         members = client.wait_for(is_event("list", room="lobby"), TIMEOUT)
         expect(name in members["data"], f"{name} not in lobby list {members['data']}")
+        expect(members["seq"] is None, f"a list is state, without seq: {members}")
         pong = client.ping()
         expect((pong["code"], pong["msg"]) == (200, "pong"), f"ping reply {pong}")
 
@@ -136,6 +160,9 @@ def msg_echoes_with_data_intact(args):
         expect(got[1]["data"] == "plain string", f"second msg {got[1]['data']!r}")
         expect(got[2]["data"] is None, f"null msg {got[2]['data']!r}")
         expect(all(isinstance(e["time"], float) for e in got), "events carry a float time")
+        seqs = [e["seq"] for e in got]
+        expect(seqs == list(range(seqs[0], seqs[0] + 3)), f"seqs go up by one: {seqs}")
+        expect(client.last_seqs[room] == seqs[-1], f"last seqs {client.last_seqs}")
 
 
 @check
@@ -172,6 +199,7 @@ def transform_tick_carries_the_pose(args):
             "rot": {"x": 0.0, "y": 0.7071, "z": 0.0, "w": 0.7071},
         }
         expect(event["data"] == expected, f"pose {event['data']}")
+        expect(event["seq"] is None, f"a pose is state, without seq: {event}")
         # Euler rotation from dicts, no w.
         a.transform(room, {"x": 0, "y": 1, "z": 0}, {"x": 10, "y": 20, "z": 30})
         event = b.wait_for(is_event("transform", a_name, room), TIMEOUT)
@@ -323,6 +351,255 @@ def game_state_arrives_as_an_event(args):
         event = client.wait_for(is_event("game", room=room), TIMEOUT)
         expect(event["data"]["game"] == "tictactoe", f"game state {event['data']}")
         expect(event["data"]["status"] == "waiting", f"status {event['data']['status']}")
+
+
+@check
+def errors_are_typed_by_code(args):
+    cases = {
+        400: BadRequest,
+        401: NotLoggedIn,
+        404: NotInRoom,
+        409: Conflict,
+        413: TooLarge,
+        422: Invalid,
+        429: RateLimited,
+        503: Unavailable,
+    }
+    for code, cls in cases.items():
+        err = error_from_response({"code": code, "msg": "m", "detail": {}})
+        expect(type(err) is cls and err.code == code, f"{code} -> {type(err).__name__}")
+    expired = error_from_response({"code": 410, "msg": "Session expired.", "detail": {}})
+    expect(type(expired) is SessionExpired and isinstance(expired, Gone), "410 expired")
+    gone = error_from_response({"code": 410, "msg": "m", "detail": {"room": "r"}})
+    expect(type(gone) is MissedEventsGone and gone.code == 410, "410 with a room")
+    odd = error_from_response({"code": 418, "msg": "teapot"})
+    expect(type(odd) is RoomcastError and odd.detail == {}, "unknown codes stay generic")
+
+
+@check
+def rooms_pages_are_followed(args):
+    rooms = [f"page-{TAG}-{n}" for n in range(3)]
+    with connect(args, f"pam{TAG}") as client:
+        for room in rooms:
+            joined(client, room)
+        page, after = client.rooms_page(limit=1)
+        expect(len(page) == 1 and after == page[0]["room"], f"first page {page}, next {after}")
+        page, after = client.rooms_page(after=f"page-{TAG}-0", limit=2)
+        names = [r["room"] for r in page]
+        expect(names == rooms[1:], f"page after page-{TAG}-0: {names}")
+        everything = {r["room"]: r["users"] for r in client.rooms(limit=2)}
+        expect(all(everything.get(room) == 1 for room in rooms), f"all pages: {everything}")
+        expect("lobby" in everything, "lobby is listed")
+
+
+@check
+def history_query_returns_kept_events(args):
+    room = f"query-{TAG}"
+    with connect(args, f"quinn{TAG}") as client:
+        joined(client, room)
+        for n in range(5):
+            client.msg(room, n)
+        msgs = [client.wait_for(is_event("msg", room=room), TIMEOUT) for _ in range(5)]
+        first, last = msgs[0]["seq"], msgs[-1]["seq"]
+        older = client.history(room, before=last, limit=2)
+        expect([e["data"] for e in older] == [2, 3], f"before {last}, limit 2: {older}")
+        expect(all(e["history"] and e["room"] == room for e in older), f"flags {older}")
+        expect([e["seq"] for e in older] == [last - 2, last - 1], f"seqs {older}")
+        newer = client.history(room, after=first)
+        expect([e["data"] for e in newer] == [1, 2, 3, 4], f"after {first}: {newer}")
+        expect(client.history(room, after=last) == [], "nothing after the newest")
+        expect(client.last_seqs[room] == last, "a query does not move the last seq back")
+        expect_raises(NotInRoom, lambda: client.history(f"elsewhere-{TAG}", before=1))
+        expect_raises(ValueError, lambda: client.history(room))
+        expect(client.ping()["msg"] == "pong", "the connection goes on")
+
+
+@check
+def logout_leaves_every_room_at_once(args):
+    room = f"bye-{TAG}"
+    name = f"lou{TAG}"
+    with connect(args, f"wes{TAG}") as watcher, connect(args, name) as client:
+        joined(watcher, room)
+        joined(client, room)
+        reply = client.logout()
+        expect((reply["code"], reply["msg"]) == (200, "Logged out."), f"logout {reply}")
+        expect(client.token is None, "no token after logout")
+        expect_raises(ConnectionClosed, lambda: client.recv(TIMEOUT))
+        left = watcher.wait_for(is_event("leave", name), TIMEOUT)
+        other = watcher.wait_for(is_event("leave", name), TIMEOUT)
+        expect({left["room"], other["room"]} == {room, "lobby"}, "left both rooms at once")
+    # The name is free again at once.
+    with connect(args, name):
+        pass
+
+
+def lose_connection(client, watcher):
+    """Drops ``client``'s connection like a network failure and waits until ``watcher``
+    (in the same rooms) sees it go away."""
+    client.abort()
+    watcher.wait_for(is_event("away", client.user), TIMEOUT)
+
+
+@check
+def resume_replays_exactly_the_missed_events(args):
+    room = f"res-{TAG}"
+    name = f"rey{TAG}"
+    with connect(args, f"sam{TAG}") as talker:
+        joined(talker, room)
+        lost = connect(args, name)
+        joined(lost, room)
+        talker.wait_for(is_event("join", name, room), TIMEOUT)
+        talker.msg(room, "seen")
+        lost.wait_for(is_event("msg", room=room), TIMEOUT)
+        token, seqs = lost.token, lost.last_seqs
+        lose_connection(lost, talker)
+        lost.close(linger=0, logout=False)  # Already dropped: this only frees the object.
+        for text in ("missed 1", "missed 2", "missed 3"):
+            talker.msg(room, text)
+        talker.wait_for(lambda e: e["type"] == "msg" and e["data"] == "missed 3", TIMEOUT)
+
+        with Client(args.host, args.port) as back:
+            reply = back.resume(token, seqs)
+            detail = reply["detail"]
+            expect(reply["code"] == 202 and detail.get("resumed") is True, f"resume {reply}")
+            expect(detail["user"] == name and back.user == name, f"user {detail}")
+            expect(detail["resume"] != token, "a resume brings a new token")
+            events = []
+            for event in back.events(timeout=TIMEOUT):
+                if event["type"] == "back" and event["room"] == room:
+                    break
+                events.append(event)
+            replay = [(e["room"], e["type"], e["data"]) for e in events]
+            expected = [
+                ("lobby", "away", ""),
+                (room, "away", ""),
+                (room, "msg", "missed 1"),
+                (room, "msg", "missed 2"),
+                (room, "msg", "missed 3"),
+            ]
+            got = sorted(replay, key=lambda e: e[0] != "lobby")  # rooms may come in any order
+            expect([e for e in got if e[1] != "back"] == expected, f"replay {replay}")
+            in_room = [e for e in events if e["room"] == room]
+            expect(all(e["history"] for e in in_room), "the replay comes as history")
+            expect(
+                [e["seq"] for e in in_room] == list(range(seqs[room] + 1, seqs[room] + 5)),
+                f"replayed seqs follow {seqs[room]}: {in_room}",
+            )
+            talker.wait_for(is_event("back", name, room), TIMEOUT)
+            # The token was single-use: the old one is expired now.
+            with Client(args.host, args.port) as stale:
+                err = expect_raises(SessionExpired, lambda: stale.resume(token, {}))
+                expect(err.code == 410 and err.detail == {}, f"410 {err.detail}")
+
+
+@check
+def resume_takes_over_an_open_connection(args):
+    room = f"take-{TAG}"
+    name = f"tia{TAG}"
+    with connect(args, name, auto_reconnect=True) as first:
+        joined(first, room)
+        with Client(args.host, args.port) as second:
+            second.resume(first.token, first.last_seqs)
+            err = expect_raises(Conflict, lambda: first.wait_for(lambda e: False, TIMEOUT))
+            expect(err.detail == {}, f"409 detail {err.detail}")
+            # Taken over: it does not reconnect (that would take the session back).
+            expect_raises(ConnectionClosed, lambda: first.recv(TIMEOUT))
+            expect(second.ping()["msg"] == "pong", "the new connection holds the session")
+
+
+@check
+def auto_reconnect_resumes_after_a_reset(args):
+    room = f"auto-{TAG}"
+    name = f"ada{TAG}"
+    reports = []
+    with connect(args, f"bea{TAG}") as talker:
+        joined(talker, room)
+        client = connect(args, name, auto_reconnect=True, on_reconnect=reports.append)
+        with client:
+            joined(client, room)
+            talker.wait_for(is_event("join", name, room), TIMEOUT)
+            talker.msg(room, 0)
+            client.wait_for(is_event("msg", room=room), TIMEOUT)
+            old_token = client.token
+            lose_connection(client, talker)
+            for n in range(1, 4):
+                talker.msg(room, n)
+            talker.wait_for(lambda e: e["type"] == "msg" and e["data"] == 3, TIMEOUT)
+            event = client.wait_for(lambda e: True, TIMEOUT)  # reading finds the loss
+            expect(event["type"] == "reconnect", f"first event after the loss: {event}")
+            expect(event["resumed"] is True and event["gaps"] == [], f"reconnect {event}")
+            expect(event["missed_types"] == {"away": 2, "msg": 3}, f"missed {event}")
+            expect(event["missed"] == 5 and event["attempts"] >= 1, f"counts {event}")
+            expect(reports and reports[0]["missed"] == 5, f"on_reconnect got {reports}")
+            expect(client.token not in (None, old_token), "the token was renewed")
+            msgs = []
+            for event in client.events(timeout=TIMEOUT):
+                if event["type"] == "msg":
+                    expect(event["replayed"] is True, f"replayed flag {event}")
+                    msgs.append(event["data"])
+                if event["type"] == "back" and event["room"] == room:
+                    break
+            expect(msgs == [1, 2, 3], f"missed msgs {msgs}")
+            talker.msg(room, 4)
+            live = client.wait_for(is_event("msg", room=room), TIMEOUT)
+            expect(live["data"] == 4 and not live["replayed"], f"live again: {live}")
+            expect(client.ping()["msg"] == "pong", "ping after the reconnect")
+
+
+class FakeServer:
+    """The other end of a socketpair, answering like a server that has an idle timeout."""
+
+    def __init__(self, sock, idle_timeout):
+        self.sock = sock
+        self.idle_timeout = idle_timeout
+        self.received = []  # (time, message)
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        try:
+            while True:
+                message = read_frame(self.sock)
+                self.received.append((time.monotonic(), message))
+                if message.get("system") == "login":
+                    detail = {"user": "kay", "resume": "t0", "idle_timeout": self.idle_timeout}
+                    self.reply(202, "Access granted.", detail)
+                elif message.get("system") == "ping":
+                    self.reply(200, "pong", {})
+        except (ConnectionClosed, OSError):
+            pass
+
+    def reply(self, code, msg, detail):
+        response = {"time": time.time(), "code": code, "msg": msg, "detail": detail}
+        self.sock.sendall(encode_frame({"info": "system", "response": response}))
+
+    def pings(self, since):
+        return [t for t, m in self.received if m.get("system") == "ping" and t >= since]
+
+
+@check
+def keepalive_pings_after_a_third_of_the_idle_timeout(args):
+    left, right = socket.socketpair()
+    server = FakeServer(left, 0.3)
+    client = Client.from_socket(right)
+    try:
+        client.login("kay")
+        expect(abs(client.keepalive_interval - 0.1) < 1e-9, f"{client.keepalive_interval}")
+        start = time.monotonic()
+        seen = list(client.events(timeout=0.6))  # idle: the keep-alive pings
+        expect(seen == [], f"pongs of keep-alive pings are not shown: {seen}")
+        pings = server.pings(start)
+        expect(3 <= len(pings) <= 8, f"{len(pings)} pings in 0.6 s at one per 0.1 s")
+        # Sending counts: a msg every 40 ms leaves nothing for the keep-alive to do.
+        start = time.monotonic()
+        while time.monotonic() - start < 0.5:
+            client.msg("lobby", "busy")
+            time.sleep(0.04)
+        expect(len(server.pings(start + 0.05)) == 0, "no ping while sending")
+        expect(client.ping()["msg"] == "pong", "a ping of our own is answered")
+    finally:
+        client.close(linger=0)
+        left.close()
 
 
 def main():
