@@ -9,6 +9,13 @@ use roomcast::client::{ClientError, ServerMessage};
 use serde_json::json;
 use support::{config, framed, start, RawConn, TestClient};
 
+fn without_resume() -> roomcast::Config {
+    roomcast::Config {
+        resume_grace: std::time::Duration::ZERO,
+        ..config()
+    }
+}
+
 #[test]
 fn the_rust_client_chats_across_rooms() {
     let server = start(config());
@@ -108,7 +115,9 @@ fn fifty_clients_in_one_room_all_receive_one_msg() {
 
 #[test]
 fn abrupt_disconnect_mid_frame_is_a_leave_in_every_room() {
-    let server = start(config());
+    // Sessions end with their connections (--resume-grace 0); tests/sessions.rs has the
+    // default, where a lost connection is kept for a resume.
+    let server = start(without_resume());
     let addr = server.local_addr();
     let mut watcher = TestClient::login(addr, "watcher");
     watcher.client.join("side").unwrap();
@@ -137,7 +146,9 @@ fn abrupt_disconnect_mid_frame_is_a_leave_in_every_room() {
 
 #[test]
 fn user_names_are_unique_ignoring_case_and_free_again_after_disconnect() {
-    let server = start(config());
+    // Sessions end with their connections (--resume-grace 0); tests/sessions.rs has the
+    // default, where a lost connection is kept for a resume.
+    let server = start(without_resume());
     let addr = server.local_addr();
     let tibi = TestClient::login(addr, "Tibi");
     let mut other = TestClient::connect(addr);
@@ -151,7 +162,8 @@ fn user_names_are_unique_ignoring_case_and_free_again_after_disconnect() {
     loop {
         match other.client.login("tibi", "x") {
             Ok(reply) => {
-                assert_eq!(reply.detail, json!({"user": "tibi"}));
+                assert_eq!(reply.detail["user"], json!("tibi"));
+                assert!(reply.detail["resume"].is_string(), "a resume token");
                 break;
             }
             Err(ClientError::Refused { code: 409, .. }) if std::time::Instant::now() < deadline => {

@@ -276,7 +276,10 @@ mod tests {
         assert_eq!(conns.charge_transform(id, now), Charge::Granted);
         let (notify, until) = limited(conns.charge_transform(id, now));
         assert!(!notify, "a transform over budget is dropped without a word");
-        assert!(until > now, "and the connection paused until some budget is back");
+        assert!(
+            until > now,
+            "and the connection paused until some budget is back"
+        );
         assert_eq!(conns.charge_transform(id, now + 10 * MS), Charge::Granted);
     }
 }
