@@ -14,7 +14,6 @@
 //! With every headset moving, each one should receive about `members of its room × fps`
 //! transform events per second (the server coalesces poses to `--fps`, default 20).
 
-use std::io::Write;
 use std::net::{Shutdown, TcpStream};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,7 +22,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use roomcast::client::{Client, ClientError};
+use roomcast::client::{Client, ClientError, ClientWriter};
 use roomcast::protocol::{Pose, Rotation, Vec3};
 use serde::Deserialize;
 use serde_json::json;
@@ -40,7 +39,10 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Simulated headsets streaming poses to a roomcast server.
 #[derive(Parser, Debug)]
-#[command(name = "headset_sim", about)]
+#[command(
+    name = "headset_sim",
+    about = "Simulates VR headsets: each logs in, joins a room and streams a pose at --hz; prints what it sends and receives."
+)]
 struct Args {
     /// Number of headsets (connections).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
@@ -98,7 +100,9 @@ impl Counters {
 struct Headset {
     index: usize,
     room: String,
-    stream: TcpStream,
+    /// Shares the client's socket and its send lock, so the client's own keep-alive pings
+    /// (sent by the reader while it waits) never cut into a pose.
+    writer: ClientWriter,
     alive: bool,
 }
 
@@ -140,24 +144,22 @@ fn run(args: &Args) -> Result<(), String> {
     );
     let mut headsets = Vec::with_capacity(count);
     let mut readers = Vec::with_capacity(count);
+    // Clones to cut the readers loose at the end.
+    let mut sockets: Vec<TcpStream> = Vec::with_capacity(count);
     for index in 0..count {
         let room = format!("room{}", index % rooms);
-        let (client, stream) = connect(&args.addr, index, &room)?;
+        let (client, writer, stream) = connect(&args.addr, index, &room)?;
+        sockets.push(stream);
         let reader = spawn_reader(client, Arc::clone(&counters), Arc::clone(&stopping))
             .map_err(|err| format!("cannot start a reader thread: {err}"))?;
         readers.push(reader);
         headsets.push(Headset {
             index,
             room,
-            stream,
+            writer,
             alive: true,
         });
     }
-    // Clones to cut the readers loose at the end.
-    let sockets: Vec<TcpStream> = headsets
-        .iter()
-        .filter_map(|h| h.stream.try_clone().ok())
-        .collect();
 
     let writers = count.min(MAX_WRITERS);
     let mut groups: Vec<Vec<Headset>> = (0..writers).map(|_| Vec::new()).collect();
@@ -230,9 +232,13 @@ fn run(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
-/// Connects headset `index`, logs in and joins `room`; returns the client for the reader and
-/// a socket clone for the writer.
-fn connect(addr: &str, index: usize, room: &str) -> Result<(Client, TcpStream), String> {
+/// Connects headset `index`, logs in and joins `room`; returns the client for the reader, a
+/// writer for the poses, and a socket clone to shut down at the end.
+fn connect(
+    addr: &str,
+    index: usize,
+    room: &str,
+) -> Result<(Client, ClientWriter, TcpStream), String> {
     let user = format!("headset{index}");
     let mut client =
         Client::connect(addr).map_err(|err| format!("{user}: cannot connect to {addr}: {err}"))?;
@@ -254,7 +260,8 @@ fn connect(addr: &str, index: usize, room: &str) -> Result<(Client, TcpStream), 
     stream
         .set_write_timeout(Some(WRITE_TIMEOUT))
         .map_err(setup)?;
-    Ok((client, stream))
+    let writer = client.writer();
+    Ok((client, writer, stream))
 }
 
 /// Counts what one headset receives until its socket is shut down.
@@ -352,8 +359,7 @@ fn write_poses(
         for headset in group.iter_mut().filter(|h| h.alive) {
             let pose = circle_pose(headset.index, total, t);
             let body = json!({"room": headset.room, "type": "transform", "data": pose}).to_string();
-            let frame = roomcast::transport::framed::encode(body.as_bytes());
-            match headset.stream.write_all(&frame) {
+            match headset.writer.send_body(body.as_bytes()) {
                 Ok(()) => {
                     counters.poses_sent.fetch_add(1, Ordering::Relaxed);
                 }

@@ -147,9 +147,10 @@ impl ClientWriter {
         self.send_body(&request.encode())
     }
 
-    /// Shuts the current connection down both ways (its reader sees the end).
-    pub fn shutdown(&self) -> io::Result<()> {
-        lock(&self.0).stream.shutdown(std::net::Shutdown::Both)
+    /// Shuts the current connection down (`Both`: its reader sees the end; `Write`: the
+    /// server sees the end and still sends what it owes).
+    pub fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
+        lock(&self.0).stream.shutdown(how)
     }
 }
 
@@ -509,6 +510,17 @@ impl Client {
                 if reply.code == 202 {
                     self.note_session(&reply.detail);
                 }
+                if ends_for_good(reply) {
+                    // The server is going away, or another connection took the session: a
+                    // reconnect would only fail, or take the session back.
+                    self.auto_reconnect = false;
+                }
+                if reply.code == 200 && reply.msg == "Logged out." {
+                    // Logged out on purpose (perhaps through a ClientWriter): the close that
+                    // follows is not a connection to win back.
+                    self.auto_reconnect = false;
+                    self.session = SessionState::default();
+                }
             }
             ServerMessage::Events(batch) => {
                 if let Some(seq) = batch.events.iter().filter_map(|e| e.seq).max() {
@@ -664,6 +676,14 @@ impl Client {
             resynced: rooms,
         })
     }
+}
+
+/// A refusal after which the server closes and coming back is wrong: it is shutting down or
+/// full (503 without a room), the frame was too large (413), or the session was resumed on
+/// another connection (409 without a room or user).
+fn ends_for_good(reply: &Reply) -> bool {
+    let about_a_room = reply.detail.get("room").is_some() || reply.detail.get("user").is_some();
+    matches!(reply.code, 409 | 413 | 503) && !about_a_room
 }
 
 /// A connected socket with Nagle off: Nagle would hold a pose back until the previous one is

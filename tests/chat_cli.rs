@@ -4,6 +4,8 @@
 //! Nothing here sleeps: every step waits for a line of output (or the process's exit) with a
 //! deadline, and a watchdog kills any child still running after [`CHILD_LIMIT`].
 
+mod support;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
@@ -456,4 +458,34 @@ fn ctrl_c_exits_0_and_leaves() {
         }
     }
     server.shutdown();
+}
+
+#[test]
+fn a_dropped_connection_is_resumed_with_the_missed_messages() {
+    let server = start_server();
+    let proxy = support::proxy::Proxy::start(server.local_addr());
+    let mut alice = Chat::login(proxy.addr, "alice", &[]);
+    let mut bob = rust_client(server.local_addr(), "bob");
+    alice.expect_stamped("[lobby] * bob joined");
+    // The network fails under alice; bob talks on; the network comes back.
+    proxy.cut_now();
+    for i in 0..3 {
+        bob.msg("lobby", &format!("missed {i}")).expect("send");
+    }
+    bob.ping().expect("bob's msgs were handled");
+    proxy.restore();
+    alice.expect(
+        |l| l == "* reconnected, 3 missed messages replayed",
+        "the reconnect line",
+    );
+    for i in 0..3 {
+        alice.expect_stamped(&format!("[lobby] bob: missed {i}"));
+    }
+    bob.msg("lobby", &"live again").expect("send");
+    alice.expect_stamped("[lobby] bob: live again");
+    assert!(
+        !alice.seen.iter().any(|l| l.contains("disconnected")),
+        "{:?}",
+        alice.seen
+    );
 }

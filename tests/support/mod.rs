@@ -2,6 +2,8 @@
 //! client that never hangs (every read has a timeout).
 #![allow(dead_code)] // Each test binary uses a different part of this module.
 
+pub mod proxy;
+
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -59,7 +59,12 @@ commands:
 
 /// A terminal chat client for a roomcast server.
 #[derive(Parser, Debug)]
-#[command(name = "roomcast-chat", version, about, after_help = HELP)]
+#[command(
+    name = "roomcast-chat",
+    version,
+    about = "A terminal chat client for a roomcast server: rooms, chat and tic-tac-toe, IRC style.",
+    after_help = HELP
+)]
 struct Args {
     /// User name: 1 to 32 of A-Z a-z 0-9 _ - .
     #[arg(long)]
@@ -126,10 +131,9 @@ fn run(args: &Args) -> Result<ExitCode, String> {
     client
         .set_read_timeout(None)
         .map_err(|err| format!("cannot set up the socket: {err}"))?;
-    let stream = client
-        .stream()
-        .try_clone()
-        .map_err(|err| format!("cannot set up the socket: {err}"))?;
+    // A dropped connection (Wi-Fi, a laptop lid) is resumed without losing a message.
+    client.set_auto_reconnect(true);
+    let writer = client.writer();
 
     let me = reply.detail["user"]
         .as_str()
@@ -158,7 +162,7 @@ fn run(args: &Args) -> Result<ExitCode, String> {
     spawn_stdin(tx)?;
 
     let mut session = Session {
-        writer: stream,
+        writer,
         shared,
         max_body: roomcast::Config::default().max_frame,
     };

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use roomcast::client::{Client, ClientError, Event, EventBatch, Reply, ServerMessage};
+use roomcast::client::{Client, ClientError, Event, EventBatch, Reconnected, Reply, ServerMessage};
 
 use crate::render::{clean, clock, render_game, say, text_of, unix_now};
 use crate::session::Shared;
@@ -31,7 +31,11 @@ impl Reader {
     /// Returns why the connection ended.
     pub fn run(mut self, mut client: Client) -> String {
         loop {
-            match client.recv() {
+            let message = client.recv();
+            if let Some(reconnected) = client.take_reconnected() {
+                say(&reconnected_line(&reconnected));
+            }
+            match message {
                 Ok(ServerMessage::Reply(reply)) => self.reply(&reply),
                 Ok(ServerMessage::Events(batch)) => self.batch(&batch),
                 // An unknown message shape: skip it (the frame itself was consumed).
@@ -187,4 +191,26 @@ impl Reader {
             users: BTreeSet::new(),
         };
     }
+}
+
+/// What the user is told after the connection came back.
+fn reconnected_line(reconnected: &Reconnected) -> String {
+    let plural = if reconnected.missed_msgs == 1 {
+        ""
+    } else {
+        "s"
+    };
+    let mut line = format!(
+        "* reconnected, {} missed message{plural} replayed",
+        reconnected.missed_msgs
+    );
+    if !reconnected.resumed {
+        line.push_str(" (the session had expired: logged in and joined the rooms again)");
+    } else if !reconnected.resynced.is_empty() {
+        line.push_str(&format!(
+            "; older events of {} are gone, their kept history follows",
+            reconnected.resynced.join(", ")
+        ));
+    }
+    line
 }

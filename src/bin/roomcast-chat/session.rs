@@ -1,13 +1,13 @@
 //! The main thread's side: typed lines become requests, written to the socket.
 
 use std::collections::BTreeSet;
-use std::io::Write;
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::process::ExitCode;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use roomcast::client::ClientWriter;
 use serde_json::{json, Value};
 
 use crate::render::{clean, say};
@@ -49,7 +49,8 @@ impl Shared {
 
 /// The main thread: reads [`Input`]s, writes requests.
 pub struct Session {
-    pub writer: TcpStream,
+    /// Sends on the reader's client connection, whichever socket it is on after reconnects.
+    pub writer: ClientWriter,
     pub shared: Arc<Shared>,
     /// Bodies larger than this would make the server close the connection (413).
     pub max_body: usize,
@@ -199,8 +200,7 @@ impl Session {
             ));
             return;
         }
-        let bytes = roomcast::transport::framed::encode(&body);
-        if let Err(err) = self.writer.write_all(&bytes) {
+        if let Err(err) = self.writer.send_body(&body) {
             say(&format!("! could not send: {err}"));
         }
     }
