@@ -587,24 +587,23 @@ impl Client {
         result
     }
 
-    /// On a fresh connection: resume (or log in afresh), and read the replay up to this
-    /// client's own `back` event in each of its rooms, keeping it for `recv`.
+    /// On a fresh connection: resume (or log in afresh), and read the replay, keeping it for
+    /// `recv`. The resume goes out with a ping: the pong comes after every frame the resume
+    /// caused, so it marks the end of the replay.
     fn come_back(&mut self) -> Result<Reconnected, ClientError> {
-        let rooms: Vec<String> = self.session.last_seq.keys().cloned().collect();
         let token = self.session.token.clone().unwrap_or_default();
         let seen = self.session.last_seq.clone();
         self.request(&Request::Resume {
             token,
             rooms: seen.iter().map(|(r, s)| (r.clone(), *s)).collect(),
         })?;
+        self.request(&Request::Ping)?;
         let mut reconnected = Reconnected {
             resumed: true,
             missed_msgs: 0,
             missed_events: 0,
             resynced: Vec::new(),
         };
-        let me = self.session.user.clone().unwrap_or_default();
-        let mut waiting_for_back: Vec<String> = rooms;
         let deadline = self.deadline();
         loop {
             let message = match self.read_message(deadline)? {
@@ -612,9 +611,13 @@ impl Client {
                 None => continue,
             };
             match &message {
+                ServerMessage::Reply(reply) if reply.code == 200 && reply.msg == "pong" => {
+                    return Ok(reconnected);
+                }
                 ServerMessage::Reply(reply)
                     if reply.code == 410 && reply.detail.get("room").is_none() =>
                 {
+                    self.read_until_pong(deadline)?;
                     return self.log_in_again();
                 }
                 ServerMessage::Reply(reply) if reply.code == 410 => {
@@ -635,19 +638,18 @@ impl Client {
                     reconnected.missed_msgs +=
                         batch.events.iter().filter(|e| e.kind == "msg").count();
                 }
-                ServerMessage::Events(batch) => {
-                    let back = batch
-                        .events
-                        .iter()
-                        .any(|e| e.kind == "back" && e.user.eq_ignore_ascii_case(&me));
-                    if back {
-                        waiting_for_back.retain(|room| *room != batch.room);
-                    }
-                }
+                ServerMessage::Events(_) => {}
             }
             self.pending.push_back(message);
-            if waiting_for_back.is_empty() {
-                return Ok(reconnected);
+        }
+    }
+
+    fn read_until_pong(&mut self, deadline: Option<Instant>) -> Result<(), ClientError> {
+        loop {
+            if let Some(ServerMessage::Reply(reply)) = self.read_message(deadline)? {
+                if reply.code == 200 && reply.msg == "pong" {
+                    return Ok(());
+                }
             }
         }
     }

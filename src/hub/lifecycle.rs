@@ -118,6 +118,9 @@ impl Hub {
             return;
         };
         let rooms = session.rooms.clone();
+        // Its rooms were told it went away only if it was detached; a takeover of a live
+        // connection is not news to them.
+        let was_away = session.conn.is_none();
         // A takeover: the old connection (half-open, or the same user on another network) is
         // told and closed; its closing must not detach the session again.
         if let Some(old) = session.conn.filter(|&old| old != conn) {
@@ -172,7 +175,9 @@ impl Hub {
             let room = &mut self.rooms[room_id];
             room.attach(session_id, conn);
             let has_poses = room.has_poses();
-            self.publish(room_id, time, user.as_str(), "back", "");
+            if was_away {
+                self.publish(room_id, time, user.as_str(), "back", "");
+            }
             if has_poses {
                 self.queue_tick(room_id);
             }
