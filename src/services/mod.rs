@@ -11,6 +11,7 @@
 //!
 //! | service | what it does off the loop | results |
 //! |---|---|---|
+//! | [`store`] | SQLite: accounts and room history, written in small batches by one writer | none: writes are fire-and-forget; start-up reads the database back once |
 //! | [`hasher`] | Argon2id hashing and verification on a small worker pool | one [`hasher::Outcome`] per accepted job |
 //!
 //! ```no_run
@@ -33,3 +34,4 @@
 //! ```
 
 pub mod hasher;
+pub mod store;
