@@ -14,11 +14,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::{self, JoinHandle};
+use std::time::Instant;
 
 use argon2::password_hash::rand_core::{OsRng, RngCore};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use zeroize::Zeroizing;
+
+use crate::quiet::Tally;
 
 /// Largest memory cost (KiB) of a stored hash that is verified: a PHC string read from disk
 /// must not be able to make a worker allocate gigabytes. 1 GiB is 50 times the default.
@@ -148,6 +151,10 @@ impl Hasher {
             receiver: Mutex::new(receiver),
             argon2: Argon2::new(Algorithm::Argon2id, Version::V0x13, config.params),
             dummy: OnceLock::new(),
+            bad_hashes: Mutex::new(Tally::new(
+                "stored password hashes that cannot be checked",
+                log::Level::Error,
+            )),
             deliver: Box::new(deliver),
         });
         let stopping = Arc::new(AtomicBool::new(false));
@@ -240,6 +247,8 @@ struct Shared {
     /// The dummy PHC string, made once when the workers start; `None` if it could not be made
     /// (unusable parameters), in which case unknown users are refused without hashing.
     dummy: OnceLock<Option<String>>,
+    /// Stored hashes that cannot be checked: one per login attempt on a damaged account.
+    bad_hashes: Mutex<Tally>,
     deliver: Box<dyn Fn(u64, Outcome) + Send + Sync>,
 }
 
@@ -275,11 +284,25 @@ impl Shared {
         let password = task.password.as_bytes();
         match &task.verify {
             None => Outcome::Hashed(hash(&self.argon2, password)),
-            Some(Some(phc)) => Outcome::Verified(verify(&self.argon2, password, phc)),
+            Some(Some(phc)) => match verify(&self.argon2, password, phc) {
+                Ok(matched) => Outcome::Verified(matched),
+                Err(why) => {
+                    let mut bad_hashes = self
+                        .bad_hashes
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    if bad_hashes.note(Instant::now()) {
+                        log::error!(
+                            "a stored password hash cannot be checked: {why}; login refused"
+                        );
+                    }
+                    Outcome::Verified(false)
+                }
+            },
             Some(None) => {
                 if let Some(dummy) = self.dummy() {
                     // Same cost as a real verify; the answer is no whatever it says.
-                    verify(&self.argon2, password, dummy);
+                    let _ = verify(&self.argon2, password, dummy);
                 }
                 Outcome::Verified(false)
             }
@@ -306,44 +329,28 @@ fn hash(argon2: &Argon2<'_>, password: &[u8]) -> Result<String, HashError> {
         .map_err(HashError::Argon2)
 }
 
-/// Whether `password` matches `phc`, with the algorithm and costs written in `phc`. A string
-/// that does not parse, or whose costs are beyond reason, is logged (without the password)
-/// and does not match.
-fn verify(argon2: &Argon2<'_>, password: &[u8], phc: &str) -> bool {
-    let parsed = match PasswordHash::new(phc) {
-        Ok(parsed) => parsed,
-        Err(err) => {
-            log::error!("a stored password hash is not a PHC string ({err}): login refused");
-            return false;
-        }
-    };
-    match Params::try_from(&parsed) {
-        Ok(params)
-            if params.m_cost() <= MAX_VERIFY_M_COST
-                && params.t_cost() <= MAX_VERIFY_T_COST
-                && params.p_cost() <= MAX_VERIFY_P_COST => {}
-        Ok(params) => {
-            log::error!(
-                "a stored password hash asks for m={} KiB, t={}, p={}, beyond what is \
-                 verified: login refused",
-                params.m_cost(),
-                params.t_cost(),
-                params.p_cost()
-            );
-            return false;
-        }
-        Err(err) => {
-            log::error!("a stored password hash has unusable parameters ({err}): login refused");
-            return false;
-        }
+/// Whether `password` matches `phc`, with the algorithm and costs written in `phc`; `Err`
+/// says why a stored string cannot be checked: it does not parse, or its costs are beyond
+/// reason.
+fn verify(argon2: &Argon2<'_>, password: &[u8], phc: &str) -> Result<bool, String> {
+    let parsed = PasswordHash::new(phc).map_err(|err| format!("it is not a PHC string ({err})"))?;
+    let params =
+        Params::try_from(&parsed).map_err(|err| format!("its parameters are unusable ({err})"))?;
+    if params.m_cost() > MAX_VERIFY_M_COST
+        || params.t_cost() > MAX_VERIFY_T_COST
+        || params.p_cost() > MAX_VERIFY_P_COST
+    {
+        return Err(format!(
+            "it asks for m={} KiB, t={}, p={}, beyond what is verified",
+            params.m_cost(),
+            params.t_cost(),
+            params.p_cost()
+        ));
     }
     match argon2.verify_password(password, &parsed) {
-        Ok(()) => true,
-        Err(argon2::password_hash::Error::Password) => false,
-        Err(err) => {
-            log::error!("a stored password hash cannot be verified ({err}): login refused");
-            false
-        }
+        Ok(()) => Ok(true),
+        Err(argon2::password_hash::Error::Password) => Ok(false),
+        Err(err) => Err(format!("argon2 cannot verify it ({err})")),
     }
 }
 
@@ -378,7 +385,7 @@ fn cheap_params() -> Params {
 mod tests {
     use super::*;
     use std::sync::mpsc::Receiver;
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     /// A pool whose outcomes arrive on a channel.
     fn pool(config: HasherConfig) -> (Hasher, Receiver<(u64, Outcome)>) {

@@ -46,6 +46,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 
+use crate::quiet::Tally;
+
 /// The database's file name inside the data directory.
 pub const FILE_NAME: &str = "roomcast.db";
 
@@ -85,8 +87,6 @@ const BATCH_MAX: usize = 20_000;
 const AGE_PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// How long `open` waits for a lock held by another process (one that is shutting down).
 const LOCK_WAIT: Duration = Duration::from_millis(500);
-/// At most one log line per this period for repeated writer failures or refusals.
-const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// What the store keeps, and how many writes may wait.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -457,8 +457,10 @@ struct Writer {
     /// `rooms` may disagree with the database (a batch failed): reload before the next batch.
     stale: bool,
     counters: Arc<Counters>,
-    errors: Throttle,
-    refusals: Throttle,
+    /// Failed batches and pruning passes: a full or failing disk fails every one of them.
+    failures: Tally,
+    /// Writes the store's rules refuse: a confused caller may send many.
+    refusals: Tally,
 }
 
 impl Writer {
@@ -501,8 +503,8 @@ impl Writer {
             dirty: Vec::new(),
             stale: false,
             counters,
-            errors: Throttle::default(),
-            refusals: Throttle::default(),
+            failures: Tally::new("store: failed batches or pruning passes", log::Level::Error),
+            refusals: Tally::new("store: writes refused", log::Level::Warn),
         };
         writer
             .retain_at_open(unix_now())
@@ -534,10 +536,13 @@ impl Writer {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
-            if Instant::now() >= next_prune {
+            let now = Instant::now();
+            if now >= next_prune {
                 self.prune_age(unix_now());
                 next_prune = Instant::now() + AGE_PRUNE_EVERY;
             }
+            self.failures.flush(now);
+            self.refusals.flush(now);
         }
         self.close()
     }
@@ -558,11 +563,8 @@ impl Writer {
                 self.counters.lost.fetch_add(applied, Ordering::Relaxed);
                 self.counters.failing.store(true, Ordering::Relaxed);
                 self.stale = true;
-                if let Some(more) = self.errors.allow() {
-                    log::error!(
-                        "store: {applied} writes lost, their batch failed: {err} \
-                         ({more} more failed batches since the last report)"
-                    );
+                if self.failures.note(Instant::now()) {
+                    log::error!("store: {applied} writes lost, their batch failed: {err}");
                 }
             }
         }
@@ -777,11 +779,8 @@ impl Writer {
             }
             Err(err) => {
                 self.counters.failing.store(true, Ordering::Relaxed);
-                if let Some(more) = self.errors.allow() {
-                    log::error!(
-                        "store: deleting old events failed: {err} \
-                         ({more} more failures since the last report)"
-                    );
+                if self.failures.note(Instant::now()) {
+                    log::error!("store: deleting old events failed: {err}");
                 }
             }
         }
@@ -882,8 +881,8 @@ impl Writer {
     /// Counts and (at a bounded rate) logs a write the store's rules refuse.
     fn refuse(&mut self, what: fmt::Arguments<'_>) {
         self.counters.rejected.fetch_add(1, Ordering::Relaxed);
-        if let Some(more) = self.refusals.allow() {
-            log::warn!("store: {what} ({more} more refusals since the last report)");
+        if self.refusals.note(Instant::now()) {
+            log::warn!("store: {what}");
         }
     }
 }
@@ -972,26 +971,6 @@ fn unix_now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |since| since.as_secs_f64())
-}
-
-/// Lets one log line through per [`LOG_EVERY`], counting the ones held back.
-#[derive(Debug, Default)]
-struct Throttle {
-    last: Option<Instant>,
-    held_back: u64,
-}
-
-impl Throttle {
-    /// `Some(lines held back since the last one)` if this one may be logged.
-    fn allow(&mut self) -> Option<u64> {
-        let now = Instant::now();
-        if self.last.is_some_and(|last| now < last + LOG_EVERY) {
-            self.held_back += 1;
-            return None;
-        }
-        self.last = Some(now);
-        Some(mem::take(&mut self.held_back))
-    }
 }
 
 #[cfg(test)]
