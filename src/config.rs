@@ -2,6 +2,7 @@
 //! error instead of a surprise at run time.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// What clients are told to accept from the server: no server frame is larger.
@@ -67,6 +68,32 @@ pub struct Config {
     pub resume_grace: Duration,
     /// Sessions kept detached at once; past it, the one detached longest ends first.
     pub max_detached: usize,
+    /// Where accounts and room histories are kept (SQLite); `None` keeps nothing across a
+    /// restart. The library's default is `None`; the `roomcast` binary's is a per-user data
+    /// directory.
+    pub data_dir: Option<PathBuf>,
+    /// Stored events older than this are deleted (`--history-days`); `None` keeps them.
+    pub history_max_age: Option<Duration>,
+    /// Rooms whose history is kept while they have no members (and in the store); past it,
+    /// the least recently active go first.
+    pub max_stored_rooms: usize,
+    /// Only registered users may log in: unregistered names get 403 like a wrong password.
+    pub accounts_only: bool,
+    /// Accounts the server may hold.
+    pub max_accounts: usize,
+    /// How costly password hashes are: the argon2 crate's recommended costs, or the cheapest
+    /// (tests only: such hashes protect nothing).
+    pub hash_cost: HashCost,
+}
+
+/// The cost of the argon2id password hashes a server makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HashCost {
+    /// argon2's recommended costs (19 MiB, 2 passes): ~20 ms per hash.
+    #[default]
+    Standard,
+    /// The cheapest costs argon2 allows: for tests, never for real passwords.
+    Cheap,
 }
 
 impl Default for Config {
@@ -95,6 +122,12 @@ impl Default for Config {
             turn_timeout: Duration::from_secs(60),
             resume_grace: Duration::from_secs(30),
             max_detached: 10_000,
+            data_dir: None,
+            history_max_age: None,
+            max_stored_rooms: 10_000,
+            accounts_only: false,
+            max_accounts: 100_000,
+            hash_cost: HashCost::Standard,
         }
     }
 }
@@ -170,6 +203,7 @@ impl Config {
             ("max-held-rooms", self.max_held_rooms),
             ("max-held-rooms-per-ip", self.max_held_rooms_per_ip),
             ("max-detached", self.max_detached),
+            ("max-stored-rooms", self.max_stored_rooms),
         ];
         for (flag, value) in at_least_one {
             if value == 0 {

@@ -22,6 +22,7 @@
 mod conn;
 mod fd;
 mod out_queue;
+mod services;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -45,6 +46,7 @@ use crate::transport::TransportKind;
 use conn::{Conn, State};
 pub use fd::raise_limit as raise_fd_limit;
 use out_queue::Flushed;
+use services::{Services, StartError};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
@@ -94,6 +96,7 @@ pub struct Server {
     /// Serial number of the next accepted connection: with the slab key, a `ConnId`.
     next_serial: u64,
     hub: Hub,
+    services: Option<Services>,
     clock: WallClock,
     signal: Arc<Signal>,
     scratch: Box<[u8]>,
@@ -177,12 +180,35 @@ impl ServerHandle {
     }
 }
 
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// A setting that cannot work.
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
+    /// The listener or the poller could not be set up.
+    #[error("cannot listen: {0}")]
+    Io(#[from] io::Error),
+    /// The store or the hashing service could not start.
+    #[error("{0}")]
+    Services(#[from] StartError),
+}
+
+impl From<BindError> for io::Error {
+    fn from(err: BindError) -> io::Error {
+        match err {
+            BindError::Io(err) => err,
+            BindError::Config(err) => io::Error::new(io::ErrorKind::InvalidInput, err),
+            BindError::Services(err) => io::Error::other(err),
+        }
+    }
+}
+
 impl Server {
-    /// Checks the config, binds the listener and sets up the loop; serves nothing until run.
-    pub fn bind(config: Config) -> io::Result<Server> {
-        config
-            .validate()
-            .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err))?;
+    /// Checks the config, binds the listener, opens the store (restoring what it keeps) and
+    /// starts the services; serves nothing until run.
+    pub fn bind(config: Config) -> Result<Server, BindError> {
+        config.validate()?;
         let poll = Poll::new()?;
         let mut listener = listen(config.addr)?;
         let local_addr = listener.local_addr()?;
@@ -195,7 +221,17 @@ impl Server {
             .map(|since| since.as_secs_f64())
             .unwrap_or(0.0);
         let clock = WallClock::new(now, unix);
-        let hub = Hub::new(config.clone(), clock, now);
+        let mut hub = Hub::new(config.clone(), clock, now);
+        let signal = Arc::new(Signal {
+            requested: AtomicBool::new(false),
+            waker,
+        });
+        let woken = Arc::clone(&signal);
+        let services = Services::start(&config, &mut hub, move || {
+            if let Err(err) = woken.waker.wake() {
+                log::error!("cannot wake the event loop for a service's answer: {err}");
+            }
+        })?;
         Ok(Server {
             config,
             poll,
@@ -206,11 +242,9 @@ impl Server {
             per_ip: HashMap::new(),
             next_serial: 0,
             hub,
+            services: Some(services),
             clock,
-            signal: Arc::new(Signal {
-                requested: AtomicBool::new(false),
-                waker,
-            }),
+            signal,
             scratch: vec![0; SCRATCH].into_boxed_slice(),
             pending_writes: Vec::new(),
             pending_reads: Vec::new(),
@@ -287,6 +321,10 @@ impl Server {
                         if self.signal.requested.load(Ordering::SeqCst) {
                             self.begin_shutdown(now);
                         }
+                        let answers = self.services.as_ref().map(Services::answers);
+                        for (id, done) in answers.into_iter().flatten() {
+                            self.hub.handle(now, Input::Done { id, done });
+                        }
                     }
                     Token(key) => {
                         log::trace!("{key}: {event:?}");
@@ -322,6 +360,9 @@ impl Server {
             if let Some(deadline) = self.shutdown_deadline {
                 if self.conns.is_empty() || now >= deadline {
                     log::info!("shut down ({} connections cut off)", self.conns.len());
+                    if let Some(services) = self.services.take() {
+                        services.shutdown();
+                    }
                     return Ok(());
                 }
             }
@@ -785,6 +826,16 @@ impl Server {
                             &mut self.per_ip,
                             now,
                         );
+                    }
+                }
+                Output::Work { id, work } => {
+                    if let Some(services) = &mut self.services {
+                        services.work(&mut self.hub, now, id, work);
+                    }
+                }
+                Output::Persist(record) => {
+                    if let Some(services) = &mut self.services {
+                        services.persist(now, record);
                     }
                 }
                 Output::Pause { conn: id, until } => {
