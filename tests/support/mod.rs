@@ -244,9 +244,15 @@ pub struct Binary {
 impl Binary {
     pub fn start(shell_prefix: &str, args: &str) -> Binary {
         let exe = env!("CARGO_BIN_EXE_roomcast");
+        // Tests keep nothing in the user's data directory unless they name one.
+        let data = if args.contains("--data-dir") {
+            ""
+        } else {
+            "--ephemeral"
+        };
         let mut child = Command::new("sh")
             .arg("-c")
-            .arg(format!("{shell_prefix} exec {exe} --port 0 {args}"))
+            .arg(format!("{shell_prefix} exec {exe} --port 0 {data} {args}"))
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()

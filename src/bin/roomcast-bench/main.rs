@@ -50,6 +50,10 @@ struct ServerArgs {
     /// Seconds of load (the drain of in-flight events comes on top, at most 2 s).
     #[arg(long, global = true, default_value_t = 10.0)]
     seconds: f64,
+    /// The server keeps its data here (accounts, histories: every history event is written
+    /// to SQLite). Default: none (the server runs --ephemeral).
+    #[arg(long, global = true)]
+    data_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -127,6 +131,8 @@ struct Settings {
     capacity: Option<usize>,
     /// `--max-held-rooms` and `--max-held-rooms-per-ip`.
     held_rooms: Option<(usize, usize)>,
+    /// `--data-dir`; `None`: `--ephemeral`.
+    data_dir: Option<std::path::PathBuf>,
 }
 
 impl Settings {
@@ -136,6 +142,7 @@ impl Settings {
             rate_limit: Some(s.rate_limit.unwrap_or(0.0)),
             capacity: Some(connections + 100),
             held_rooms: None,
+            data_dir: s.data_dir.clone(),
         };
         match load {
             Load::Chat { rooms, members, .. } => capacity(rooms * members),
@@ -147,6 +154,7 @@ impl Settings {
                 capacity: None,
                 // Room owners hold 64 rooms each, all from 127.0.0.1.
                 held_rooms: (*kind == Kind::Rooms).then_some((100, 5000)),
+                data_dir: s.data_dir.clone(),
             },
         }
     }
@@ -165,10 +173,15 @@ impl Settings {
             flags.push(("--max-held-rooms", per_user.to_string()));
             flags.push(("--max-held-rooms-per-ip", per_ip.to_string()));
         }
-        flags
+        let mut flags: Vec<String> = flags
             .into_iter()
             .flat_map(|(flag, value)| [flag.to_owned(), value])
-            .collect()
+            .collect();
+        match &self.data_dir {
+            Some(dir) => flags.extend(["--data-dir".to_owned(), dir.display().to_string()]),
+            None => flags.push("--ephemeral".to_owned()),
+        }
+        flags
     }
 
     fn config(&self) -> roomcast::Config {
@@ -189,6 +202,7 @@ impl Settings {
             config.max_held_rooms = per_user;
             config.max_held_rooms_per_ip = per_ip;
         }
+        config.data_dir.clone_from(&self.data_dir);
         config
     }
 }
