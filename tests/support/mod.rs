@@ -273,11 +273,13 @@ impl Binary {
                 }
             }
         });
-        let addr = address
-            .recv_timeout(Duration::from_secs(10))
-            .expect("roomcast logged its address")
-            .parse()
-            .expect("socket address");
+        let logged = address.recv_timeout(Duration::from_secs(10));
+        let Some(addr) = logged.ok().and_then(|text| text.parse().ok()) else {
+            // Never leave a server behind: a stray one can hold a data directory's lock.
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("roomcast did not log a socket address within 10 s");
+        };
         Binary { child, addr }
     }
 
