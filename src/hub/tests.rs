@@ -2005,6 +2005,37 @@ fn register_then_log_in_with_the_password_and_only_with_it() {
 }
 
 #[test]
+fn what_a_client_sends_behind_its_login_waits_for_the_password_check() {
+    let mut h = Harness::default();
+    registered(&mut h, "alice", "correct horse");
+    let c = h.connect();
+    // Sent in one go, as a script or `nc` does: the join and the msg must not meet a 401.
+    h.send(c, login_with("alice", "correct horse"));
+    h.send(c, json!({"room": "den", "type": "join"}));
+    h.send(c, json!({"room": "den", "type": "msg", "data": "hi"}));
+    assert!(h.held.contains_key(&c), "held while the hash is checked");
+    assert!(h.take(c).is_empty());
+    h.run_hasher();
+    assert!(!h.held.contains_key(&c), "released with the answer");
+    let frames = h.take(c);
+    assert_eq!(code(&frames[0]), 202);
+    assert!(frames.iter().all(|f| f["info"] != "error"), "{frames:?}");
+    let events = flatten(&frames[1..]);
+    let said: Vec<_> = events
+        .iter()
+        .filter(|e| e["room"] == "den" && e["type"] == "msg")
+        .collect();
+    assert_eq!(said.len(), 1, "{frames:?}");
+    // A refused login releases too, and what followed it is answered as before login.
+    let d = h.connect();
+    h.send(d, login_with("alice", "wrong horse"));
+    h.send(d, json!({"room": "lobby", "type": "msg", "data": "x"}));
+    h.run_hasher();
+    let codes: Vec<_> = h.take(d).iter().map(code).collect();
+    assert_eq!(codes, [403, 401]);
+}
+
+#[test]
 fn registration_refusals() {
     let mut h = Harness::default();
     let guest = h.user("guest");

@@ -69,6 +69,8 @@ pub struct Conn {
     pub backlogged: bool,
     /// Not read until then: the hub paused it (over its message budget).
     pub paused_until: Option<Instant>,
+    /// Not read until the hub releases it: a password check is under way.
+    pub held: bool,
 }
 
 impl Conn {
@@ -93,6 +95,7 @@ impl Conn {
             read_queued: false,
             backlogged: false,
             paused_until: None,
+            held: false,
         }
     }
 
@@ -103,9 +106,10 @@ impl Conn {
         }
     }
 
-    /// Whether the hub asked not to read it before a moment still to come.
+    /// Whether the hub asked not to read it now: held, or paused until a moment still to
+    /// come.
     pub fn is_paused(&self, now: Instant) -> bool {
-        self.paused_until.is_some_and(|until| until > now)
+        self.held || self.paused_until.is_some_and(|until| until > now)
     }
 
     /// Whether the hub still expects to talk through this connection.

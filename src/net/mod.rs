@@ -838,6 +838,21 @@ impl Server {
                         services.persist(now, record);
                     }
                 }
+                Output::Hold { conn: id } => {
+                    if let Some(conn) = self.conns.get_mut(id.slot()).filter(|c| c.id == id) {
+                        conn.held = true;
+                    }
+                }
+                Output::Release { conn: id } => {
+                    if let Some(conn) = self.conns.get_mut(id.slot()).filter(|c| c.id == id) {
+                        conn.held = false;
+                        // What it sent meanwhile waits in its buffer or its socket.
+                        if !conn.read_queued {
+                            conn.read_queued = true;
+                            self.pending_reads.push(id.slot());
+                        }
+                    }
+                }
                 Output::Pause { conn: id, until } => {
                     if let Some(conn) = self.conns.get_mut(id.slot()).filter(|c| c.id == id) {
                         conn.paused_until = Some(until);
