@@ -71,6 +71,8 @@ pub struct Conn {
     pub paused_until: Option<Instant>,
     /// Not read until the hub releases it: a password check is under way.
     pub held: bool,
+    /// In the loop's list of connections left unread until the store catches up.
+    pub waiting_for_store: bool,
 }
 
 impl Conn {
@@ -96,6 +98,7 @@ impl Conn {
             backlogged: false,
             paused_until: None,
             held: false,
+            waiting_for_store: false,
         }
     }
 

@@ -14,8 +14,9 @@
 //! a panic, an OOM kill); only a power cut or kernel crash can take back the last commits.
 //! So every write submitted more than 100 ms before the process dies is in the database after
 //! a restart, as long as the queue holds less than ~80 ms of the writer's work: at about
-//! 100,000 writes a second, the default queue of 4,096 is ~40 ms. A longer queue absorbs longer
-//! bursts but breaks that promise while it is full; past it, `submit` answers `Full`.
+//! 200,000 writes a second, a queue of 4,096 is ~20 ms. A longer queue would absorb longer
+//! bursts but break that promise while full; past it, `submit` answers `Full`, and the caller
+//! watches [`Store::backlog`] to slow down before that (the event loop stops reading clients).
 //!
 //! # Retention
 //! Per room the store keeps the events with the last `history_per_room` sequence numbers, and a
@@ -377,13 +378,28 @@ impl Store {
     pub fn submit(&self, write: Write) -> Result<(), StoreError> {
         let queue = self.queue.as_ref().ok_or(StoreError::Stopped)?;
         match queue.try_send(write) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.counters.submitted.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
             Err(TrySendError::Full(_)) => {
                 self.counters.full.fetch_add(1, Ordering::Relaxed);
                 Err(StoreError::Full)
             }
             Err(TrySendError::Disconnected(_)) => Err(StoreError::Stopped),
         }
+    }
+
+    /// Writes submitted and not yet committed (or lost): the queue and the open batch. The
+    /// durability promise holds while this stays well below the queue's capacity, so the
+    /// event loop stops reading clients when it climbs (see `net::services`).
+    pub fn backlog(&self) -> u64 {
+        let settled = self.counters.committed.load(Ordering::Relaxed)
+            + self.counters.lost.load(Ordering::Relaxed);
+        self.counters
+            .submitted
+            .load(Ordering::Relaxed)
+            .saturating_sub(settled)
     }
 
     /// Counts so far.
@@ -418,6 +434,8 @@ impl Drop for Store {
 /// The shared counters behind [`StoreStats`].
 #[derive(Debug, Default)]
 struct Counters {
+    /// Writes accepted by `submit`.
+    submitted: AtomicU64,
     committed: AtomicU64,
     lost: AtomicU64,
     rejected: AtomicU64,

@@ -7,6 +7,7 @@ mod attack;
 mod pool;
 mod scenarios;
 mod stats;
+mod store;
 mod target;
 
 use std::net::SocketAddr;
@@ -58,6 +59,25 @@ struct ServerArgs {
 
 #[derive(Subcommand)]
 enum Load {
+    /// The store's writer alone (no server): events persisted per second to SQLite in
+    /// --data-dir (default: a temporary directory, removed after).
+    Store {
+        #[arg(long, default_value_t = 100)]
+        rooms: usize,
+        /// Events kept per room, as the server's --history.
+        #[arg(long, default_value_t = 100)]
+        history: usize,
+        /// msg data size in bytes.
+        #[arg(long, default_value_t = 64)]
+        payload: usize,
+    },
+    #[command(flatten)]
+    Server(ServerLoad),
+}
+
+/// The loads that run against a server.
+#[derive(Subcommand)]
+enum ServerLoad {
     /// Rooms of chatting members: fan-out throughput, latency, loss.
     Chat {
         #[arg(long, default_value_t = 1)]
@@ -136,7 +156,7 @@ struct Settings {
 }
 
 impl Settings {
-    fn of(s: &ServerArgs, load: &Load) -> Settings {
+    fn of(s: &ServerArgs, load: &ServerLoad) -> Settings {
         let capacity = |connections: usize| Settings {
             fps: s.fps,
             rate_limit: Some(s.rate_limit.unwrap_or(0.0)),
@@ -145,10 +165,10 @@ impl Settings {
             data_dir: s.data_dir.clone(),
         };
         match load {
-            Load::Chat { rooms, members, .. } => capacity(rooms * members),
-            Load::Vr { headsets, .. } => capacity(*headsets),
-            Load::Idle { connections } => capacity(*connections),
-            Load::Attack { kind, .. } => Settings {
+            ServerLoad::Chat { rooms, members, .. } => capacity(rooms * members),
+            ServerLoad::Vr { headsets, .. } => capacity(*headsets),
+            ServerLoad::Idle { connections } => capacity(*connections),
+            ServerLoad::Attack { kind, .. } => Settings {
                 fps: s.fps,
                 rate_limit: s.rate_limit,
                 capacity: None,
@@ -210,7 +230,15 @@ impl Settings {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let s = &cli.server;
-    let target = match start_target(s, &Settings::of(s, &cli.load)) {
+    let load = match &cli.load {
+        Load::Store {
+            rooms,
+            history,
+            payload,
+        } => return store_only(&cli, *rooms, *history, *payload),
+        Load::Server(load) => load,
+    };
+    let target = match start_target(s, &Settings::of(s, load)) {
         Ok(target) => target,
         Err(err) => {
             eprintln!("roomcast-bench: cannot start the server: {err}");
@@ -218,8 +246,8 @@ fn main() -> ExitCode {
         }
     };
     eprintln!("server: {} at {}", target.describe(), target.addr());
-    let (name, outcome) = match &cli.load {
-        Load::Chat {
+    let (name, outcome) = match load {
+        ServerLoad::Chat {
             rooms,
             members,
             publishers,
@@ -238,7 +266,7 @@ fn main() -> ExitCode {
             };
             ("chat", scenarios::chat(&target, &load))
         }
-        Load::Vr {
+        ServerLoad::Vr {
             headsets,
             room_size,
             hz,
@@ -254,8 +282,10 @@ fn main() -> ExitCode {
             };
             ("vr", scenarios::vr(&target, &load))
         }
-        Load::Idle { connections } => ("idle", scenarios::idle(&target, *connections, s.seconds)),
-        Load::Attack {
+        ServerLoad::Idle { connections } => {
+            ("idle", scenarios::idle(&target, *connections, s.seconds))
+        }
+        ServerLoad::Attack {
             kind,
             attackers,
             bystander_rate,
@@ -312,6 +342,34 @@ fn start_target(s: &ServerArgs, settings: &Settings) -> std::io::Result<Target> 
 }
 
 /// A human table on stdout, then one JSON line with the settings and every figure.
+/// `roomcast-bench store`: no server, the writer alone.
+fn store_only(cli: &Cli, rooms: usize, history: usize, payload: usize) -> ExitCode {
+    // Without --data-dir, a directory of its own under the system's temporary directory,
+    // removed afterwards.
+    let own = std::env::temp_dir().join(format!("roomcast-bench-store-{}", std::process::id()));
+    let dir = cli.server.data_dir.clone().unwrap_or_else(|| own.clone());
+    let load = store::StoreLoad {
+        rooms,
+        history,
+        payload,
+        seconds: cli.server.seconds,
+    };
+    let outcome = store::store(&dir, &load);
+    if cli.server.data_dir.is_none() {
+        let _ = std::fs::remove_dir_all(&own);
+    }
+    match outcome {
+        Ok(outcome) => {
+            report("store", cli, &outcome);
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("roomcast-bench: store failed: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn report(name: &str, cli: &Cli, outcome: &Outcome) {
     println!("{name}: {} s of load", cli.server.seconds);
     for (key, value) in &outcome.figures {
