@@ -19,6 +19,9 @@ public static class ChatConsole
 {
     public static int Main(string[] args)
     {
+        // UTF-8 both ways whatever the locale says (a pipe in CI has none): chat carries ☕.
+        Console.SetOut(new System.IO.StreamWriter(Console.OpenStandardOutput(), new System.Text.UTF8Encoding(false)) { AutoFlush = true });
+        var input = new System.IO.StreamReader(Console.OpenStandardInput(), new System.Text.UTF8Encoding(false));
         string host = "127.0.0.1", user = null, room = "lobby";
         int port = 42069;
         for (int i = 0; i + 1 < args.Length; i += 2)
@@ -51,7 +54,7 @@ public static class ChatConsole
         printer.Start();
 
         string line;
-        while ((line = Console.ReadLine()) != null && client.State != ConnectionState.Closed)
+        while ((line = input.ReadLine()) != null && client.State != ConnectionState.Closed)
         {
             line = line.Trim();
             if (line.Length == 0)

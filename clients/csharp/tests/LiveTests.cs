@@ -51,7 +51,10 @@ namespace Roomcast.Tests
                 {
                     return typed;
                 }
-                Check.That(next.Kind != EventKind.Closed, what + ": closed first: " + ((ClosedEvent)next).Reason);
+                if (next.Kind == EventKind.Closed)
+                {
+                    throw new CheckFailed(what + ": closed first: " + ((ClosedEvent)next).Reason);
+                }
             }
         }
 
@@ -66,9 +69,9 @@ namespace Roomcast.Tests
             foreach (var e in seen)
             {
                 var r = e as RoomEvent;
-                if (r == null || r.Room != room || !r.Seq.HasValue)
+                if (r == null || r.Room != room || !r.Seq.HasValue || (r.IsHistory && !r.IsReplayed))
                 {
-                    continue;
+                    continue; // a joiner's history and a history query's answer are older by design
                 }
                 Check.That(r.Seq.Value > last, "seqs of #" + room + " rise, none twice: " + r.Seq.Value + " after " + last);
                 last = r.Seq.Value;
@@ -248,8 +251,8 @@ namespace Roomcast.Tests
 
             runner.Run("expired: joined den, left the lobby", () =>
             {
-                UntilRoom(client, seen, "lobby", EventKind.Leave, "carol", "own lobby leave");
                 UntilRoom(client, seen, "den", EventKind.List, null, "den's list");
+                UntilRoom(client, seen, "lobby", EventKind.Leave, "carol", "own lobby leave");
                 Check.Equal("den", string.Join(",", client.Rooms), "in den only");
             });
             if (runner.Failed) return;

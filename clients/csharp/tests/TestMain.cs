@@ -108,6 +108,8 @@ namespace Roomcast.Tests
     {
         public static int Main(string[] args)
         {
+            // UTF-8 both ways whatever the locale says (a pipe in CI has none): chat carries ☕.
+            Console.SetOut(new System.IO.StreamWriter(Console.OpenStandardOutput(), new System.Text.UTF8Encoding(false)) { AutoFlush = true });
             if (args.Length == 0)
             {
                 Console.Error.WriteLine("usage: RoomcastTests.exe unit | live|expired|unity --host H --port P [--direct-port D]");
