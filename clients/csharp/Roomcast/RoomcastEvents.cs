@@ -132,11 +132,22 @@ namespace Roomcast
         }
 
         /// <summary>For a transform event: the head pose and any parts; otherwise (or if the
-        /// data is not a pose) null.</summary>
+        /// data is not a pose) null. Read once, on first use.</summary>
         public AvatarPose Pose
         {
-            get { return kind == EventKind.Transform ? AvatarPose.Parse(Data) : null; }
+            get
+            {
+                if (kind == EventKind.Transform && !poseRead)
+                {
+                    pose = AvatarPose.Parse(Data);
+                    poseRead = true;
+                }
+                return pose;
+            }
         }
+
+        AvatarPose pose;
+        bool poseRead;
 
         /// <summary>For a msg whose data is a string: the string; otherwise null.</summary>
         public string Text
