@@ -106,6 +106,7 @@ namespace Roomcast
         readonly LinkedList<Outgoing> outbox = new LinkedList<Outgoing>();
         readonly Dictionary<string, LinkedListNode<Outgoing>> queuedPoses = new Dictionary<string, LinkedListNode<Outgoing>>(StringComparer.Ordinal);
         Connection live; // the connection the sender writes to; null while (re)connecting
+        Connection setup; // a connection still logging in or resuming (closed by Shutdown)
         ConnectionState state = ConnectionState.NotStarted;
         bool closing;     // Close() or Dispose(): stop everything
         bool loggingOut;  // Logout(): the connection's end is expected, do not come back
@@ -607,7 +608,10 @@ namespace Roomcast
                 if (info == "system" && code == 202)
                 {
                     var loggedIn = NoteSession(response["detail"], false);
-                    Publish(connection);
+                    if (!Publish(connection))
+                    {
+                        return false; // closed meanwhile (and reported)
+                    }
                     Deliver(loggedIn);
                     return true;
                 }
@@ -763,17 +767,13 @@ namespace Roomcast
                 {
                     connection = Open();
                     Comeback back = Resume(connection) ?? LogInAgain(connection);
-                    lock (gate)
-                    {
-                        if (closing || loggingOut)
-                        {
-                            connection.Close(false);
-                            break;
-                        }
-                    }
                     ReconnectedEvent reconnected = back.Finish(attempt, Now() - started);
                     ApplyComeback(back);
-                    Publish(connection);
+                    if (!Publish(connection))
+                    {
+                        connection.Close(false);
+                        break;
+                    }
                     LogLine("reconnected after " + attempt + " attempt(s): " + (back.Resumed ? "resumed" : "logged in afresh")
                         + ", " + back.MissedEvents + " missed events replayed");
                     Deliver(reconnected);
@@ -913,10 +913,13 @@ namespace Roomcast
             return resumed.Value ? back : null;
         }
 
-        /// <summary>The session expired: logs in afresh on the same connection, joins the rooms
-        /// again (and leaves the lobby if it had left it), and reads up to a ping's pong. In a
-        /// room whose kept history still holds the last event received, the events after it
+        /// <summary>The session expired: logs in afresh on the same connection, then joins the
+        /// rooms again (and leaves the lobby if it had left it) and reads up to a ping's pong. In
+        /// a room whose kept history still holds the last event received, the events after it
         /// are handed on as replayed; other rooms' histories come as any joiner's.</summary>
+        /// <remarks>The login goes alone and the rest only after its 202: a registered account's
+        /// password is checked off the server's loop, and frames sent behind the login could be
+        /// handled before it is accepted (and refused with 401).</remarks>
         Comeback LogInAgain(Connection connection)
         {
             List<string> wasIn;
@@ -929,20 +932,20 @@ namespace Roomcast
             bool inLobby = wasIn.Contains("lobby");
             var login = JsonValue.NewObject().Set("system", "login").Set(
                 "options", JsonValue.NewObject().Set("user", options.User).Set("pass", options.Password));
-            var frames = new List<byte[]> { Encode(login) };
+            connection.Write(Encode(login));
+            var rejoin = new List<byte[]>();
             foreach (var room in wasIn)
             {
                 if (room != "lobby")
                 {
-                    frames.Add(Encode(RoomMessage(room, "join", null)));
+                    rejoin.Add(Encode(RoomMessage(room, "join", null)));
                 }
             }
             if (!inLobby)
             {
-                frames.Add(Encode(RoomMessage("lobby", "leave", null)));
+                rejoin.Add(Encode(RoomMessage("lobby", "leave", null)));
             }
-            frames.Add(PingFrame);
-            connection.Write(Concat(frames.ToArray()));
+            rejoin.Add(PingFrame);
 
             var back = new Comeback { Resumed = false, Rejoined = wasIn };
             var histories = new Dictionary<string, List<PendingFrame>>(StringComparer.Ordinal);
@@ -977,7 +980,7 @@ namespace Roomcast
                     continue;
                 }
                 var reply = new ReplyEvent(frame["response"], info == "error");
-                if (IsPong(reply))
+                if (accepted && IsPong(reply))
                 {
                     break;
                 }
@@ -988,6 +991,7 @@ namespace Roomcast
                     {
                         NoteSessionLocked(reply.Detail);
                     }
+                    connection.Write(Concat(rejoin.ToArray()));
                     continue;
                 }
                 if (reply.IsError && (reply.Detail.Has("user") || reply.ClosesConnection))
@@ -995,10 +999,6 @@ namespace Roomcast
                     throw Refusal(reply); // the login itself was refused
                 }
                 back.AddReply(reply); // e.g. a room that is full now: the game hears of it
-            }
-            if (!accepted)
-            {
-                throw new ProtocolException("the server did not answer the login");
             }
             foreach (var room in wasIn)
             {
@@ -1225,17 +1225,24 @@ namespace Roomcast
 
         // --- shared helpers ---------------------------------------------------------------
 
-        /// <summary>Makes a connection the one the sender writes to.</summary>
-        void Publish(Connection connection)
+        /// <summary>Makes a connection the one the sender writes to; false (and nothing done)
+        /// once the client is closing or logging out.</summary>
+        bool Publish(Connection connection)
         {
             lock (gate)
             {
+                if (closing || loggingOut)
+                {
+                    return false;
+                }
+                setup = null;
                 live = connection;
                 state = ConnectionState.LoggedIn;
                 autoPings = 0;
                 lastSend = Now();
                 lastReceive = Now();
                 Monitor.PulseAll(gate);
+                return true;
             }
         }
 
@@ -1328,30 +1335,42 @@ namespace Roomcast
         /// connection and queues the <see cref="ClosedEvent"/> (once, always last).</summary>
         void Shutdown(string reason, ReplyEvent error)
         {
-            Connection connection;
+            Connection connection, unfinished;
             lock (gate)
             {
                 closing = true;
                 state = ConnectionState.Closed;
                 connection = live;
                 live = null;
+                unfinished = setup;
+                setup = null;
                 outbox.Clear();
                 queuedPoses.Clear();
                 Monitor.PulseAll(gate);
+            }
+            // The Closed event first: closing the sockets wakes the reader, whose own account
+            // of the failure must not be the one reported.
+            bool first = false;
+            lock (inboxGate)
+            {
+                if (!finished)
+                {
+                    finished = first = true;
+                    inbox.Enqueue(new ClosedEvent(reason, error));
+                    Monitor.PulseAll(inboxGate);
+                }
             }
             if (connection != null)
             {
                 connection.Close(false);
             }
-            lock (inboxGate)
+            if (unfinished != null)
             {
-                if (finished)
-                {
-                    return;
-                }
-                finished = true;
-                inbox.Enqueue(new ClosedEvent(reason, error));
-                Monitor.PulseAll(inboxGate);
+                unfinished.Close(false); // wakes the reader waiting for a login or a resume
+            }
+            if (!first)
+            {
+                return;
             }
             LogLine("closed: " + reason);
         }
@@ -1387,9 +1406,21 @@ namespace Roomcast
             }
         }
 
+        /// <summary>A new connection, registered as being set up, so that Close can end a login
+        /// or a resume that waits for the server.</summary>
         Connection Open()
         {
-            return Connection.Open(options.Host, options.Port, options.ConnectTimeoutSeconds);
+            var connection = Connection.Open(options.Host, options.Port, options.ConnectTimeoutSeconds);
+            lock (gate)
+            {
+                if (closing)
+                {
+                    connection.Close(false);
+                    throw new IOException("closed");
+                }
+                setup = connection;
+            }
+            return connection;
         }
 
         void LogLine(string line)

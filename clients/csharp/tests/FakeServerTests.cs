@@ -22,6 +22,7 @@ namespace Roomcast.Tests
             runner.Run("client: a refused login ends it", RefusedLogin);
             runner.Run("client: logout ends it", LogoutEnds);
             runner.Run("client: nobody listening", NobodyListening);
+            runner.Run("client: Close during a login that is not answered yet", CloseDuringLogin);
         }
 
         const string Granted = "{\"info\":\"system\",\"response\":{\"time\":1.0,\"code\":202,\"msg\":\"Access granted.\",\"detail\":{\"idle_timeout\":IDLE,\"resume\":\"TOKEN\",\"user\":\"alice\"}}}";
@@ -203,12 +204,14 @@ namespace Roomcast.Tests
                 peer2.Send("{\"info\":\"error\",\"response\":{\"time\":3.0,\"code\":410,\"msg\":\"Session expired.\",\"detail\":{}}}\n" + Pong);
                 var login = peer2.Read();
                 Check.Equal("login", login["system"].AsString, "logs in afresh on the same connection");
+                // A registered account's login is answered late (its password is hashed off the
+                // server's loop): nothing may go out behind the login until its 202.
+                Check.That(!peer2.HasData(0.1), "nothing behind the login before its answer");
+                peer2.Send(GrantedFrame("t3", 120) + "\n" + Event("lobby", "alice", "join", 12, "\"\""));
                 Check.Equal("{\"room\":\"den\",\"type\":\"join\"}", peer2.Read().ToJson(), "joins den again");
                 Check.Equal("{\"room\":\"lobby\",\"type\":\"leave\"}", peer2.Read().ToJson(), "leaves the lobby the login put it in");
                 Check.Equal("ping", peer2.Read()["system"].AsString, "and pings, to find the end");
-                peer2.Send(GrantedFrame("t3", 120)
-                    + "\n" + Event("lobby", "alice", "join", 12, "\"\"")
-                    + "\n" + "{\"info\":\"user\",\"room\":\"den\",\"history\":true,\"payload\":[" + EventBody("alice", "join", 5, "\"\"", 2.0)
+                peer2.Send("{\"info\":\"user\",\"room\":\"den\",\"history\":true,\"payload\":[" + EventBody("alice", "join", 5, "\"\"", 2.0)
                     + "," + EventBody("bob", "msg", 6, "\"m6\"", 2.5) + "," + EventBody("alice", "leave", 7, "\"\"", 3.0)
                     + "," + EventBody("bob", "msg", 8, "\"m8\"", 3.1) + "]}"
                     + "\n" + Event("den", "alice", "join", 13, "\"\"", false, 4.0)
@@ -320,6 +323,25 @@ namespace Roomcast.Tests
             }
         }
 
+        static void CloseDuringLogin()
+        {
+            using (var server = new FakeServer())
+            {
+                var client = NewClient(server.Port, o => o.ReplyTimeoutSeconds = 30);
+                client.Connect();
+                client.Join("den");
+                var peer = server.Accept();
+                Check.Equal("login", peer.Read()["system"].AsString, "login");
+                var watch = System.Diagnostics.Stopwatch.StartNew();
+                client.Close(0.5);
+                Check.That(watch.Elapsed.TotalSeconds < 2, "Close does not wait for the login's answer: " + watch.Elapsed);
+                Check.That(peer.IsClosed(), "the connection being set up is closed");
+                Check.Equal(ConnectionState.Closed, client.State, "closed");
+                Check.Equal("closed", Next<ClosedEvent>(client, EventKind.Closed).Reason, "reason");
+                Check.That(client.WaitForEvent(0.2) == null, "nothing after the end");
+            }
+        }
+
         static void NobodyListening()
         {
             int port;
@@ -402,6 +424,25 @@ namespace Roomcast.Tests
                 have += n;
             }
             return bytes;
+        }
+
+        /// <summary>True when the client closed its end (EOF or reset) within 5 s.</summary>
+        public bool IsClosed()
+        {
+            var buffer = new byte[256];
+            try
+            {
+                while (stream.Read(buffer, 0, buffer.Length) > 0)
+                {
+                    // frames still in flight before the end
+                }
+                return true;
+            }
+            catch (System.IO.IOException err)
+            {
+                var socket = err.InnerException as SocketException;
+                return socket != null && socket.SocketErrorCode == SocketError.ConnectionReset;
+            }
         }
 
         public bool HasData(double seconds)
