@@ -3,7 +3,8 @@
 //! `mcs`, warnings as errors; then the C# test program runs its own unit tests, and runs
 //! against an embedded server with a Rust client ("bob") in its rooms: login, join, chat both
 //! ways, poses on the tick, typed errors, a connection cut mid-frame that resumes with exactly
-//! the missed events, an expired session that logs in afresh, a takeover and a shutdown that
+//! the missed events, an expired session (of a registered account, whose login is answered
+//! only once its password is checked) that logs in afresh, a takeover and a shutdown that
 //! end it without a reconnect, and the Unity example moving bob's avatar smoothly.
 //!
 //! Every test is skipped (with the reason on stderr) when `mcs` or `mono` is missing; .ci/run
@@ -131,9 +132,17 @@ fn csharp_client_logs_in_afresh_when_its_session_expired() {
         resume_grace: Duration::ZERO,
         ..support::config()
     });
+    // carol is a registered account: her logins are answered only once her password is
+    // checked off the server's loop, so the client must not send its re-joins behind the login.
+    let mut registrar = Client::connect(server.addr).expect("connect");
+    let registered = registrar
+        .register("carol", "carol's password")
+        .expect("register carol");
+    assert!(!registered.is_error(), "{registered:?}");
     let proxy = Proxy::start(server.addr);
     let mut bob = watcher(server.addr, "bob", "den");
     let mut args = address_args(proxy.addr);
+    args.extend(["--password".into(), "carol's password".into()]);
     args.insert(0, "expired".into());
     let mut carol = Mono::spawn(dir, "RoomcastTests.exe", &args, false);
 

@@ -27,7 +27,7 @@ namespace Roomcast.Tests
                 Host = args["--host"],
                 Port = int.Parse(args["--port"]),
                 User = user,
-                Password = "pw",
+                Password = args.ContainsKey("--password") ? args["--password"] : "pw",
                 FirstBackoffSeconds = 0.05,
                 MaxBackoffSeconds = 0.5,
                 Log = line => Console.WriteLine("log: " + line),
