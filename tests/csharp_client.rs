@@ -295,7 +295,24 @@ fn build() -> Result<PathBuf, String> {
             }
         }
     }
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("csharp");
+    // One directory per test process, so two runs at once never overwrite each other's
+    // assemblies; those of processes that have ended are removed (Linux: /proc tells).
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    if let Ok(entries) = std::fs::read_dir(tmp) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let ended = name
+                .strip_prefix("csharp-")
+                .and_then(|pid| pid.parse::<u32>().ok())
+                .is_some_and(|pid| {
+                    Path::new("/proc/self").exists() && !Path::new(&format!("/proc/{pid}")).exists()
+                });
+            if ended {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    let out = tmp.join(format!("csharp-{}", std::process::id()));
     std::fs::create_dir_all(&out).expect("create the C# build directory");
     let at = |name: &str| out.join(name).display().to_string();
     let src = csharp_dir();
