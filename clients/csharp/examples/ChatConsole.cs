@@ -29,7 +29,13 @@ public static class ChatConsole
             switch (args[i])
             {
                 case "--host": host = args[i + 1]; break;
-                case "--port": port = int.Parse(args[i + 1]); break;
+                case "--port":
+                    if (!int.TryParse(args[i + 1], out port) || port < 1 || port > 65535)
+                    {
+                        Console.Error.WriteLine("--port needs a number from 1 to 65535, got " + args[i + 1]);
+                        return 2;
+                    }
+                    break;
                 case "--user": user = args[i + 1]; break;
                 case "--room": room = args[i + 1]; break;
                 default:
