@@ -525,7 +525,7 @@ export class RoomcastClient extends EventTarget {
       sync: (response) => response && this.#takeSession(response.detail, this.#user),
     });
     // The pong comes after every frame the resume caused: it ends the replay.
-    const end = this.#request("ping", JSON.parse(PING), {
+    const end = this.#request("ping", { system: "ping" }, {
       retry: false,
       internal: true,
       sync: () => {

@@ -11,11 +11,11 @@ import {
   RoomcastClient,
   RoomcastError,
 } from "../roomcast.js";
-import { STEP, tracked, env, isEvent, isMsg, join, loggedIn, needsServer, say, unique } from "./helpers.mjs";
+import { STEP, cleanly, tracked, env, isEvent, isMsg, join, loggedIn, needsServer, say, unique } from "./helpers.mjs";
 
 const ADDR = env("ROOMCAST_ADDR");
 
-test("login answers with the name, a token and the idle timeout; the lobby's join and list follow", { skip: needsServer }, async () => {
+test("login answers with the name, a token and the idle timeout; the lobby's join and list follow", { skip: needsServer }, cleanly(async () => {
   const name = unique("Alice");
   const client = tracked(new RoomcastClient(`tcp://${ADDR}`));
   await client.connect();
@@ -49,9 +49,9 @@ test("login answers with the name, a token and the idle timeout; the lobby's joi
   assert.equal(client.lastSeqs.lobby, joined.event.seq);
   await client.close();
   assert.equal(client.state, "closed");
-});
+}));
 
-test("login refusals are typed errors with their code and detail", { skip: needsServer }, async () => {
+test("login refusals are typed errors with their code and detail", { skip: needsServer }, cleanly(async () => {
   const taken = unique("Taken");
   const { client: holder } = await loggedIn(ADDR, taken);
   const client = tracked(new RoomcastClient(`tcp://${ADDR}`));
@@ -73,9 +73,9 @@ test("login refusals are typed errors with their code and detail", { skip: needs
   const free = unique("Free");
   assert.equal(await client.login(free), free);
   await Promise.all([client.close(), holder.close()]);
-});
+}));
 
-test("two clients chat both ways; every member gets each msg, the sender included", { skip: needsServer }, async () => {
+test("two clients chat both ways; every member gets each msg, the sender included", { skip: needsServer }, cleanly(async () => {
   const room = unique("den ☕ ");
   const a = await loggedIn(ADDR, unique("a"));
   const b = await loggedIn(ADDR, unique("b"));
@@ -109,9 +109,9 @@ test("two clients chat both ways; every member gets each msg, the sender include
   assert.deepEqual(said, [hello, "and back from b"]);
   assert.deepEqual(history.at(-1).event.type, "join");
   await Promise.all([a.client.close(), b.client.close(), c.client.close()]);
-});
+}));
 
-test("transforms arrive on the tick: coalesced to the latest pose, parts and all accepted", { skip: needsServer }, async () => {
+test("transforms arrive on the tick: coalesced to the latest pose, parts and all accepted", { skip: needsServer }, cleanly(async () => {
   const room = unique("vr");
   const a = await loggedIn(ADDR, unique("head"));
   const b = await loggedIn(ADDR, unique("watcher"));
@@ -144,9 +144,9 @@ test("transforms arrive on the tick: coalesced to the latest pose, parts and all
   assert.throws(() => a.client.transform(room, [NaN, 0, 0], [0, 0, 0]), TypeError);
   assert.throws(() => a.client.transform(room, [0, 0], [0, 0, 0]), TypeError);
   await Promise.all([a.client.close(), b.client.close()]);
-});
+}));
 
-test("refused room messages arrive as typed problems with code and detail", { skip: needsServer }, async () => {
+test("refused room messages arrive as typed problems with code and detail", { skip: needsServer }, cleanly(async () => {
   const { client, events } = await loggedIn(ADDR, unique("oops"));
   const problems = [];
   client.addEventListener("problem", (e) => problems.push(e.detail));
@@ -172,9 +172,9 @@ test("refused room messages arrive as typed problems with code and detail", { sk
   // The connection is fine after all that.
   assert.equal((await client.ping()).msg, "pong");
   await client.close();
-});
+}));
 
-test("history queries: before and after a seq, a limit, an empty range, and refusals", { skip: needsServer }, async () => {
+test("history queries: before and after a seq, a limit, an empty range, and refusals", { skip: needsServer }, cleanly(async () => {
   const room = unique("archive");
   const a = await loggedIn(ADDR, unique("keeper"));
   await join(a.client, a.events, room);
@@ -208,9 +208,9 @@ test("history queries: before and after a seq, a limit, an empty range, and refu
   }
   assert.deepEqual(msgs, ["m0", "m1", "m2", "m3", "m4", "m5"]);
   await Promise.all([a.client.close(), b.client.close()]);
-});
+}));
 
-test("a game of tic-tac-toe: every member gets each state; a move out of turn is refused", { skip: needsServer }, async () => {
+test("a game of tic-tac-toe: every member gets each state; a move out of turn is refused", { skip: needsServer }, cleanly(async () => {
   const room = unique("ttt");
   const x = await loggedIn(ADDR, unique("x"));
   const o = await loggedIn(ADDR, unique("o"));
@@ -235,9 +235,9 @@ test("a game of tic-tac-toe: every member gets each state; a move out of turn is
   assert.equal(refused.code, 422);
   assert.deepEqual(refused.detail, { room, type: "game" });
   await Promise.all([x.client.close(), o.client.close()]);
-});
+}));
 
-test("rooms follows every page of the directory", { skip: needsServer }, async () => {
+test("rooms follows every page of the directory", { skip: needsServer }, cleanly(async () => {
   const { client, events } = await loggedIn(ADDR, unique("lister"));
   const mine = [unique("r-a"), unique("r-b"), unique("r-c")];
   for (const room of mine) await join(client, events, room);
@@ -250,9 +250,9 @@ test("rooms follows every page of the directory", { skip: needsServer }, async (
   const names = all.map((r) => r.room);
   assert.deepEqual(names, [...names].sort(), "sorted by name");
   await client.close();
-});
+}));
 
-test("before connect and after close, sends throw and requests reject with ConnectionClosed", { skip: needsServer }, async () => {
+test("before connect and after close, sends throw and requests reject with ConnectionClosed", { skip: needsServer }, cleanly(async () => {
   const client = tracked(new RoomcastClient(`tcp://${ADDR}`));
   assert.throws(() => client.msg("lobby", "x"), ConnectionClosed);
   await assert.rejects(client.ping(), ConnectionClosed);
@@ -264,9 +264,9 @@ test("before connect and after close, sends throw and requests reject with Conne
   // Nobody listening: a typed error, not a hang.
   const nowhere = tracked(new RoomcastClient("tcp://127.0.0.1:1"));
   await assert.rejects(nowhere.connect(), ConnectionClosed);
-});
+}));
 
-test("logout leaves at once and closes for good; close() keeps the session (away)", { skip: needsServer }, async () => {
+test("logout leaves at once and closes for good; close() keeps the session (away)", { skip: needsServer }, cleanly(async () => {
   const room = unique("exit");
   const watcher = await loggedIn(ADDR, unique("watcher"));
   const leaver = await loggedIn(ADDR, unique("leaver"), { autoReconnect: true });
@@ -286,9 +286,9 @@ test("logout leaves at once and closes for good; close() keeps the session (away
   assert.equal(away.event.type, "away");
   assert.equal(closer.client.state, "closed");
   await watcher.client.close();
-});
+}));
 
-test("for await iterates the items, and ends after the close", { skip: needsServer }, async () => {
+test("for await iterates the items, and ends after the close", { skip: needsServer }, cleanly(async () => {
   const room = unique("loop");
   const { client, events } = await loggedIn(ADDR, unique("iter"));
   await join(client, events, room);
@@ -305,4 +305,4 @@ test("for await iterates the items, and ends after the close", { skip: needsServ
   await client.close();
   await loop;
   assert.deepEqual(seen, ["one", "two", "close"]);
-});
+}));

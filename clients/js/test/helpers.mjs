@@ -3,7 +3,6 @@
 // waits that never hang.
 
 import net from "node:net";
-import { after } from "node:test";
 import { RoomcastClient } from "../roomcast.js";
 
 /** How long one expected answer or event may take: generous for a loaded 2-core machine. */
@@ -20,13 +19,29 @@ export const needsServer = env("ROOMCAST_ADDR")
   ? false
   : "ROOMCAST_ADDR is not set: run these tests with `cargo test --test js_client`";
 
-/** Every client (and fake server) a test made: closed after the file's tests, so a failed
- * test leaves no socket open (an open socket would keep Node, and the Rust test, waiting). */
+/** Every client (and fake or gateway server) the running test made. */
 const opened = new Set();
-after(() => Promise.all([...opened].map((thing) => thing.close())));
 
 /**
- * Remembers something to close after the tests.
+ * A test body that closes everything it opened when it ends, passed or failed: an open
+ * socket would keep Node, and the Rust test, waiting. (A wrapper rather than an after()
+ * hook: root-level hooks differ between Node versions.)
+ * @param {(t: import("node:test").TestContext) => Promise<void>} body
+ */
+export function cleanly(body) {
+  return async (t) => {
+    try {
+      await body(t);
+    } finally {
+      const things = [...opened];
+      opened.clear();
+      await Promise.all(things.map((thing) => thing.close()));
+    }
+  };
+}
+
+/**
+ * Remembers something to close when the test ends.
  * @template {{close(): Promise<unknown>}} T
  * @param {T} thing
  * @returns {T}

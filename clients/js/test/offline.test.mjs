@@ -17,7 +17,7 @@ import {
   NotInRoom,
 } from "../roomcast.js";
 import { FakeServer, events, frame, reply } from "./fake_server.mjs";
-import { STEP, tracked } from "./helpers.mjs";
+import { STEP, cleanly, tracked } from "./helpers.mjs";
 
 const LOGIN_OK = reply(202, "Access granted.", { user: "Ann", resume: "a".repeat(32), idle_timeout: 120.0 });
 
@@ -35,21 +35,21 @@ async function session(options = {}) {
   return { fake, client, conn, stream };
 }
 
-test("defaultUrl is the page's /ws, wss: when the page is https", () => {
+test("defaultUrl is the page's /ws, wss: when the page is https", cleanly(async () => {
   assert.equal(defaultUrl({ protocol: "https:", host: "example.org" }), "wss://example.org/ws");
   assert.equal(defaultUrl({ protocol: "http:", host: "127.0.0.1:42069" }), "ws://127.0.0.1:42069/ws");
-});
+}));
 
-test("addresses: ws URLs, tcp URLs, host:port and {host, port}; anything else is a TypeError", () => {
+test("addresses: ws URLs, tcp URLs, host:port and {host, port}; anything else is a TypeError", cleanly(async () => {
   for (const good of ["ws://h/ws", "wss://h/ws", "tcp://127.0.0.1:1", "localhost:42069", { host: "h", port: 5 }, { port: 5 }]) {
     assert.doesNotThrow(() => new RoomcastClient(good), JSON.stringify(good));
   }
   for (const bad of ["nonsense", "tcp://h:0", "h:99999", { host: "", port: 1 }, { port: "x" }]) {
     assert.throws(() => new RoomcastClient(bad), TypeError, JSON.stringify(bad));
   }
-});
+}));
 
-test("errors are typed by code; 410 by whether it names a room", () => {
+test("errors are typed by code; 410 by whether it names a room", cleanly(async () => {
   assert.ok(errorFromResponse({ code: 404, msg: "x", detail: { room: "r" } }) instanceof NotInRoom);
   assert.ok(errorFromResponse({ code: 410, msg: "Session expired.", detail: {} }) instanceof SessionExpired);
   assert.ok(errorFromResponse({ code: 410, msg: "gone", detail: { room: "r" } }) instanceof MissedEventsGone);
@@ -57,9 +57,9 @@ test("errors are typed by code; 410 by whether it names a room", () => {
   assert.equal(unknown.code, 418);
   assert.deepEqual(unknown.detail, {});
   assert.equal(unknown.message, "418 teapot");
-});
+}));
 
-test("frames go out as a 4-byte big-endian length of the UTF-8 body, then the JSON", async () => {
+test("frames go out as a 4-byte big-endian length of the UTF-8 body, then the JSON", cleanly(async () => {
   const { client, conn } = await session();
   const room = "café ☕";
   client.transform(room, {
@@ -86,9 +86,9 @@ test("frames go out as a 4-byte big-endian length of the UTF-8 body, then the JS
   client.game(room, { move: 4 });
   assert.deepEqual(await conn.read(), { room, type: "game", data: { move: 4 } });
   assert.throws(() => client.msg(room, undefined), TypeError);
-});
+}));
 
-test("frames cut anywhere, and many in one read, come out whole and in order", async () => {
+test("frames cut anywhere, and many in one read, come out whole and in order", cleanly(async () => {
   const { client, conn, stream } = await session();
   const payload = Array.from({ length: 30 }, (_, n) => ({ time: 1.5, user: "bob", type: "msg", seq: n + 1, data: `m${n} ${"é".repeat(n)}` }));
   const bytes = Buffer.concat(payload.map((event) => frame(events("lobby", [event]))));
@@ -102,24 +102,24 @@ test("frames cut anywhere, and many in one read, come out whole and in order", a
     assert.deepEqual(item.event, event);
   }
   assert.equal(client.lastSeqs.lobby, 30);
-});
+}));
 
-test("a zero-length frame breaks the stream: the client closes with ProtocolError", async () => {
+test("a zero-length frame breaks the stream: the client closes with ProtocolError", cleanly(async () => {
   const { client, conn, stream } = await session();
   conn.writeBytes(Buffer.from([0, 0, 0, 0]));
   const end = await stream.take((i) => i.kind === "close", { timeout: STEP });
   assert.ok(end.error instanceof ProtocolError, String(end.error));
   assert.equal(client.state, "closed");
-});
+}));
 
-test("a body that is not JSON breaks the stream too", async () => {
+test("a body that is not JSON breaks the stream too", cleanly(async () => {
   const { conn, stream } = await session();
   conn.writeBytes(frame("{not json"));
   const end = await stream.take((i) => i.kind === "close", { timeout: STEP });
   assert.ok(end.error instanceof ProtocolError, String(end.error));
-});
+}));
 
-test("replies line up with requests in order; a request dropped silently is rejected", async () => {
+test("replies line up with requests in order; a request dropped silently is rejected", cleanly(async () => {
   const { client, conn, stream } = await session();
   const rooms = client.roomsPage();
   const ping = client.ping();
@@ -137,18 +137,18 @@ test("replies line up with requests in order; a request dropped silently is reje
   assert.equal((await second).msg, "pong");
   const problem = await stream.take((i) => i.kind === "problem", { timeout: STEP });
   assert.equal(problem.code, 404);
-});
+}));
 
-test("an unread iterator ends with EventQueueOverflow past its bound", async () => {
+test("an unread iterator ends with EventQueueOverflow past its bound", cleanly(async () => {
   const { client, conn } = await session();
   const small = client.events({ maxQueued: 3 });
   const payload = [1, 2, 3, 4, 5].map((n) => ({ time: 1.5, user: "bob", type: "msg", seq: n, data: n }));
   conn.send(events("lobby", payload));
   await client.waitFor((i) => i.kind === "event" && i.event.data === 5, { timeout: STEP });
   await assert.rejects(small.next(), EventQueueOverflow);
-});
+}));
 
-test("keep-alive pings go out after a third of the idle timeout without sending", async () => {
+test("keep-alive pings go out after a third of the idle timeout without sending", cleanly(async () => {
   const fake = await FakeServer.start();
   const client = tracked(new RoomcastClient(fake.address));
   await client.connect();
@@ -164,4 +164,4 @@ test("keep-alive pings go out after a third of the idle timeout without sending"
   }
   const took = Date.now() - started;
   assert.ok(took >= 250 && took < 2000, `three pings every 100 ms took ${took} ms`);
-});
+}));

@@ -18,7 +18,7 @@ import {
   TooLarge,
   Unavailable,
 } from "../roomcast.js";
-import { STEP, tracked, control, env, isEvent, isMsg, join, loggedIn, needsServer, say, unique } from "./helpers.mjs";
+import { STEP, cleanly, tracked, control, env, isEvent, isMsg, join, loggedIn, needsServer, say, unique } from "./helpers.mjs";
 
 const ADDR = env("ROOMCAST_ADDR");
 const PROXY = env("ROOMCAST_PROXY");
@@ -46,7 +46,7 @@ async function leaveLobby({ client, events }) {
   await events.take(isEvent("lobby", "leave", client.user), { timeout: STEP });
 }
 
-test("a connection cut mid-frame resumes with exactly the missed events, none lost, none twice", { skip: needsServer }, async () => {
+test("a connection cut mid-frame resumes with exactly the missed events, none lost, none twice", { skip: needsServer }, cleanly(async () => {
   const room = unique("den");
   const bob = await loggedIn(ADDR, unique("bob"));
   const alice = await loggedIn(PROXY, unique("alice"), { autoReconnect: true });
@@ -100,9 +100,9 @@ test("a connection cut mid-frame resumes with exactly the missed events, none lo
   assert.equal(new Set(seqs).size, seqs.length, "no event twice");
   assert.equal(alice.client.generation, 2);
   await Promise.all([alice.client.close(), bob.client.close()]);
-});
+}));
 
-test("a network that stays down ends in ReconnectFailed after the attempts", { skip: needsServer }, async () => {
+test("a network that stays down ends in ReconnectFailed after the attempts", { skip: needsServer }, cleanly(async () => {
   const frank = await loggedIn(PROXY, unique("frank"), {
     autoReconnect: true,
     reconnectAttempts: 3,
@@ -126,9 +126,9 @@ test("a network that stays down ends in ReconnectFailed after the attempts", { s
   } finally {
     await control("main restore");
   }
-});
+}));
 
-test("an expired session logs in afresh, joins its rooms again and replays what it can", { skip: needsServer }, async () => {
+test("an expired session logs in afresh, joins its rooms again and replays what it can", { skip: needsServer }, cleanly(async () => {
   const room = unique("attic");
   const carol = await loggedIn(SHORT, unique("carol"));
   const dave = await loggedIn(SHORT_PROXY, unique("dave"), { autoReconnect: true, reconnectMaxDelay: 200 });
@@ -159,9 +159,9 @@ test("an expired session logs in afresh, joins its rooms again and replays what 
   assert.deepEqual(replayed, ["away:", "leave:", "msg:while gone"]);
   assert.deepEqual(dave.client.joinedRooms.sort(), ["lobby", room].sort());
   await Promise.all([carol.client.close(), dave.client.close()]);
-});
+}));
 
-test("a resume whose missed events are gone reports the gap and resynchronizes", { skip: needsServer }, async () => {
+test("a resume whose missed events are gone reports the gap and resynchronizes", { skip: needsServer }, cleanly(async () => {
   const room = unique("tiny");
   const hank = await loggedIn(DOOMED, unique("hank"));
   const gina = await loggedIn(DOOMED_PROXY, unique("gina"), { autoReconnect: true, reconnectMaxDelay: 200 });
@@ -185,9 +185,9 @@ test("a resume whose missed events are gone reports the gap and resynchronizes",
   const items = await until(heard, room, "c1");
   assert.deepEqual(msgData(items), ["a1", "b2", "b3", "b4", "c1"]);
   await Promise.all([gina.client.close(), hank.client.close()]);
-});
+}));
 
-test("a session resumed elsewhere closes the old client with 409, and it does not reconnect", { skip: needsServer }, async () => {
+test("a session resumed elsewhere closes the old client with 409, and it does not reconnect", { skip: needsServer }, cleanly(async () => {
   const room = unique("hall");
   const erin = await loggedIn(ADDR, unique("erin"), { autoReconnect: true });
   await join(erin.client, erin.events, room);
@@ -214,18 +214,18 @@ test("a session resumed elsewhere closes the old client with 409, and it does no
   assert.equal(echo.event.user, erin.client.user);
   assert.equal(echo.replayed, false);
   await thief.logout();
-});
+}));
 
-test("a frame over the server's limit ends the client with 413, without a reconnect", { skip: needsServer }, async () => {
+test("a frame over the server's limit ends the client with 413, without a reconnect", { skip: needsServer }, cleanly(async () => {
   const big = await loggedIn(ADDR, unique("big"), { autoReconnect: true });
   big.client.msg("lobby", "x".repeat(70_000));
   const end = await big.events.take((i) => i.kind === "close" || i.kind === "reconnecting", { timeout: STEP });
   assert.equal(end.kind, "close");
   assert.ok(end.error instanceof TooLarge, String(end.error));
   assert.equal(end.error.detail.max_frame, 65536);
-});
+}));
 
-test("keep-alive pings hold an idle connection open; without them the server closes it (408)", { skip: needsServer }, async () => {
+test("keep-alive pings hold an idle connection open; without them the server closes it (408)", { skip: needsServer }, cleanly(async () => {
   const keeper = await loggedIn(SHORT, unique("keeper"));
   const sleeper = await loggedIn(SHORT, unique("sleeper"), { keepAlive: false });
   const keeperItems = keeper.client.events();
@@ -240,13 +240,13 @@ test("keep-alive pings hold an idle connection open; without them the server clo
   const kinds = [];
   for await (const item of keeperItems) kinds.push(item.kind);
   assert.ok(!kinds.includes("system") && !kinds.includes("problem"), `pongs of keep-alive pings are not items: ${kinds}`);
-});
+}));
 
-test("a server shutting down ends the client with 503, without a reconnect", { skip: needsServer }, async () => {
+test("a server shutting down ends the client with 503, without a reconnect", { skip: needsServer }, cleanly(async () => {
   const last = await loggedIn(DOOMED, unique("last"), { autoReconnect: true });
   await control("doomed shutdown");
   const end = await last.events.take((i) => i.kind === "close" || i.kind === "reconnecting", { timeout: STEP });
   assert.equal(end.kind, "close");
   assert.ok(end.error instanceof Unavailable, String(end.error));
   assert.equal(end.error.msg, "Server shutting down.");
-});
+}));

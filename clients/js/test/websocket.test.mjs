@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { Invalid, NotInRoom, RoomcastClient } from "../roomcast.js";
-import { STEP, env, isEvent, isMsg, join, loggedIn, needsServer, say, tracked, unique } from "./helpers.mjs";
+import { STEP, cleanly, env, isEvent, isMsg, join, loggedIn, needsServer, say, tracked, unique } from "./helpers.mjs";
 import { startGateway } from "./ws_gateway.mjs";
 
 const ADDR = env("ROOMCAST_ADDR");
@@ -24,7 +24,7 @@ async function overWebSocket(url, user, options = {}) {
   return { client, events };
 }
 
-test("over WebSocket a client logs in, chats with a TCP client, and gets typed errors", { skip }, async () => {
+test("over WebSocket a client logs in, chats with a TCP client, and gets typed errors", { skip }, cleanly(async () => {
   const gateway = tracked(await startGateway(ADDR));
   const room = unique("web ☕");
   const web = await overWebSocket(gateway.url, unique("browser"));
@@ -51,9 +51,9 @@ test("over WebSocket a client logs in, chats with a TCP client, and gets typed e
   assert.ok((await web.client.rooms()).some((r) => r.room === room));
   await web.client.logout();
   await tcp.events.take(isEvent(room, "leave", web.client.user), { timeout: STEP });
-});
+}));
 
-test("over WebSocket a dropped connection resumes: every msg once, in order", { skip }, async () => {
+test("over WebSocket a dropped connection resumes: every msg once, in order", { skip }, cleanly(async () => {
   const gateway = tracked(await startGateway(ADDR));
   const room = unique("web-resume");
   const web = await overWebSocket(gateway.url, unique("tab"), { autoReconnect: true });
@@ -80,4 +80,4 @@ test("over WebSocket a dropped connection resumes: every msg once, in order", { 
   }
   assert.deepEqual(msgs, ["one", "two", "three"]);
   assert.equal(web.client.generation, 2);
-});
+}));
