@@ -160,7 +160,8 @@ export class RoomcastError extends Error {
 export class BadRequest extends RoomcastError {}
 /** 401: a room message before login. */
 export class NotLoggedIn extends RoomcastError {}
-/** 403: wrong password (reserved until there are accounts). */
+/** 403 "Access denied.": a wrong or missing password for a registered name (or a guest on a
+ * server that takes accounts only); a password change refused. */
 export class Forbidden extends RoomcastError {}
 /** 404: a room message for a room you are not in. */
 export class NotInRoom extends RoomcastError {}
@@ -480,9 +481,10 @@ export class RoomcastClient extends EventTarget {
   /**
    * Logs in; resolves with the user name as the server spells it. The lobby's history, your
    * join event and the member list follow as events. Starts the keep-alive pings. Rejects
-   * with Invalid (bad name), Conflict (name taken) or Unavailable.
+   * with Invalid (bad name), Conflict (name taken), Forbidden (wrong password) or
+   * Unavailable.
    * @param {string} user
-   * @param {string} [pass] any password is accepted (no accounts yet)
+   * @param {string} [pass] needed for a registered name; a guest's is ignored
    * @returns {Promise<string>}
    */
   async login(user, pass = "") {
@@ -537,6 +539,35 @@ export class RoomcastClient extends EventTarget {
     const response = await answer;
     await end;
     return response;
+  }
+
+  /**
+   * Registers an account (protocol.md §10): from then on the name needs its password, and a
+   * login with it takes over the name's session wherever it is. Does not log in. Resolves
+   * with the reply (201 "Account created."); rejects with Invalid (a bad name, or a password
+   * under 8 characters) or Conflict (the name is registered or logged in).
+   * @param {string} user
+   * @param {string} pass
+   * @returns {Promise<Response>}
+   */
+  register(user, pass) {
+    return this.#request("register", { system: "register", options: { user, pass } }, { retry: false });
+  }
+
+  /**
+   * Changes the logged-in registered user's password; resolves with the reply (200). Rejects
+   * with Forbidden (a wrong old password, or a guest) or Invalid (a new one too short).
+   * @param {string} oldPass
+   * @param {string} newPass
+   * @returns {Promise<Response>}
+   */
+  changePassword(oldPass, newPass) {
+    return this.#request("password", { system: "password", options: { old: oldPass, new: newPass } }, {
+      retry: false,
+      sync: (response) => {
+        if (response) this.#pass = newPass; // what a fresh login after an expiry sends
+      },
+    });
   }
 
   /**
@@ -1107,7 +1138,8 @@ export class RoomcastClient extends EventTarget {
         wire?.abort();
         this.#trying = null;
         last = err;
-        if (err instanceof RoomcastError && endsForGood(err)) {
+        // A password refused on the fresh login (changed elsewhere) will not be accepted later.
+        if (err instanceof RoomcastError && (endsForGood(err) || err instanceof Forbidden)) {
           this.#final = err;
           break;
         }
@@ -1499,7 +1531,7 @@ export class EventStream {
  * @typedef {{resumed: boolean, frames: {frame: Record<string, any>, replayed: boolean}[],
  *   gaps: string[], rejoined: string[]}} Regained
  * @typedef {object} Entry a request awaiting its answer
- * @property {"login" | "resume" | "logout" | "ping" | "rooms" | "history" | "raw"} kind
+ * @property {"login" | "resume" | "logout" | "register" | "password" | "ping" | "rooms" | "history" | "raw"} kind
  * @property {string} text
  * @property {number} order
  * @property {boolean} retry asked again on the new connection after a reconnect
@@ -1876,7 +1908,10 @@ function answers(kind, response) {
     case "login":
     case "resume":
       return response.code === 202;
+    case "register":
+      return response.code === 201;
     case "logout":
+    case "password":
       return response.code === 200 && !pong && !rooms;
     default:
       return true;
@@ -1885,7 +1920,8 @@ function answers(kind, response) {
 
 /**
  * Errors after which reconnecting is wrong: the session was taken over (409 with no room or
- * user), our frame was too large (413), the server is shutting down (503).
+ * user: a resume, or a registered user's login, elsewhere), our frame was too large (413),
+ * the server is shutting down (503).
  * @param {RoomcastError} error
  */
 function endsForGood(error) {

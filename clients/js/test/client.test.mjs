@@ -6,6 +6,7 @@ import { test } from "node:test";
 import {
   Conflict,
   ConnectionClosed,
+  Forbidden,
   Invalid,
   NotInRoom,
   RoomcastClient,
@@ -305,4 +306,28 @@ test("for await iterates the items, and ends after the close", { skip: needsServ
   await client.close();
   await loop;
   assert.deepEqual(seen, ["one", "two", "close"]);
+}));
+
+test("accounts: register, a wrong password refused, a password change, and a login elsewhere takes over", { skip: needsServer }, cleanly(async () => {
+  const name = unique("owner");
+  const clerk = tracked(new RoomcastClient(`tcp://${ADDR}`));
+  await clerk.connect();
+  await assert.rejects(clerk.register(name, "short"), (err) => err instanceof Invalid && err.code === 422);
+  const created = await clerk.register(name, "correct horse");
+  assert.equal(created.code, 201);
+  assert.deepEqual(created.detail, { user: name });
+  await assert.rejects(clerk.register(name, "another one"), Conflict);
+  await assert.rejects(clerk.login(name, "wrong horse"), (err) => err instanceof Forbidden && err.code === 403);
+
+  const first = await loggedIn(ADDR, name, { autoReconnect: true }, "correct horse");
+  await first.client.changePassword("correct horse", "battery staple");
+  await assert.rejects(first.client.changePassword("correct horse", "x".repeat(9)), Forbidden);
+
+  // A login with the new password elsewhere takes the session over; the first client stops.
+  const second = tracked(new RoomcastClient(`tcp://${ADDR}`));
+  await second.connect();
+  assert.equal(await second.login(name, "battery staple"), name);
+  const end = await first.events.take((i) => i.kind === "close" || i.kind === "reconnecting", { timeout: STEP });
+  assert.equal(end.kind, "close");
+  assert.ok(end.error instanceof Conflict, String(end.error));
 }));

@@ -64,12 +64,13 @@ export function unique(prefix) {
  * @param {string} address
  * @param {string} user
  * @param {import("../roomcast.js").ClientOptions} [options]
+ * @param {string} [pass]
  */
-export async function loggedIn(address, user, options = {}) {
+export async function loggedIn(address, user, options = {}, pass = "pw") {
   const client = tracked(new RoomcastClient(`tcp://${address}`, options));
   await client.connect();
   const events = client.events();
-  await client.login(user, "pw");
+  await client.login(user, pass);
   await events.take(isEvent("lobby", "list", user), { timeout: STEP });
   return { client, events };
 }
