@@ -96,16 +96,19 @@ fn js_client_tests_pass_against_the_server() {
     drop(control);
     let report = format!("node {version}, {took:.1?}\n--- stdout\n{stdout}\n--- stderr\n{stderr}");
 
-    let count = |name: &str| -> usize {
+    let count_of = |name: &str| -> Option<usize> {
         stdout
             .lines()
             .find_map(|line| line.strip_prefix(&format!("# {name} ")))
             .and_then(|n| n.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no \"# {name}\" line in the TAP report\n{report}"))
+    };
+    let count = |name: &str| -> usize {
+        count_of(name).unwrap_or_else(|| panic!("no \"# {name}\" line in the TAP report\n{report}"))
     };
     assert_eq!(status, Some(0), "node --test failed\n{report}");
     assert_eq!(count("fail"), 0, "{report}");
-    assert_eq!(count("cancelled"), 0, "{report}");
+    // Older Node versions may not report cancellations.
+    assert_eq!(count_of("cancelled").unwrap_or(0), 0, "{report}");
     assert!(
         count("tests") >= MIN_TESTS,
         "only {} Node tests ran, expected at least {MIN_TESTS}\n{report}",
