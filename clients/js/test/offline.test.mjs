@@ -165,3 +165,20 @@ test("keep-alive pings go out after a third of the idle timeout without sending"
   const took = Date.now() - started;
   assert.ok(took >= 250 && took < 2000, `three pings every 100 ms took ${took} ms`);
 }));
+
+test("close() during a reconnect stops it: a close item without an error, no more attempts", cleanly(async () => {
+  const { fake, client, conn, stream } = await session({ autoReconnect: true, reconnectDelay: 50 });
+  conn.socket.destroy(); // the connection is lost
+  const first = await stream.take((i) => i.kind === "reconnecting", { timeout: STEP });
+  assert.equal(first.attempt, 1);
+  const retry = await fake.accept(); // attempt 1: resume and ping in one write
+  assert.deepEqual(await retry.read(), { system: "resume", options: { token: "a".repeat(32), rooms: {} } });
+  assert.deepEqual(await retry.read(), { system: "ping" });
+  await client.close(); // before the server answers
+  const end = await stream.take((i) => i.kind === "close" || i.kind === "reconnect", { timeout: STEP });
+  assert.equal(end.kind, "close");
+  assert.equal(end.error, null);
+  assert.equal(client.state, "closed");
+  const more = await stream.next();
+  assert.equal(more.done, true, "nothing after the close");
+}));
