@@ -4,6 +4,7 @@
 //! commands that produced them.
 
 mod attack;
+mod logins;
 mod pool;
 mod scenarios;
 mod stats;
@@ -110,6 +111,20 @@ enum ServerLoad {
         #[arg(long, default_value_t = 10.0)]
         chat_rate: f64,
     },
+    /// Registered users logging in (an argon2id check each, off the event loop) and out, while
+    /// one more connection pings every 10 ms: logins per second, and the ping round trips
+    /// that show whether the loop is ever blocked.
+    Logins {
+        /// Logins per second; omit for as many as the server answers.
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Accounts registered first and logged into in turn.
+        #[arg(long, default_value_t = 20)]
+        accounts: usize,
+        /// Logins in flight at most.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+    },
     /// Logged-in connections doing nothing: memory per connection, connect+login rate.
     Idle {
         #[arg(long, default_value_t = 10_000)]
@@ -168,6 +183,7 @@ impl Settings {
             ServerLoad::Chat { rooms, members, .. } => capacity(rooms * members),
             ServerLoad::Vr { headsets, .. } => capacity(*headsets),
             ServerLoad::Idle { connections } => capacity(*connections),
+            ServerLoad::Logins { concurrency, .. } => capacity(*concurrency),
             ServerLoad::Attack { kind, .. } => Settings {
                 fps: s.fps,
                 rate_limit: s.rate_limit,
@@ -285,6 +301,19 @@ fn main() -> ExitCode {
         ServerLoad::Idle { connections } => {
             ("idle", scenarios::idle(&target, *connections, s.seconds))
         }
+        ServerLoad::Logins {
+            rate,
+            accounts,
+            concurrency,
+        } => {
+            let load = logins::LoginLoad {
+                rate: *rate,
+                accounts: *accounts,
+                concurrency: *concurrency,
+                seconds: s.seconds,
+            };
+            ("logins", logins::logins(&target, &load))
+        }
         ServerLoad::Attack {
             kind,
             attackers,
@@ -341,7 +370,6 @@ fn start_target(s: &ServerArgs, settings: &Settings) -> std::io::Result<Target> 
     Target::embedded(settings.config())
 }
 
-/// A human table on stdout, then one JSON line with the settings and every figure.
 /// `roomcast-bench store`: no server, the writer alone.
 fn store_only(cli: &Cli, rooms: usize, history: usize, payload: usize) -> ExitCode {
     // Without --data-dir, a directory of its own under the system's temporary directory,
@@ -370,6 +398,7 @@ fn store_only(cli: &Cli, rooms: usize, history: usize, payload: usize) -> ExitCo
     }
 }
 
+/// A human table on stdout, then one JSON line with the settings and every figure.
 fn report(name: &str, cli: &Cli, outcome: &Outcome) {
     println!("{name}: {} s of load", cli.server.seconds);
     for (key, value) in &outcome.figures {
