@@ -1118,6 +1118,22 @@ fn after_a_quiet_spell_one_tick_catches_up_then_the_grid_resumes() {
     h.pump();
     assert_eq!(h.take(a).len(), 1);
     assert_eq!(h.hub.ticker.deadline(), h.start + 1_400 * MS);
+    // Quiet again, but the loop wakes (for housekeeping, a ping) in between: the first pose
+    // still goes at once, and the next ones wait for the grid together.
+    h.advance(1_000 * MS);
+    assert!(h.take(a).is_empty());
+    h.now += 7 * MS;
+    h.send(a, transform("lobby", 3.0));
+    h.hub.handle_timeout(h.now);
+    h.pump();
+    assert_eq!(flatten(&h.take(a))[0]["data"]["pos"]["x"], json!(3.0), "at once");
+    h.now += 3 * MS;
+    h.send(a, transform("lobby", 4.0));
+    h.send(a, transform("lobby", 5.0));
+    h.advance(300 * MS);
+    let frames = h.take(a);
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    assert_eq!(flatten(&frames)[0]["data"]["pos"]["x"], json!(5.0));
 }
 
 #[test]
