@@ -293,6 +293,28 @@ fn csharp_chat_console_example() {
         assert_ne!(e.kind, "away", "/quit must log out");
         room == "den" && e.kind == "leave" && e.user == "alice"
     });
+
+    // A registered name: --register makes the account, then only its password logs in.
+    let console = |user: &str, password: &str, register: bool| {
+        let mut args = address_args(server.addr);
+        args.extend(["--user", user, "--password", password].map(String::from));
+        if register {
+            args.push("--register".into());
+        }
+        Mono::spawn(dir, "ChatConsole.exe", &args, true)
+    };
+    let mut carol = console("carol", "carol's password", true);
+    carol.wait_for_line("* logged in as carol");
+    carol.send_line("/quit");
+    carol.finish();
+    let mut intruder = console("carol", "a guess", false);
+    intruder.wait_for_line("! 403 Access denied.");
+    intruder.wait_for_line("* closed: login refused: 403 Access denied.");
+    intruder.finish();
+    let mut again = console("CAROL", "carol's password", true);
+    again.wait_for_line("* logged in as carol");
+    again.send_line("/quit");
+    again.finish();
     server.stop();
 }
 
