@@ -301,6 +301,14 @@ impl Client {
         Ok(reply)
     }
 
+    /// Sets the password that a fresh login after an expired session sends (until then, the
+    /// one [`Client::login`] was given; [`Client::change_password`] sets it itself). For a
+    /// program that changes the password with a request of its own, e.g. through a
+    /// [`ClientWriter`], once the server has answered 200 "Password changed.".
+    pub fn set_password(&mut self, pass: &str) {
+        self.session.pass = Some(pass.to_owned());
+    }
+
     /// Resumes a session with its token, continuing each room after the seqs given (the
     /// ones this client received, by default). The missed events follow through
     /// [`Client::recv`].

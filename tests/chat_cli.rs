@@ -15,8 +15,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use roomcast::client::{Client, ServerMessage};
+use roomcast::config::HashCost;
 use roomcast::protocol::{Pose, Rotation, Vec3};
-use roomcast::ServerHandle;
+use roomcast::{Config, ServerHandle};
 use serde_json::json;
 
 /// How long one expected line or exit may take on a loaded 2-core machine.
@@ -25,9 +26,15 @@ const STEP: Duration = Duration::from_secs(5);
 const CHILD_LIMIT: Duration = Duration::from_secs(15);
 
 fn start_server() -> ServerHandle {
-    roomcast::Server::bind(roomcast::Config {
+    start_server_with(Config::default())
+}
+
+/// A server on a free port; passwords hashed at the cheapest cost (tests only).
+fn start_server_with(config: Config) -> ServerHandle {
+    roomcast::Server::bind(Config {
         addr: "127.0.0.1:0".parse().expect("literal address"),
-        ..Default::default()
+        hash_cost: HashCost::Cheap,
+        ..config
     })
     .expect("bind 127.0.0.1:0")
     .spawn()
@@ -488,4 +495,146 @@ fn a_dropped_connection_is_resumed_with_the_missed_messages() {
         "{:?}",
         alice.seen
     );
+}
+
+#[test]
+fn a_registered_user_logs_in_with_its_password_and_changes_it() {
+    let server = start_server();
+    let addr = server.local_addr();
+    let mut alice = Chat::login(addr, "alice", &["--register", "--pass", "first-pass"]);
+    assert!(
+        alice
+            .seen
+            .first()
+            .is_some_and(|l| l == "* registered alice"),
+        "{:#?}",
+        alice.seen
+    );
+    alice.type_line("/help");
+    alice.expect(|l| l.contains("/password OLD NEW"), "/password in /help");
+    alice.type_line("/password first-pass");
+    alice.expect_exact("! usage: /password OLD NEW (passwords without spaces)");
+    alice.type_line("/password wrong-pass second-pass");
+    alice.expect_exact("! 403 Access denied.");
+    alice.type_line("/password first-pass short");
+    alice.expect_exact("! 422 Invalid password: use 8 to 1024 bytes (at least 8 characters).");
+    alice.type_line("/password first-pass second-pass");
+    alice.expect_exact("* 200 Password changed.");
+    alice.type_line("/quit");
+    assert_eq!(alice.wait_exit().code(), Some(0));
+
+    // The old password is refused, with the server's words and status 1.
+    let port = addr.port().to_string();
+    let args = ["--user", "alice", "--pass", "first-pass", "--port", &port];
+    let mut old = Chat::spawn("alice (old password)", &args);
+    assert_eq!(old.wait_exit().code(), Some(1));
+    assert_eq!(
+        old.stderr(),
+        "roomcast-chat: login refused: 403 Access denied."
+    );
+    // --register again just logs in, as the name was registered whatever case was typed.
+    let mut again = Chat::login(addr, "ALICE", &["--register", "--pass", "second-pass"]);
+    assert!(
+        again.seen[0] == "* ALICE is registered already; logging in"
+            && again.seen[1].starts_with("* connected to ")
+            && again.seen[1].ends_with(" as alice; /help lists the commands"),
+        "{:#?}",
+        again.seen
+    );
+    again.close_stdin();
+    assert_eq!(again.wait_exit().code(), Some(0));
+    // A password too short to register is refused before any login.
+    let args = [
+        "--user",
+        "newbie",
+        "--register",
+        "--pass",
+        "short",
+        "--port",
+        &port,
+    ];
+    let mut short = Chat::spawn("newbie", &args);
+    assert_eq!(short.wait_exit().code(), Some(1));
+    assert_eq!(
+        short.stderr(),
+        "roomcast-chat: register refused: 422 Invalid password: use 8 to 1024 bytes (at least 8 characters)."
+    );
+    server.shutdown();
+}
+
+#[test]
+fn an_expired_session_logs_in_again_with_the_current_password() {
+    // No resume grace: a lost connection ends the session, so every comeback is a fresh
+    // login, which a registered name passes only with its password.
+    let server = start_server_with(Config {
+        resume_grace: Duration::ZERO,
+        ..Config::default()
+    });
+    let proxy = support::proxy::Proxy::start(server.local_addr());
+    let mut alice = Chat::login(proxy.addr, "alice", &["--register", "--pass", "first-pass"]);
+    let mut bob = rust_client(server.local_addr(), "bob");
+    alice.expect_stamped("[lobby] * bob joined");
+    let expired = |alice: &mut Chat| {
+        alice.expect(
+            |l| {
+                l.starts_with("* reconnected, ")
+                    && l.ends_with(
+                        "(the session had expired: logged in and joined the rooms again)",
+                    )
+            },
+            "the reconnect line of a fresh login",
+        );
+    };
+
+    // Lost: the fresh login sends the password alice logged in with.
+    proxy.cut_now();
+    wait_for_leave(&mut bob, "alice");
+    proxy.restore();
+    expired(&mut alice);
+    alice.expect_stamped("[lobby] * alice joined");
+
+    // After /password, it sends the new one.
+    alice.type_line("/password first-pass second-pass");
+    alice.expect_exact("* 200 Password changed.");
+    proxy.cut_now();
+    wait_for_leave(&mut bob, "alice");
+    proxy.restore();
+    expired(&mut alice);
+    bob.msg("lobby", &"still there?").expect("send");
+    alice.expect_stamped("[lobby] bob: still there?");
+
+    // Changed elsewhere while alice was away: the fresh login is refused, and the chat ends
+    // with the server's answer and status 1.
+    proxy.cut_now();
+    wait_for_leave(&mut bob, "alice");
+    let mut elsewhere = Client::connect(server.local_addr()).expect("connect");
+    elsewhere
+        .set_read_timeout(Some(STEP))
+        .expect("read timeout");
+    elsewhere.login("alice", "second-pass").expect("login");
+    elsewhere
+        .change_password("second-pass", "third-pass")
+        .expect("change the password");
+    elsewhere.logout().expect("logout");
+    proxy.restore();
+    alice.expect_exact("* disconnected: coming back was refused: 403 Access denied.");
+    assert_eq!(alice.wait_exit().code(), Some(1));
+    server.shutdown();
+}
+
+/// Reads `client`'s events until `user` leaves the lobby; panics after [`STEP`].
+fn wait_for_leave(client: &mut Client, user: &str) {
+    let deadline = Instant::now() + STEP;
+    while Instant::now() < deadline {
+        if let ServerMessage::Events(batch) = client.recv().expect("a leave event") {
+            if batch
+                .events
+                .iter()
+                .any(|e| e.kind == "leave" && e.user == user && batch.room == "lobby")
+            {
+                return;
+            }
+        }
+    }
+    panic!("{user} did not leave the lobby within {STEP:?}");
 }

@@ -5,7 +5,9 @@
 //! ways, poses on the tick, typed errors, a connection cut mid-frame that resumes with exactly
 //! the missed events, an expired session (of a registered account, whose login is answered
 //! only once its password is checked) that logs in afresh, a takeover and a shutdown that
-//! end it without a reconnect, and the Unity example moving bob's avatar smoothly.
+//! end it without a reconnect, accounts (register, a wrong password refused with 403, a
+//! password change, the new password's login), and the Unity example moving bob's avatar
+//! smoothly.
 //!
 //! Every test is skipped (with the reason on stderr) when `mcs` or `mono` is missing; .ci/run
 //! installs them. The C# program prints `step: ...` lines at the points where this side acts
@@ -23,6 +25,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use roomcast::client::{Client, ClientError, Event, ServerMessage};
+use roomcast::config::HashCost;
 use roomcast::protocol::{Pose, Rotation, Vec3};
 use roomcast::{Config, ServerHandle};
 use serde_json::json;
@@ -170,6 +173,35 @@ fn csharp_client_logs_in_afresh_when_its_session_expired() {
 }
 
 #[test]
+fn csharp_client_registers_and_logs_in_to_an_account() {
+    let Some(dir) = built("csharp_client_registers_and_logs_in_to_an_account") else {
+        return;
+    };
+    let server = TestServer::start(Config {
+        hash_cost: HashCost::Cheap,
+        ..support::config()
+    });
+    let mut args = address_args(server.addr);
+    args.insert(0, "accounts".into());
+    let mut dora = Mono::spawn(dir, "RoomcastTests.exe", &args, false);
+    dora.wait_for_line("step: done");
+    assert_all_passed(&dora.finish());
+
+    // The server holds what the C# client did: the account, with the changed password.
+    let mut check = Client::connect(server.addr).expect("connect");
+    check.set_read_timeout(Some(STEP_TIMEOUT)).expect("timeout");
+    match check.login("dora", "dora's password") {
+        Err(ClientError::Refused { code: 403, msg, .. }) => assert_eq!(msg, "Access denied."),
+        other => panic!("the old password: {other:?}"),
+    }
+    let reply = check
+        .login("dora", "dora's new password")
+        .expect("the new password");
+    assert_eq!(reply.detail["user"], "dora");
+    server.stop();
+}
+
+#[test]
 fn csharp_unity_example_moves_an_avatar_smoothly() {
     let Some(dir) = built("csharp_unity_example_moves_an_avatar_smoothly") else {
         return;
@@ -261,6 +293,28 @@ fn csharp_chat_console_example() {
         assert_ne!(e.kind, "away", "/quit must log out");
         room == "den" && e.kind == "leave" && e.user == "alice"
     });
+
+    // A registered name: --register makes the account, then only its password logs in.
+    let console = |user: &str, password: &str, register: bool| {
+        let mut args = address_args(server.addr);
+        args.extend(["--user", user, "--password", password].map(String::from));
+        if register {
+            args.push("--register".into());
+        }
+        Mono::spawn(dir, "ChatConsole.exe", &args, true)
+    };
+    let mut carol = console("carol", "carol's password", true);
+    carol.wait_for_line("* logged in as carol");
+    carol.send_line("/quit");
+    carol.finish();
+    let mut intruder = console("carol", "a guess", false);
+    intruder.wait_for_line("! 403 Access denied.");
+    intruder.wait_for_line("* closed: login refused: 403 Access denied.");
+    intruder.finish();
+    let mut again = console("CAROL", "carol's password", true);
+    again.wait_for_line("* logged in as carol");
+    again.send_line("/quit");
+    again.finish();
     server.stop();
 }
 

@@ -21,6 +21,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use roomcast::client::{Client, ClientError, ServerMessage};
+use roomcast::config::HashCost;
 use roomcast::{Config, Server, ServerHandle};
 use serde_json::json;
 use support::proxy::Proxy;
@@ -272,6 +273,68 @@ fn chat_logs_in_again_when_its_session_expired() {
 }
 
 #[test]
+fn chat_registers_and_logs_in_again_with_its_password_when_its_session_expired() {
+    if !python_present(
+        "chat_registers_and_logs_in_again_with_its_password_when_its_session_expired",
+    ) {
+        return;
+    }
+    // No resume grace: a lost connection ends the session, so the resume gets 410, and the
+    // fresh login of a registered name is refused unless it carries the password.
+    let server = TestServer::start(Config {
+        resume_grace: Duration::ZERO,
+        hash_cost: HashCost::Cheap,
+        ..test_config()
+    });
+    let proxy = Proxy::start(server.addr);
+    let mut bob = watcher(server.addr, "bob", "den");
+    let mut args = chat_args(&proxy.port_args(), "alice");
+    args.extend(["--register", "--password", "alice's password"].map(String::from));
+    let mut alice = Script::spawn("chat.py", &args, true);
+    alice.wait_for_line("* registered alice");
+    alice.wait_for_line("* alice joined #den");
+    say(&mut bob, 0);
+    alice.wait_for_line("#den <bob> m0");
+    proxy.cut_now();
+    wait_for_event(&mut bob, |room, e| {
+        room == "den" && e.kind == "leave" && e.user == "alice"
+    });
+    say(&mut bob, 1);
+    proxy.restore();
+    let line = alice.wait_for_line("reconnected");
+    assert!(
+        line.ends_with(
+            "* reconnected, 1 missed messages replayed; the session had expired: logged in \
+             again and re-joined the rooms"
+        ),
+        "{line:?}"
+    );
+    alice.wait_for_line("#den (missed) <bob> m1");
+    alice.send_line("/quit");
+    assert_eq!(alice.finish().last().map(String::as_str), Some("bye"));
+
+    // The account stays: --register again just logs in (as the name was registered, whatever
+    // case was typed); a wrong password is refused with the server's words.
+    let mut args = chat_args(&server.port_args(), "ALICE");
+    args.extend(["--register", "--password", "alice's password"].map(String::from));
+    let mut again = Script::spawn("chat.py", &args, true);
+    again.wait_for_line("* ALICE is registered already; logging in");
+    again.wait_for_line("logged in as alice;");
+    again.send_line("/quit");
+    assert_eq!(again.finish().last().map(String::as_str), Some("bye"));
+    let mut args = chat_args(&server.port_args(), "alice");
+    args.extend(["--password", "bob's password"].map(String::from));
+    let (status, out, stderr) = Script::spawn("chat.py", &args, true).finish_any();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        stderr.trim_end(),
+        "chat.py: login refused: 403 Access denied.",
+        "{out:?}"
+    );
+    server.stop();
+}
+
+#[test]
 fn headset_sims_print_each_others_poses() {
     if !python_present("headset_sims_print_each_others_poses") {
         return;
@@ -432,9 +495,15 @@ fn scripts_exit_non_zero_with_the_error_when_login_fails() {
     if !python_present("scripts_exit_non_zero_with_the_error_when_login_fails") {
         return;
     }
-    let server = TestServer::start(Config::default());
+    let server = TestServer::start(Config {
+        hash_cost: HashCost::Cheap,
+        ..test_config()
+    });
     let mut taken = Client::connect(server.addr).expect("connect");
     taken.login("taken", "pw").expect("login");
+    taken
+        .register("owner", "owner's password")
+        .expect("register owner");
     let with = |args: &[&str]| {
         let mut all = server.port_args();
         all.extend(args.iter().map(|a| a.to_string()));
@@ -443,6 +512,16 @@ fn scripts_exit_non_zero_with_the_error_when_login_fails() {
     let cases = [
         ("chat.py", with(&["--user", "taken"]), "409"),
         ("chat.py", with(&["--user", "no spaces"]), "422"),
+        (
+            "chat.py",
+            with(&["--user", "owner", "--password", "a guess"]),
+            "chat.py: login refused: 403 Access denied.",
+        ),
+        (
+            "chat.py",
+            with(&["--user", "newbie", "--register", "--password", "short"]),
+            "chat.py: register refused: 422 Invalid password",
+        ),
         ("headset_sim.py", with(&["--user", "TAKEN"]), "409"),
         (
             "input_sender.py",

@@ -4,6 +4,11 @@
     python3 examples/python/chat.py --user alice
     python3 examples/python/chat.py --user bob
 
+A registered name needs its password: ``--register --password P`` makes the name an account
+first (when it is one already, it just logs in), and from then on ``--password P`` logs in.
+A refused login (403 "Access denied." for a wrong password) ends it with the server's message
+and exit status 1.
+
 Lines you type go to the current room. Commands:
 
     /join ROOM    join ROOM and make it the current room
@@ -32,6 +37,7 @@ from roomcast_client import (  # noqa: E402  (the path above makes the module im
     DEFAULT_HOST,
     DEFAULT_PORT,
     Client,
+    Conflict,
     ConnectionClosed,
     RoomcastError,
 )
@@ -201,10 +207,31 @@ def handle_line(client, state, line):
     return True
 
 
+def register(client, user, password):
+    """Makes ``user`` an account. A 409 (registered already, perhaps by an earlier run) is
+    fine: the login that follows checks the password. Other refusals are raised."""
+    try:
+        client.register(user, password)
+    except Conflict:
+        say(f"* {user} is registered already; logging in")
+        return
+    say(f"* registered {user}")
+
+
 def main():
     parser = argparse.ArgumentParser(description="Terminal chat over roomcast.")
     parser.add_argument("--user", required=True, help="your name: 1-32 of A-Z a-z 0-9 _ - .")
-    parser.add_argument("--password", default="", help="accepted as is (no accounts yet)")
+    parser.add_argument(
+        "--password",
+        default="",
+        help="needed for a registered name (see --register); a guest's is ignored",
+    )
+    parser.add_argument(
+        "--register",
+        action="store_true",
+        help="register --user with --password first (at least 8 characters); a name that is "
+        "registered already just logs in",
+    )
     parser.add_argument("--host", default=DEFAULT_HOST)
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     parser.add_argument("--room", default="lobby", help="room to join and talk in")
@@ -220,14 +247,19 @@ def main():
     except OSError as err:
         print(f"chat.py: cannot connect to {args.host}:{args.port}: {err}", file=sys.stderr)
         return 1
+    step = "login"
     try:
+        if args.register:
+            step = "register"
+            register(client, args.user, args.password)
+            step = "login"
         client.login(args.user, args.password)
     except RoomcastError as err:
-        print(f"chat.py: login refused: {err.code} {err.msg}", file=sys.stderr)
+        print(f"chat.py: {step} refused: {err.code} {err.msg}", file=sys.stderr)
         client.close(linger=0)
         return 1
     except OSError as err:
-        print(f"chat.py: login failed: {err}", file=sys.stderr)
+        print(f"chat.py: {step} failed: {err}", file=sys.stderr)
         client.close(linger=0)
         return 1
     state = {"room": args.room}

@@ -24,10 +24,19 @@ Quick start::
             print(event["room"], event["user"], event["type"], event["data"])
     # Leaving the with block logs out: the user leaves its rooms at once.
 
+Accounts (protocol.md §10). ``register(user, password)`` makes a name an account (it does not
+log in); from then on logging in as that name needs the password, and a wrong or missing one
+raises ``Forbidden`` ("403 Access denied."). Other names log in as guests with any password.
+``change_password(old, new)`` changes the logged-in account's password::
+
+    client.register("alice", "correct horse")   # 201; Conflict (409) if already registered
+    client.login("alice", "correct horse")      # Forbidden (403) with a wrong password
+
 Errors. The server answers a bad request with ``{"info": "error", "response": {...}}``;
 this module turns it into a ``RoomcastError`` subclass chosen by code (``NotInRoom`` for 404,
-``Gone`` for 410, ``RateLimited`` for 429, ...). ``login``, ``resume``, ``logout``, ``ping``,
-``rooms`` and ``history`` wait for their answer and raise it. Room messages (``join``,
+``Gone`` for 410, ``RateLimited`` for 429, ...). ``login``, ``register``,
+``change_password``, ``resume``, ``logout``, ``ping``, ``rooms`` and ``history`` wait for
+their answer and raise it. Room messages (``join``,
 ``msg``, ...) get no success reply, so their errors arrive later, in order, and are RAISED by
 ``events()`` / ``wait_for()`` when reached (the generator then ends; call ``events()`` again
 to go on, nothing buffered is lost). ``recv()`` returns every frame as it is and raises
@@ -53,7 +62,8 @@ connection is lost (EOF, reset, the idle timeout, a server restart), the thread 
 ``reconnect_max_delay`` seconds) and resumes, passing the last seqs, so the event stream goes
 on with exactly the history events that were missed: none lost, none twice. If the server no
 longer knows the session (410 "Session expired."), it logs in afresh with the same name and
-password and re-joins the rooms it was in; history events that the rooms still keep and that
+password (the one ``login`` was given, or the new one after ``change_password``) and re-joins
+the rooms it was in; history events that the rooms still keep and that
 follow the last one received are replayed then too. Either way the reader first gets a
 ``reconnect`` event (see ``events()``), and ``on_reconnect(info)`` is called with the same
 dict. While a reconnect is under way, sends wait for it; a send that failed with the
@@ -61,7 +71,10 @@ connection is sent again on the new one. What the server never received is lost:
 that were still in flight on the dead connection are not re-sent (they may or may not have
 arrived), and state events (poses, member lists) are not replayed. A client whose session was
 taken over by a resume elsewhere (409) or that sent a frame over the limit (413) does not
-reconnect. After ``reconnect_attempts`` failures the reader gets ``ReconnectFailed``.
+reconnect, and neither does one whose fresh login is refused with 403 (the password was
+changed elsewhere: trying again would only count towards the server's throttle of failed
+logins); the reader then gets ``ReconnectFailed`` with the ``Forbidden`` as its
+``__cause__``. After ``reconnect_attempts`` failures the reader gets ``ReconnectFailed``.
 
 Threads. One thread may read (``recv``, ``events``, ``login``, ``ping``, ...) while others
 send: sends are serialized by a lock. ``close()`` and ``logout(wait=False)`` from any thread
@@ -150,7 +163,10 @@ class NotLoggedIn(RoomcastError):
 
 
 class Forbidden(RoomcastError):
-    """403: wrong password (reserved until there are accounts)."""
+    """403 "Access denied.": a login to a registered name with a wrong or missing password
+    (with ``--accounts-only``, also to an unregistered one), or ``change_password`` with a
+    wrong old password; 403 "Only a registered user can change its password." for a guest's
+    ``change_password``."""
 
     code = 403
 
@@ -168,8 +184,9 @@ class TimedOut(RoomcastError):
 
 
 class Conflict(RoomcastError):
-    """409: already logged in, user name taken, room already joined, game running; or
-    "Session resumed on another connection; closing." (then the server closes)."""
+    """409: already logged in, user name taken, name already registered (or logged in, for
+    ``register``), room already joined, game running; or "Session resumed on another
+    connection; closing." (then the server closes)."""
 
     code = 409
 
@@ -197,20 +214,23 @@ class TooLarge(RoomcastError):
 
 
 class Invalid(RoomcastError):
-    """422: well-formed but invalid: a name, a pose, a game move, or a limit reached."""
+    """422: well-formed but invalid: a name, a password (8 characters to 1024 bytes), a pose, a
+    game move, or a limit reached."""
 
     code = 422
 
 
 class RateLimited(RoomcastError):
     """429: too many messages per second; the message was dropped (at most one 429 a
-    second, whatever was dropped)."""
+    second, whatever was dropped). For a login: "Too many failed logins; try again in a
+    minute." (five wrong passwords for one name or from one address)."""
 
     code = 429
 
 
 class Unavailable(RoomcastError):
-    """503: server full, out of rooms, low on memory, or shutting down."""
+    """503: server full, out of rooms or accounts, low on memory, busy checking passwords
+    ("Busy, try again."), or shutting down."""
 
     code = 503
 
@@ -399,6 +419,18 @@ def rotation(value):
 # --- the client ---------------------------------------------------------------------------
 
 _PING = encode_frame({"system": "ping"})
+
+
+def _answers_password(response):
+    """Whether a success reply can be a password change's (200, neither a pong, a rooms page
+    nor a history query's empty range)."""
+    detail = response.get("detail") or {}
+    return (
+        response.get("code") == 200
+        and response.get("msg") != "pong"
+        and "rooms" not in detail
+        and "room" not in detail
+    )
 
 
 def _is_pong(frame):
@@ -645,8 +677,16 @@ class Client:
 
     def login(self, user, password=""):
         """Logs in and returns the reply (``code`` 202, ``detail`` ``{"user", "resume",
-        "idle_timeout"}``). Raises ``Invalid`` (bad name) or ``Conflict`` (name taken). The
-        lobby's history, join and list events follow. Starts the keep-alive."""
+        "idle_timeout"}``, the user as registered whatever case ``user`` has). Raises
+        ``Invalid`` (bad name), ``Conflict`` (name taken by a guest), ``Forbidden`` ("403
+        Access denied.": the name is registered and ``password`` is wrong or missing),
+        ``RateLimited`` (too many failed logins) or ``Unavailable``. The lobby's history,
+        join and list events follow. Starts the keep-alive.
+
+        A registered user who is logged in elsewhere (or whose lost connection waits for a
+        resume) takes that session over: the reply's detail has ``"resumed": true`` and the
+        rooms' member lists follow instead of the lobby's join. The password is kept for a
+        fresh login after an expired session (auto-reconnect)."""
         with self._cond:
             self._seqs.clear()
             self._anchors.clear()
@@ -655,6 +695,29 @@ class Client:
             self._password = password
             self._session(reply.get("detail", {}), user)
         self._start_keepalive()
+        return reply
+
+    def register(self, user, password):
+        """Registers ``user`` as an account with ``password`` (protocol.md §10.1) and returns
+        the reply (``code`` 201 "Account created.", ``detail`` ``{"user": U}``). It does not
+        log in: call ``login`` next, on this connection or another. Raises ``Conflict`` (409:
+        the name is registered, or a guest is logged in with it right now), ``Invalid`` (422:
+        a bad name, or a password under 8 characters or over 1024 bytes) or ``Unavailable``
+        (503: the server holds its limit of accounts, or is too busy hashing: try again)."""
+        message = {"system": "register", "options": {"user": user, "pass": password}}
+        return self._request(message, accept=lambda response: response.get("code") == 201)
+
+    def change_password(self, old, new):
+        """Changes the logged-in account's password (protocol.md §10.3) and returns the reply
+        (``code`` 200, "Password changed."). Sessions stay as they are; from now on a fresh
+        login after an expired session (auto-reconnect) sends ``new``. Raises ``Forbidden``
+        (a wrong ``old``, which counts towards the throttle of failed logins; or a guest),
+        ``Invalid`` (``new`` under 8 characters or over 1024 bytes), ``NotLoggedIn`` or
+        ``Unavailable`` (busy: try again)."""
+        message = {"system": "password", "options": {"old": old, "new": new}}
+        reply = self._request(message, accept=_answers_password)
+        with self._cond:
+            self._password = new
         return reply
 
     def resume(self, token, rooms=None):
@@ -862,10 +925,11 @@ class Client:
             return [dict(frame["reconnect"], type="reconnect", room=None, history=False)]
         raise ProtocolError(f"unknown frame: {frame!r}")
 
-    def _request(self, message, timeout=10.0):
+    def _request(self, message, timeout=10.0, accept=None):
         """Sends a system command and returns its reply's ``response``, or raises it as a
         ``RoomcastError``. Frames read on the way are kept for ``recv``/``events``, including
-        errors that carry a room: those answer earlier room messages."""
+        errors that carry a room: those answer earlier room messages, and success replies
+        that ``accept(response)``, when given, says are not this command's answer."""
         frame = message if isinstance(message, bytes) else encode_frame(message)
 
         def answer(got):
@@ -873,7 +937,9 @@ class Client:
             response = got.get("response", {})
             if info == "error" and "room" not in (response.get("detail") or {}):
                 raise error_from_response(response)
-            return response if info == "system" else None
+            if info == "system" and (accept is None or accept(response)):
+                return response
+            return None
 
         return self._await(frame, answer, timeout)
 
@@ -1110,6 +1176,16 @@ class Client:
                 frames, info = self._resume_over(wire)
                 if info is None:
                     frames, info = self._login_over(wire)
+            except Forbidden as err:
+                # The fresh login was refused: the password was changed elsewhere. It would be
+                # refused again, and each try counts towards the server's throttle.
+                _close_quietly(sock)
+                failure = ReconnectFailed(
+                    f"not reconnected: the session had expired and the fresh login as "
+                    f"{self.user} was refused: {err}",
+                    attempt,
+                )
+                raise failure from err
             except (OSError, ValueError, RoomcastError) as err:
                 _close_quietly(sock)
                 last_error = err
@@ -1286,7 +1362,9 @@ def _main(argv=None):
     parser.add_argument("--host", default=DEFAULT_HOST, help=f"default {DEFAULT_HOST}")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
     parser.add_argument("--user", default=f"py-{int(time.time()) % 100000}")
-    parser.add_argument("--password", default="", help="accepted as is (no accounts yet)")
+    parser.add_argument(
+        "--password", default="", help="needed for a registered name; a guest's is ignored"
+    )
     args = parser.parse_args(argv)
     try:
         client = Client(args.host, args.port, keepalive=False)

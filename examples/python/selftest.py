@@ -6,7 +6,9 @@
 Each check uses fresh user and room names, so a shared server is fine. tests/python_clients.rs
 runs this against an embedded server with its default settings (max_frame 64 KiB, fps 20,
 idle timeout 120 s, resume grace 30 s, history 100). Checks that lose a connection on purpose
-leave a detached session behind for the resume grace; their names are not reused.
+leave a detached session behind for the resume grace; their names are not reused. The accounts
+check makes three failed password attempts from this address: the server turns an address
+away after five within a minute, so a second run within the minute may fail there.
 """
 
 import argparse
@@ -27,12 +29,15 @@ from roomcast_client import (  # noqa: E402  (the path above makes the module im
     Client,
     Conflict,
     ConnectionClosed,
+    Forbidden,
     Gone,
     Invalid,
     MissedEventsGone,
     NotInRoom,
     NotLoggedIn,
+    ProtocolError,
     RateLimited,
+    ReconnectFailed,
     RoomcastError,
     SessionExpired,
     TooLarge,
@@ -544,6 +549,184 @@ def auto_reconnect_resumes_after_a_reset(args):
             live = client.wait_for(is_event("msg", room=room), TIMEOUT)
             expect(live["data"] == 4 and not live["replayed"], f"live again: {live}")
             expect(client.ping()["msg"] == "pong", "ping after the reconnect")
+
+
+@check
+def accounts_register_log_in_and_change_password(args):
+    name = f"acc{TAG}"
+    first, second = "first password", "second password"
+    with Client(args.host, args.port) as client:
+        reply = client.register(name, first)
+        expect((reply["code"], reply["msg"]) == (201, "Account created."), f"register {reply}")
+        expect(reply["detail"] == {"user": name}, f"register detail {reply['detail']}")
+        expect(client.token is None, "registering does not log in")
+        err = expect_raises(Conflict, lambda: client.register(name.upper(), first))
+        expect(err.detail == {"user": name.upper()}, f"409 detail {err.detail}")
+        err = expect_raises(Invalid, lambda: client.register(f"acd{TAG}", "short"))
+        expect(err.code == 422 and "password" in err.msg, f"422 {err.msg!r}")
+
+        err = expect_raises(Forbidden, lambda: client.login(name, "wrong password"))  # 1st failure
+        expect((err.code, err.msg) == (403, "Access denied."), f"wrong password: {err}")
+        expect(err.detail == {"user": name}, f"403 detail {err.detail}")
+        expect(client.token is None, "a refused login leaves no session")
+        reply = client.login(name.upper(), first)
+        expect(reply["detail"]["user"] == name and client.user == name, f"as registered {reply}")
+        client.wait_for(is_event("list", room="lobby"), TIMEOUT)
+
+        wrong = lambda: client.change_password("wrong password", second)  # noqa: E731
+        err = expect_raises(Forbidden, wrong)  # 2nd failure
+        expect((err.msg, err.detail) == ("Access denied.", {}), f"wrong old password: {err}")
+        err = expect_raises(Invalid, lambda: client.change_password(first, "short"))
+        expect(err.detail == {}, f"a short new password: {err}")
+        reply = client.change_password(first, second)
+        expect((reply["code"], reply["msg"]) == (200, "Password changed."), f"change {reply}")
+        expect(client.ping()["msg"] == "pong", "the session goes on")
+
+    with Client(args.host, args.port) as client:
+        err = expect_raises(Forbidden, lambda: client.login(name, first))  # 3rd failure
+        expect(err.msg == "Access denied.", f"the old password: {err}")
+        expect(client.login(name, second)["code"] == 202, "the new password")
+
+    with connect(args, f"gus{TAG}") as guest:
+        err = expect_raises(Forbidden, lambda: guest.change_password("1234", "new password"))
+        expect(err.msg == "Only a registered user can change its password.", f"guest: {err}")
+
+
+@check
+def a_registered_login_takes_over_its_own_session(args):
+    name = f"own{TAG}"
+    with Client(args.host, args.port) as registrar:
+        registrar.register(name, "owner's password")
+    with connect(args, f"wit{TAG}") as witness:
+        first = Client(args.host, args.port, auto_reconnect=True)
+        with first:
+            first.login(name, "owner's password")
+            first.wait_for(is_event("list", room="lobby"), TIMEOUT)
+            witness.wait_for(is_event("join", name, "lobby"), TIMEOUT)
+            with Client(args.host, args.port) as second:
+                reply = second.login(name, "owner's password")
+                expect(reply["detail"].get("resumed") is True, f"a takeover: {reply}")
+                members = second.wait_for(is_event("list", room="lobby"), TIMEOUT)
+                expect(name in members["data"], f"still in the lobby: {members}")
+                err = expect_raises(Conflict, lambda: first.wait_for(lambda e: False, TIMEOUT))
+                expect(err.detail == {}, f"the old connection's 409: {err.detail}")
+                # Taken over: it does not come back (that would take the session back).
+                expect_raises(ConnectionClosed, lambda: first.recv(TIMEOUT))
+                expect(second.ping()["msg"] == "pong", "the new connection holds the session")
+            left = witness.wait_for(lambda e: e["user"] == name and e["type"] != "msg", TIMEOUT)
+            expect(left["type"] == "leave", f"no join or away on the takeover: {left}")
+
+
+class AccountServer:
+    """A scripted server on 127.0.0.1:0 with one account and no sessions: every resume gets
+    410 "Session expired.", so an auto-reconnecting client logs in afresh. It records the
+    password of every login, and ``drop()`` resets its connections like a network failure."""
+
+    def __init__(self, password):
+        self.password = password
+        self.logins = []
+        self.lock = threading.Lock()
+        self.conns = []
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(8)
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self.accept_loop, daemon=True).start()
+
+    def accept_loop(self):
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:
+                return  # Closed.
+            with self.lock:
+                self.conns.append(sock)
+            threading.Thread(target=self.serve, args=(sock,), daemon=True).start()
+
+    def serve(self, sock):
+        try:
+            while True:
+                message = read_frame(sock)
+                command = message.get("system")
+                options = message.get("options") or {}
+                if command == "login":
+                    with self.lock:
+                        self.logins.append(options.get("pass"))
+                        ok = options.get("pass") == self.password
+                        token = f"t{len(self.logins)}"
+                    if ok:
+                        detail = {"user": options.get("user"), "resume": token, "idle_timeout": 0}
+                        send_reply(sock, "system", 202, "Access granted.", detail)
+                    else:
+                        refused = {"user": options.get("user")}
+                        send_reply(sock, "error", 403, "Access denied.", refused)
+                elif command == "password":
+                    with self.lock:
+                        ok = options.get("old") == self.password
+                        if ok:
+                            self.password = options.get("new")
+                    if ok:
+                        send_reply(sock, "system", 200, "Password changed.", {})
+                    else:
+                        send_reply(sock, "error", 403, "Access denied.", {})
+                elif command == "resume":
+                    send_reply(sock, "error", 410, "Session expired.", {})
+                elif command == "ping":
+                    send_reply(sock, "system", 200, "pong", {})
+                # Room messages (the lobby leave of a fresh login) get no answer.
+        except (ConnectionClosed, ProtocolError, OSError):
+            pass
+
+    def drop(self):
+        with self.lock:
+            conns, self.conns = self.conns, []
+        for sock in conns:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.shutdown(socket.SHUT_RDWR)  # Wakes the thread reading it; close does not.
+            except OSError:
+                pass
+            sock.close()
+
+    def close(self):
+        self.listener.close()
+        self.drop()
+
+
+def send_reply(sock, info, code, msg, detail):
+    response = {"time": time.time(), "code": code, "msg": msg, "detail": detail}
+    sock.sendall(encode_frame({"info": info, "response": response}))
+
+
+@check
+def a_fresh_login_after_an_expiry_sends_the_current_password(args):
+    server = AccountServer("first password")
+    client = Client("127.0.0.1", server.port, auto_reconnect=True, keepalive=False)
+    try:
+        client.login("kay", "first password")
+        server.drop()
+        event = client.wait_for(lambda e: True, TIMEOUT)  # reading finds the loss
+        expect(event["type"] == "reconnect" and event["resumed"] is False, f"{event}")
+        expect(server.logins == ["first password"] * 2, f"logins {server.logins}")
+
+        client.change_password("first password", "second password")
+        server.drop()
+        event = client.wait_for(lambda e: True, TIMEOUT)
+        expect(event["type"] == "reconnect" and event["resumed"] is False, f"{event}")
+        expect(server.logins[-1] == "second password", f"after the change: {server.logins}")
+
+        # Changed elsewhere: the fresh login is refused, and the client stops at once (each
+        # try would count towards the server's throttle of failed logins).
+        server.password = "third password"
+        server.drop()
+        err = expect_raises(ReconnectFailed, lambda: client.wait_for(lambda e: False, TIMEOUT))
+        expect(isinstance(err.__cause__, Forbidden), f"the 403 is the cause: {err!r}")
+        expect(err.attempts == 1 and "403 Access denied." in str(err), f"{err}")
+        expect(server.logins == ["first password"] * 2 + ["second password"] * 2, "one try")
+        expect_raises(ReconnectFailed, lambda: client.recv(TIMEOUT))
+    finally:
+        client.close(linger=0)
+        server.close()
 
 
 class FakeServer:

@@ -23,8 +23,14 @@ namespace Roomcast
         public int Port = 42069;
         /// <summary>1 to 32 of A-Z a-z 0-9 _ - . (protocol.md §7).</summary>
         public string User = "";
-        /// <summary>Any password is accepted until the server has accounts.</summary>
+        /// <summary>Needed when <see cref="User"/> is a registered account (protocol.md §10): a
+        /// wrong or missing one is refused with 403 "Access denied.". A guest's is ignored.</summary>
         public string Password = "";
+        /// <summary>Register <see cref="User"/> with <see cref="Password"/> (8 characters or
+        /// more) before logging in. A 409 (registered already, e.g. by an earlier run) is fine:
+        /// the login that follows checks the password. Any other refusal ends the client like a
+        /// refused login.</summary>
+        public bool RegisterFirst;
 
         /// <summary>Reconnect and resume when a logged-in connection is lost (protocol.md §9.3).</summary>
         public bool AutoReconnect = true;
@@ -108,6 +114,11 @@ namespace Roomcast
         bool loggingOut;  // Logout(): the connection's end is expected, do not come back
         ReplyEvent finalError; // 409 takeover, 413, 503 shutdown: do not come back
         string user;
+        string password; // what a login sends: Password, then the new one of an answered ChangePassword
+        // ChangePassword frames written to the live connection, oldest first, until the server
+        // answers them (in order): a 200 "Password changed." makes its new password the one a
+        // fresh login after an expired session sends.
+        readonly List<Outgoing> passwordsInFlight = new List<Outgoing>();
         string token;
         double idleTimeout = -1; // unknown until the login reply
         // Per room, in the order first seen: the last history seq received, and that event
@@ -173,6 +184,7 @@ namespace Roomcast
                     throw new InvalidOperationException("Connect may be called once per client");
                 }
                 state = ConnectionState.Connecting;
+                password = options.Password ?? "";
                 lastSend = Now();
             }
             reader = new Thread(ReaderMain) { IsBackground = true, Name = "roomcast-read" };
@@ -355,6 +367,42 @@ namespace Roomcast
             return SendRoom(room, "history", data);
         }
 
+        /// <summary>Registers <paramref name="name"/> as an account with <paramref name="pass"/>
+        /// (protocol.md §10.1); it does not log in. A 201 "Account created." reply answers, or
+        /// an error with <c>{"user":name}</c> in its detail: 409 (registered already, or logged
+        /// in right now), 422 (a bad name, a password under 8 characters), 503 (busy, or the
+        /// server's limit of accounts). Like every send it goes out once this client is logged
+        /// in, so it cannot register the client's own guest name (409: in use); for that, set
+        /// <see cref="RoomcastOptions.RegisterFirst"/>.</summary>
+        public bool Register(string name, string pass)
+        {
+            if (name == null || pass == null)
+            {
+                throw new ArgumentNullException(name == null ? "name" : "pass");
+            }
+            var opts = JsonValue.NewObject().Set("user", name).Set("pass", pass);
+            return Send(JsonValue.NewObject().Set("system", "register").Set("options", opts));
+        }
+
+        /// <summary>Changes the logged-in account's password (protocol.md §10.3). A 200
+        /// "Password changed." reply answers, and from then on a fresh login after an expired
+        /// session sends <paramref name="newPass"/>; or an error with an empty detail: 403 "Access
+        /// denied." (a wrong old password, which counts towards the server's throttle of failed
+        /// logins), 403 for a guest, 422 (the new one too short), 503 "Busy, try again.".</summary>
+        /// <remarks>The answer is told apart from other replies by its order: the server answers
+        /// a connection's requests in order. A change whose answer is lost with a connection
+        /// leaves the password the client logs in with as it was.</remarks>
+        public bool ChangePassword(string oldPass, string newPass)
+        {
+            if (oldPass == null || newPass == null)
+            {
+                throw new ArgumentNullException(oldPass == null ? "oldPass" : "newPass");
+            }
+            var opts = JsonValue.NewObject().Set("old", oldPass).Set("new", newPass);
+            var message = JsonValue.NewObject().Set("system", "password").Set("options", opts);
+            return Enqueue(Encode(message), null, newPass);
+        }
+
         /// <summary>A round trip: a 200 "pong" reply answers.</summary>
         public bool Ping() { return Send(JsonValue.NewObject().Set("system", "ping")); }
 
@@ -395,7 +443,7 @@ namespace Roomcast
             return message;
         }
 
-        bool Enqueue(byte[] frame, string poseRoom)
+        bool Enqueue(byte[] frame, string poseRoom, string newPassword = null)
         {
             lock (gate)
             {
@@ -403,11 +451,11 @@ namespace Roomcast
                 {
                     return false;
                 }
-                return EnqueueLocked(frame, poseRoom);
+                return EnqueueLocked(frame, poseRoom, newPassword);
             }
         }
 
-        bool EnqueueLocked(byte[] frame, string poseRoom)
+        bool EnqueueLocked(byte[] frame, string poseRoom, string newPassword = null)
         {
             LinkedListNode<Outgoing> queued;
             if (poseRoom != null && queuedPoses.TryGetValue(poseRoom, out queued))
@@ -420,7 +468,7 @@ namespace Roomcast
                 LogLine("send queue full (" + options.MaxQueuedSends + " frames): message dropped");
                 return false;
             }
-            var node = outbox.AddLast(new Outgoing { Frame = frame, PoseRoom = poseRoom });
+            var node = outbox.AddLast(new Outgoing { Frame = frame, PoseRoom = poseRoom, NewPassword = newPassword });
             if (poseRoom != null)
             {
                 queuedPoses[poseRoom] = node;
@@ -472,14 +520,17 @@ namespace Roomcast
             }
         }
 
-        /// <summary>Sends the login and reads up to its answer. True once accepted (the
-        /// connection is then live); false after a refusal (already reported).</summary>
+        /// <summary>Sends the login (after the register, with <see cref="RoomcastOptions.RegisterFirst"/>)
+        /// and reads up to its answer. True once accepted (the connection is then live); false
+        /// after a refusal (already reported).</summary>
         bool LogIn(Connection connection)
         {
-            var login = JsonValue.NewObject().Set("system", "login").Set(
-                "options", JsonValue.NewObject().Set("user", options.User).Set("pass", options.Password));
-            connection.Write(Encode(login));
             double deadline = Now() + options.ReplyTimeoutSeconds;
+            if (options.RegisterFirst && !RegisterFirst(connection, deadline))
+            {
+                return false;
+            }
+            connection.Write(Encode(LoginMessage()));
             while (true)
             {
                 JsonValue frame = connection.ReadBefore(deadline, OnReceive);
@@ -493,7 +544,8 @@ namespace Roomcast
                 long code = response["code"].AsLong();
                 if (info == "system" && code == 202)
                 {
-                    var loggedIn = NoteSession(response["detail"], false);
+                    // "resumed": a registered login that took over its own session (protocol.md §10.2).
+                    var loggedIn = NoteSession(response["detail"], response["detail"]["resumed"].AsBool());
                     if (!Publish(connection))
                     {
                         return false; // closed meanwhile (and reported)
@@ -510,6 +562,63 @@ namespace Roomcast
                 }
                 HandleFrame(frame); // nothing else is expected before the 202; pass it on
             }
+        }
+
+        /// <summary>Registers the user before its login. True when the login may follow: the
+        /// account was created (the 201 is handed on as a Reply event), or the name is registered
+        /// already (409: the login checks the password).</summary>
+        bool RegisterFirst(Connection connection, double deadline)
+        {
+            string pass;
+            lock (gate)
+            {
+                pass = password;
+            }
+            var opts = JsonValue.NewObject().Set("user", options.User).Set("pass", pass);
+            connection.Write(Encode(JsonValue.NewObject().Set("system", "register").Set("options", opts)));
+            while (true)
+            {
+                JsonValue frame = connection.ReadBefore(deadline, OnReceive);
+                if (frame == null)
+                {
+                    Shutdown("the server closed the connection before answering the register", null);
+                    return false;
+                }
+                string info = frame["info"].AsString;
+                if (info != "system" && info != "error")
+                {
+                    continue; // nothing else is expected before the answer
+                }
+                var reply = new ReplyEvent(frame["response"], info == "error");
+                if (!reply.IsError && reply.Code == 201)
+                {
+                    Deliver(reply);
+                    return true;
+                }
+                if (reply.IsError && reply.Code == 409 && reply.Detail.Has("user"))
+                {
+                    LogLine(options.User + " is registered already; logging in");
+                    return true;
+                }
+                if (reply.IsError)
+                {
+                    Deliver(reply);
+                    Shutdown("register refused: " + reply.Code + " " + reply.Message, reply);
+                    return false;
+                }
+            }
+        }
+
+        /// <summary>The login message, with the password as it stands now.</summary>
+        JsonValue LoginMessage()
+        {
+            string pass;
+            lock (gate)
+            {
+                pass = password;
+            }
+            return JsonValue.NewObject().Set("system", "login").Set(
+                "options", JsonValue.NewObject().Set("user", options.User).Set("pass", pass));
         }
 
         /// <summary>Reads the live connection until it fails; returns why.</summary>
@@ -573,6 +682,15 @@ namespace Roomcast
                 {
                     loggingOut = true;
                 }
+                if (AnswersPasswordChange(reply) && passwordsInFlight.Count > 0)
+                {
+                    var change = passwordsInFlight[0];
+                    passwordsInFlight.RemoveAt(0);
+                    if (!reply.IsError)
+                    {
+                        password = change.NewPassword; // what a fresh login sends from now on
+                    }
+                }
                 if (reply.IsError && reply.ClosesConnection && (reply.Code == 409 || reply.Code == 413 || reply.IsShutdown))
                 {
                     // Taken over elsewhere, our own oversized frame, or the server is going
@@ -581,6 +699,33 @@ namespace Roomcast
                 }
             }
             Deliver(reply);
+        }
+
+        /// <summary>Whether a reply can answer a password change: 200 "Password changed.", or a
+        /// refusal with neither a room nor a user (401, 403, 422, 429 dropped by the rate limit,
+        /// 503 "Busy, try again.").</summary>
+        static bool AnswersPasswordChange(ReplyEvent reply)
+        {
+            if (reply.Detail.Has("room") || reply.Detail.Has("user"))
+            {
+                return false;
+            }
+            if (!reply.IsError)
+            {
+                return reply.Code == 200 && reply.Message == "Password changed.";
+            }
+            switch (reply.Code)
+            {
+                case 401:
+                case 403:
+                case 422:
+                case 429:
+                    return true;
+                case 503:
+                    return reply.Message == "Busy, try again.";
+                default:
+                    return false;
+            }
         }
 
         /// <summary>After the live connection failed: reconnects when allowed and returns the new
@@ -594,6 +739,12 @@ namespace Roomcast
                 if (live == connection)
                 {
                     live = null;
+                }
+                if (passwordsInFlight.Count > 0)
+                {
+                    // Their answers went with the connection: whether they were made is unknown.
+                    LogLine(passwordsInFlight.Count + " password change(s) unanswered when the connection was lost; logging in with the password as it was");
+                    passwordsInFlight.Clear();
                 }
                 error = finalError;
                 loggedOut = loggingOut;
@@ -816,9 +967,7 @@ namespace Roomcast
                 marks = new Dictionary<string, Anchor>(anchors, StringComparer.Ordinal);
             }
             bool inLobby = wasIn.Contains("lobby");
-            var login = JsonValue.NewObject().Set("system", "login").Set(
-                "options", JsonValue.NewObject().Set("user", options.User).Set("pass", options.Password));
-            connection.Write(Encode(login));
+            connection.Write(Encode(LoginMessage()));
             var rejoin = new List<byte[]>();
             foreach (var room in wasIn)
             {
@@ -1005,6 +1154,10 @@ namespace Roomcast
                                         queuedPoses.Remove(next.PoseRoom);
                                     }
                                     taken.Add(next);
+                                    if (next.NewPassword != null)
+                                    {
+                                        passwordsInFlight.Add(next); // answered in write order
+                                    }
                                     bytes += next.Frame.Length;
                                 }
                                 break;
@@ -1065,6 +1218,7 @@ namespace Roomcast
                         }
                         for (int i = taken.Count - 1; i >= 0; i--)
                         {
+                            passwordsInFlight.Remove(taken[i]); // not sent after all
                             if (taken[i].PoseRoom == null && !closing)
                             {
                                 outbox.AddFirst(taken[i]);
@@ -1363,6 +1517,8 @@ namespace Roomcast
             public byte[] Frame;
             /// <summary>The room of a pose (a newer pose replaces it while queued); else null.</summary>
             public string PoseRoom;
+            /// <summary>The new password of a ChangePassword; else null.</summary>
+            public string NewPassword;
         }
 
         struct Anchor

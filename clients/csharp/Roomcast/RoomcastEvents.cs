@@ -49,9 +49,13 @@ namespace Roomcast
     {
         None = 0,
         Ok = 200,
+        /// <summary>Register: "Account created.".</summary>
+        Created = 201,
         Accepted = 202,
         BadRequest = 400,
         NotLoggedIn = 401,
+        /// <summary>"Access denied.": a wrong or missing password for a registered name, or a
+        /// wrong old password; a guest's password change.</summary>
         Forbidden = 403,
         NotInRoom = 404,
         TimedOut = 408,
@@ -59,6 +63,8 @@ namespace Roomcast
         Gone = 410,
         TooLarge = 413,
         Invalid = 422,
+        /// <summary>Too many messages a second; or, for a login, "Too many failed logins; try
+        /// again in a minute.".</summary>
         RateLimited = 429,
         Unavailable = 503,
     }

@@ -3,6 +3,10 @@
 //   mcs -out:ChatConsole.exe examples/ChatConsole.cs Roomcast/*.cs
 //   mono ChatConsole.exe --user alice            (dotnet: put the files in a console project)
 //   mono ChatConsole.exe --user bob --room lobby --host 127.0.0.1 --port 42069
+//   mono ChatConsole.exe --user carol --password "correct horse" --register
+//
+// A registered name needs its --password; --register makes the name an account first (one that
+// is registered already just logs in).
 //
 // Lines you type go to the current room. /join ROOM (and make it current), /leave ROOM,
 // /who, /quit (or end of input). A lost connection is resumed on its own, and the missed
@@ -22,34 +26,51 @@ public static class ChatConsole
         // UTF-8 both ways whatever the locale says (a pipe in CI has none): chat carries ☕.
         Console.SetOut(new System.IO.StreamWriter(Console.OpenStandardOutput(), new System.Text.UTF8Encoding(false)) { AutoFlush = true });
         var input = new System.IO.StreamReader(Console.OpenStandardInput(), new System.Text.UTF8Encoding(false));
-        string host = "127.0.0.1", user = null, room = "lobby";
+        string host = "127.0.0.1", user = null, room = "lobby", password = "";
+        bool register = false;
         int port = 42069;
-        for (int i = 0; i + 1 < args.Length; i += 2)
+        for (int i = 0; i < args.Length; i++)
         {
-            switch (args[i])
+            string flag = args[i];
+            if (flag == "--register")
             {
-                case "--host": host = args[i + 1]; break;
+                register = true; // the one flag without a value
+                continue;
+            }
+            if (i + 1 >= args.Length)
+            {
+                Console.Error.WriteLine(flag + " needs a value");
+                return 2;
+            }
+            string value = args[++i];
+            switch (flag)
+            {
+                case "--host": host = value; break;
                 case "--port":
-                    if (!int.TryParse(args[i + 1], out port) || port < 1 || port > 65535)
+                    if (!int.TryParse(value, out port) || port < 1 || port > 65535)
                     {
-                        Console.Error.WriteLine("--port needs a number from 1 to 65535, got " + args[i + 1]);
+                        Console.Error.WriteLine("--port needs a number from 1 to 65535, got " + value);
                         return 2;
                     }
                     break;
-                case "--user": user = args[i + 1]; break;
-                case "--room": room = args[i + 1]; break;
+                case "--user": user = value; break;
+                case "--password": password = value; break;
+                case "--room": room = value; break;
                 default:
-                    Console.Error.WriteLine("unknown option " + args[i]);
+                    Console.Error.WriteLine("unknown option " + flag);
                     return 2;
             }
         }
         if (user == null)
         {
-            Console.Error.WriteLine("usage: ChatConsole.exe --user NAME [--room ROOM] [--host H] [--port P]");
+            Console.Error.WriteLine("usage: ChatConsole.exe --user NAME [--password P [--register]] [--room ROOM] [--host H] [--port P]");
             return 2;
         }
 
-        var client = new RoomcastClient(new RoomcastOptions { Host = host, Port = port, User = user });
+        var client = new RoomcastClient(new RoomcastOptions
+        {
+            Host = host, Port = port, User = user, Password = password, RegisterFirst = register,
+        });
         client.Connect();
         if (room != "lobby")
         {

@@ -20,6 +20,8 @@ namespace Roomcast.Tests
             runner.Run("client: an expired session logs in afresh and splices the history", ExpiredSession);
             runner.Run("client: 409 takeover, 413 and 503 shutdown end it; 408 and a broken frame do not", FinalRefusals);
             runner.Run("client: a refused login ends it", RefusedLogin);
+            runner.Run("client: RegisterFirst registers before the login; 409 is fine, 422 ends it", RegisterFirst);
+            runner.Run("client: an answered ChangePassword is the password of a fresh login; a refused fresh login ends it", PasswordChange);
             runner.Run("client: logout ends it", LogoutEnds);
             runner.Run("client: nobody listening", NobodyListening);
             runner.Run("client: Close during a login that is not answered yet", CloseDuringLogin);
@@ -301,6 +303,114 @@ namespace Roomcast.Tests
                 Check.Equal(ErrorCode.Conflict, error.ErrorCode, "409");
                 Check.Equal(409, Next<ClosedEvent>(client, EventKind.Closed).Error.Code, "closed by the refusal");
                 Check.That(!server.HasConnection(0.2), "no second try");
+                client.Close(0.1);
+            }
+        }
+
+        const string Created = "{\"info\":\"system\",\"response\":{\"time\":1.0,\"code\":201,\"msg\":\"Account created.\",\"detail\":{\"user\":\"alice\"}}}";
+        const string Denied = "{\"info\":\"error\",\"response\":{\"time\":1.0,\"code\":403,\"msg\":\"Access denied.\",\"detail\":{}}}";
+        const string Expired = "{\"info\":\"error\",\"response\":{\"time\":1.0,\"code\":410,\"msg\":\"Session expired.\",\"detail\":{}}}";
+
+        static void RegisterFirst()
+        {
+            using (var server = new FakeServer())
+            {
+                var client = NewClient(server.Port, o => o.RegisterFirst = true);
+                client.Connect();
+                var peer = server.Accept();
+                Check.Equal("{\"system\":\"register\",\"options\":{\"user\":\"alice\",\"pass\":\"pw\"}}", peer.Read().ToJson(), "the register goes first");
+                Check.That(!peer.HasData(0.1), "the login waits for the register's answer");
+                peer.Send(Created);
+                Check.Equal("login", peer.Read()["system"].AsString, "then the login");
+                peer.Send(GrantedFrame("t1", 120));
+                var created = Next<ReplyEvent>(client, EventKind.Reply);
+                Check.Equal(ErrorCode.Created, created.ErrorCode, "the 201 is handed on");
+                Next<LoggedInEvent>(client, EventKind.LoggedIn);
+                // Register for another name: a request like the others, once logged in.
+                Check.That(client.Register("bob", "bob's password"), "queued");
+                Check.Equal("{\"system\":\"register\",\"options\":{\"user\":\"bob\",\"pass\":\"bob's password\"}}", peer.Read().ToJson(), "Register");
+                client.Close(0.2);
+            }
+            using (var server = new FakeServer())
+            {
+                var client = NewClient(server.Port, o => o.RegisterFirst = true);
+                client.Connect();
+                var peer = server.Accept();
+                Check.Equal("register", peer.Read()["system"].AsString, "register");
+                peer.Send("{\"info\":\"error\",\"response\":{\"time\":1.0,\"code\":409,\"msg\":\"User name alice is already registered or in use.\",\"detail\":{\"user\":\"alice\"}}}");
+                Check.Equal("pw", peer.Read()["options"]["pass"].AsString, "registered already: the login follows");
+                peer.Send(GrantedFrame("t1", 120));
+                Next<LoggedInEvent>(client, EventKind.LoggedIn); // the 409 is not an error to the game
+                client.Close(0.2);
+            }
+            using (var server = new FakeServer())
+            {
+                var client = NewClient(server.Port, o => o.RegisterFirst = true);
+                client.Connect();
+                var peer = server.Accept();
+                peer.Read();
+                peer.Send("{\"info\":\"error\",\"response\":{\"time\":1.0,\"code\":422,\"msg\":\"Invalid password: use 8 to 1024 bytes (at least 8 characters).\",\"detail\":{\"user\":\"alice\"}}}");
+                var error = Next<ReplyEvent>(client, EventKind.Error);
+                Check.Equal(ErrorCode.Invalid, error.ErrorCode, "422");
+                var closed = Next<ClosedEvent>(client, EventKind.Closed);
+                Check.That(closed.Error == error && closed.Reason.StartsWith("register refused: 422"), closed.Reason);
+                Check.That(peer.IsClosed(), "no login after a refused register");
+                client.Close(0.1);
+            }
+        }
+
+        static void PasswordChange()
+        {
+            using (var server = new FakeServer())
+            {
+                var client = NewClient(server.Port);
+                FakePeer peer;
+                LogIn(server, client, out peer);
+                client.ChangePassword("wrong", "second password");
+                Check.Equal("{\"system\":\"password\",\"options\":{\"old\":\"wrong\",\"new\":\"second password\"}}", peer.Read().ToJson(), "ChangePassword");
+                peer.Send(Denied);
+                Check.Equal(ErrorCode.Forbidden, Next<ReplyEvent>(client, EventKind.Error).ErrorCode, "403 Access denied.");
+                client.ChangePassword("pw", "second password");
+                peer.Read();
+                peer.Send("{\"info\":\"system\",\"response\":{\"time\":1.0,\"code\":200,\"msg\":\"Password changed.\",\"detail\":{}}}");
+                Check.Equal("Password changed.", Next<ReplyEvent>(client, EventKind.Reply).Message, "200");
+                // A third change whose answer is lost with the connection: unknown, so not adopted.
+                client.ChangePassword("second password", "third password");
+                peer.Read();
+                peer.Reset();
+                Check.Equal(EventKind.ConnectionLost, Next(client).Kind, "lost");
+                var peer2 = server.Accept();
+                Check.Equal("resume", peer2.Read()["system"].AsString, "resume");
+                peer2.Read(); // ping
+                peer2.Send(Expired + "\n" + Pong);
+                var login = peer2.Read();
+                Check.Equal("second password", login["options"]["pass"].AsString, "the fresh login sends the password the server last confirmed");
+                peer2.Send(GrantedFrame("t2", 120));
+                Check.Equal("{\"room\":\"lobby\",\"type\":\"leave\"}", peer2.Read().ToJson(), "in no room before: leaves the lobby");
+                Check.Equal("ping", peer2.Read()["system"].AsString, "ping");
+                peer2.Send(Pong);
+                Check.That(!Next<ReconnectedEvent>(client, EventKind.Reconnected).Resumed, "logged in afresh");
+                // The lost change is forgotten: the next answer is the next change's.
+                client.ChangePassword("second password", "fourth password");
+                Check.Equal("fourth password", peer2.Read()["options"]["new"].AsString, "a change on the new connection");
+                peer2.Send("{\"info\":\"system\",\"response\":{\"time\":1.0,\"code\":200,\"msg\":\"Password changed.\",\"detail\":{}}}");
+                Check.Equal("Password changed.", Next<ReplyEvent>(client, EventKind.Reply).Message, "200");
+
+                // Changed elsewhere meanwhile: the fresh login is refused, and the client stops
+                // at once (another try would only count towards the server's throttle).
+                peer2.Reset();
+                Check.Equal(EventKind.ConnectionLost, Next(client).Kind, "lost again");
+                var peer3 = server.Accept();
+                peer3.Read(); // resume
+                peer3.Read(); // ping
+                peer3.Send(Expired + "\n" + Pong);
+                Check.Equal("fourth password", peer3.Read()["options"]["pass"].AsString, "the password of the answered change");
+                peer3.Send("{\"info\":\"error\",\"response\":{\"time\":1.0,\"code\":403,\"msg\":\"Access denied.\",\"detail\":{\"user\":\"alice\"}}}");
+                var denied = Next<ReplyEvent>(client, EventKind.Error);
+                Check.Equal(403, denied.Code, "403 handed on");
+                var closed = Next<ClosedEvent>(client, EventKind.Closed);
+                Check.That(closed.Error != null && closed.Error.Code == 403, "closed by the 403: " + closed.Reason);
+                Check.That(!server.HasConnection(0.3), "no further attempt");
                 client.Close(0.1);
             }
         }

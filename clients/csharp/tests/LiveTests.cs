@@ -22,12 +22,18 @@ namespace Roomcast.Tests
 
         static RoomcastClient Connect(Dictionary<string, string> args, string user)
         {
+            return Connect(args, user, args.ContainsKey("--password") ? args["--password"] : "pw", false);
+        }
+
+        static RoomcastClient Connect(Dictionary<string, string> args, string user, string password, bool registerFirst)
+        {
             var client = new RoomcastClient(new RoomcastOptions
             {
                 Host = args["--host"],
                 Port = int.Parse(args["--port"]),
                 User = user,
-                Password = args.ContainsKey("--password") ? args["--password"] : "pw",
+                Password = password,
+                RegisterFirst = registerFirst,
                 FirstBackoffSeconds = 0.05,
                 MaxBackoffSeconds = 0.5,
                 Log = line => Console.WriteLine("log: " + line),
@@ -235,6 +241,71 @@ namespace Roomcast.Tests
                     }
                 }
                 Check.Equal(1, seen.FindAll(e => e.Kind == EventKind.ConnectionLost).Count, "one loss only: the cut");
+            });
+            Step("done");
+        }
+
+        /// <summary>Accounts (protocol.md §10): RegisterFirst, a wrong password refused with 403,
+        /// ChangePassword, Register's refusals, and a login with the new password that takes
+        /// the session over.</summary>
+        public static void Accounts(Runner runner, Dictionary<string, string> args)
+        {
+            var seen = new List<RoomcastEvent>();
+            var dora = Connect(args, "dora", "dora's password", true);
+
+            runner.Run("accounts: RegisterFirst registers, then logs in", () =>
+            {
+                var created = Until<ReplyEvent>(dora, seen, e => true, "the register's answer");
+                Check.Equal(ErrorCode.Created, created.ErrorCode, "201 " + created.Message);
+                Check.Equal("dora", created.Detail["user"].AsString, "the account");
+                var loggedIn = Until<LoggedInEvent>(dora, seen, e => true, "logged in");
+                Check.That(loggedIn.User == "dora" && !loggedIn.Resumed, "a new session as dora");
+            });
+            if (runner.Failed) return;
+
+            runner.Run("accounts: a wrong password is refused with 403, and ends that client", () =>
+            {
+                var intruder = Connect(args, "DORA", "wrong password", false);
+                var others = new List<RoomcastEvent>();
+                var denied = Until<ReplyEvent>(intruder, others, e => e.IsError, "the refusal");
+                Check.Equal(ErrorCode.Forbidden, denied.ErrorCode, "403");
+                Check.Equal("Access denied.", denied.Message, "the server's words");
+                Check.Equal("DORA", denied.Detail["user"].AsString, "the name as sent");
+                var closed = Until<ClosedEvent>(intruder, others, e => true, "the end");
+                Check.That(closed.Error == denied, "closed by the 403: " + closed.Reason);
+                Check.Equal(ConnectionState.Closed, intruder.State, "closed");
+                intruder.Close(0.1);
+            });
+            if (runner.Failed) return;
+
+            runner.Run("accounts: ChangePassword, and Register's refusals", () =>
+            {
+                dora.ChangePassword("wrong password", "dora's new password");
+                var denied = Until<ReplyEvent>(dora, seen, e => e.IsError, "the wrong old password's answer");
+                Check.That(denied.ErrorCode == ErrorCode.Forbidden && denied.Detail.Count == 0, "403 " + denied);
+                dora.ChangePassword("dora's password", "dora's new password");
+                var changed = Until<ReplyEvent>(dora, seen, e => true, "the change's answer");
+                Check.That(!changed.IsError && changed.Message == "Password changed.", "200: " + changed);
+                dora.Register("Dora", "another password");
+                var taken = Until<ReplyEvent>(dora, seen, e => e.IsError, "the 409");
+                Check.That(taken.ErrorCode == ErrorCode.Conflict && taken.Detail["user"].AsString == "Dora", "409: " + taken);
+                dora.Register("eve", "short");
+                var invalid = Until<ReplyEvent>(dora, seen, e => e.IsError, "the 422");
+                Check.That(invalid.ErrorCode == ErrorCode.Invalid && invalid.Detail["user"].AsString == "eve", "422: " + invalid);
+            });
+            if (runner.Failed) return;
+
+            runner.Run("accounts: the new password logs in and takes the session over", () =>
+            {
+                var again = Connect(args, "dora", "dora's new password", false);
+                var others = new List<RoomcastEvent>();
+                var loggedIn = Until<LoggedInEvent>(again, others, e => true, "logged in");
+                Check.That(loggedIn.User == "dora" && loggedIn.Resumed, "took dora's session over");
+                var takeover = Until<ReplyEvent>(dora, seen, e => e.IsError, "the old connection's 409");
+                Check.Equal(409, takeover.Code, "409 " + takeover.Message);
+                var closed = Until<ClosedEvent>(dora, seen, e => true, "the old client's end");
+                Check.That(closed.Error != null && closed.Error.Code == 409, "no reconnect: " + closed.Reason);
+                again.Close(1.0);
             });
             Step("done");
         }

@@ -4,6 +4,7 @@
 //                                                    client against an in-process fake server
 //   mono RoomcastTests.exe live    --port P ...      against a real server, with a Rust peer
 //   mono RoomcastTests.exe expired --port P ...      a session that expired while away
+//   mono RoomcastTests.exe accounts --port P ...     register, wrong and right passwords
 //   mono RoomcastTests.exe unity   --port P ...      the Unity example, on UnityEngine stubs
 //
 // Each prints a line per check group and ends with "N passed, M failed"; the exit status is 0
@@ -112,7 +113,7 @@ namespace Roomcast.Tests
             Console.SetOut(new System.IO.StreamWriter(Console.OpenStandardOutput(), new System.Text.UTF8Encoding(false)) { AutoFlush = true });
             if (args.Length == 0)
             {
-                Console.Error.WriteLine("usage: RoomcastTests.exe unit | live|expired|unity --host H --port P [--direct-port D]");
+                Console.Error.WriteLine("usage: RoomcastTests.exe unit | live|expired|accounts|unity --host H --port P [--direct-port D]");
                 return 2;
             }
             var options = new Dictionary<string, string>();
@@ -132,6 +133,9 @@ namespace Roomcast.Tests
                     break;
                 case "expired":
                     LiveTests.Expired(runner, options);
+                    break;
+                case "accounts":
+                    LiveTests.Accounts(runner, options);
                     break;
                 case "unity":
                     UnityTests.Run(runner, options);

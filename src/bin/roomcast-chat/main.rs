@@ -1,11 +1,18 @@
 //! `roomcast-chat`: a small IRC-like terminal client for a roomcast server.
 //!
 //! ```text
-//! roomcast-chat --user alice [--pass P] [--host 127.0.0.1] [--port 42069] [--room lobby]
+//! roomcast-chat --user alice [--pass P] [--register]
+//!               [--host 127.0.0.1] [--port 42069] [--room lobby]
 //! ```
 //!
 //! Plain lines are chat messages to the current room; `/help` lists the commands, including
-//! `/game ...` to play the server's tic-tac-toe by hand.
+//! `/game ...` to play the server's tic-tac-toe by hand and `/password OLD NEW`.
+//!
+//! # Accounts
+//! A registered name needs its password (`--pass`); `--register` makes the name an account
+//! first (a name registered already just logs in). When a lost connection finds its session
+//! expired, the client logs in again with the same password, or with the new one once
+//! `/password` has been answered 200.
 //!
 //! # Threads
 //! - The **reader** owns the [`Client`] after login and prints everything the server sends.
@@ -16,14 +23,15 @@
 //!   same channel, so nothing blocks the main thread but that channel.
 //!
 //! # Exit status
-//! 0 after `/quit`, end of input or Ctrl-C; 1 when connecting or logging in fails, or when the
-//! server closes the connection (the reason is printed first).
+//! 0 after `/quit`, end of input or Ctrl-C; 1 when connecting, registering or logging in fails
+//! (the server's answer is printed, e.g. `login refused: 403 Access denied.`), or when the
+//! connection ends otherwise (the reason is printed first).
 
 mod reader;
 mod render;
 mod session;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::{self, BufRead};
 use std::process::ExitCode;
 use std::sync::mpsc::{self, Sender};
@@ -35,7 +43,7 @@ use clap::Parser;
 use roomcast::client::{Client, ClientError};
 
 use reader::Reader;
-use render::say;
+use render::{clean, say};
 use session::{RoomState, Session, Shared};
 
 /// How long login may take before we give up.
@@ -50,6 +58,7 @@ commands:
   /who              who is in the current room
   /rooms            every room and its member count
   /ping             ask the server for a pong
+  /password OLD NEW change your account's password (a registered user's)
   /game start [tictactoe]   start a game in the current room (you take the first seat)
   /game join        take the free seat
   /game move N      play cell N: 0 1 2 / 3 4 5 / 6 7 8
@@ -69,9 +78,13 @@ struct Args {
     /// User name: 1 to 32 of A-Z a-z 0-9 _ - .
     #[arg(long)]
     user: String,
-    /// Password (any password is accepted today).
+    /// Password: needed for a registered name (see --register); a guest's is ignored.
     #[arg(long, default_value = "")]
     pass: String,
+    /// Register --user with --pass (8 characters or more) before logging in; a name that is
+    /// registered already just logs in.
+    #[arg(long)]
+    register: bool,
     /// Server host name or address.
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
@@ -114,20 +127,20 @@ fn run(args: &Args) -> Result<ExitCode, String> {
     client
         .set_read_timeout(Some(LOGIN_TIMEOUT))
         .map_err(|err| format!("cannot set up the socket: {err}"))?;
+    if args.register {
+        match client.register(&args.user, &args.pass) {
+            Ok(_) => say(&format!("* registered {}", clean(&args.user))),
+            // Registered already (perhaps by an earlier run): the login checks the password.
+            Err(ClientError::Refused { code: 409, .. }) => say(&format!(
+                "* {} is registered already; logging in",
+                clean(&args.user)
+            )),
+            Err(err) => return Err(failure("register", err, &target)),
+        }
+    }
     let reply = client
         .login(&args.user, &args.pass)
-        .map_err(|err| match err {
-            ClientError::Refused { code, msg, .. } => format!("login refused: {code} {msg}"),
-            ClientError::Io(err)
-                if matches!(
-                    err.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                format!("login failed: no answer from {target} within {LOGIN_TIMEOUT:?}")
-            }
-            other => format!("login failed: {other}"),
-        })?;
+        .map_err(|err| failure("login", err, &target))?;
     client
         .set_read_timeout(None)
         .map_err(|err| format!("cannot set up the socket: {err}"))?;
@@ -157,6 +170,7 @@ fn run(args: &Args) -> Result<ExitCode, String> {
             current: "lobby".to_owned(),
             joined: BTreeSet::new(),
         }),
+        passwords: Mutex::new(VecDeque::new()),
     });
     spawn_reader(client, Arc::clone(&shared), tx.clone())?;
     spawn_stdin(tx)?;
@@ -170,6 +184,23 @@ fn run(args: &Args) -> Result<ExitCode, String> {
         session.join(&args.room);
     }
     Ok(session.run(&rx))
+}
+
+/// What the user is told when `step` (register or login) failed: the server's own words for a
+/// refusal.
+fn failure(step: &str, err: ClientError, target: &str) -> String {
+    match err {
+        ClientError::Refused { code, msg, .. } => format!("{step} refused: {code} {}", clean(&msg)),
+        ClientError::Io(err)
+            if matches!(
+                err.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            format!("{step} failed: no answer from {target} within {LOGIN_TIMEOUT:?}")
+        }
+        other => format!("{step} failed: {other}"),
+    }
 }
 
 fn spawn_stdin(tx: Sender<Input>) -> Result<(), String> {

@@ -34,9 +34,16 @@ impl Reader {
             let message = client.recv();
             if let Some(reconnected) = client.take_reconnected() {
                 say(&reconnected_line(&reconnected));
+                self.password_answer_lost();
             }
             match message {
-                Ok(ServerMessage::Reply(reply)) => self.reply(&reply),
+                Ok(ServerMessage::Reply(reply)) => {
+                    if let Some(new) = self.password_answered(&reply) {
+                        // What a fresh login sends from now on, should the session expire.
+                        client.set_password(&new);
+                    }
+                    self.reply(&reply);
+                }
                 Ok(ServerMessage::Events(batch)) => self.batch(&batch),
                 // An unknown message shape: skip it (the frame itself was consumed).
                 Err(ClientError::Json(err)) => say(&format!("! ignored a message: {err}")),
@@ -46,8 +53,44 @@ impl Reader {
                         None => "the server closed the connection".to_owned(),
                     }
                 }
+                // Only a reconnect turns a refusal into an error: the fresh login after an
+                // expired session (403 when the password was changed elsewhere), or a resume.
+                Err(ClientError::Refused { code, msg, .. }) => {
+                    return format!("coming back was refused: {code} {}", clean(&msg))
+                }
                 Err(err) => return err.to_string(),
             }
+        }
+    }
+
+    /// If `reply` answers the oldest `/password` still waiting, takes it off the queue;
+    /// returns the new password when the change was made. A password change's answers carry
+    /// neither a room nor a user: 200 "Password changed.", or 401, 403 (a wrong old password,
+    /// or a guest), 422 (the new one too short), 429 (dropped by the rate limit) or 503
+    /// "Busy, try again.".
+    pub fn password_answered(&mut self, reply: &Reply) -> Option<String> {
+        let about = reply.detail.get("room").is_some() || reply.detail.get("user").is_some();
+        let changed = reply.code == 200 && reply.msg == "Password changed.";
+        let refused = matches!(reply.code, 401 | 403 | 422 | 429)
+            || (reply.code == 503 && reply.msg == "Busy, try again.");
+        if about || !(changed || (reply.is_error() && refused)) {
+            return None;
+        }
+        let new = self.shared.passwords().pop_front();
+        new.filter(|_| changed)
+    }
+
+    /// The connection was replaced: answers to `/password` requests sent on the old one are
+    /// lost, and whether they were made is unknown.
+    pub fn password_answer_lost(&mut self) {
+        let lost = {
+            let mut waiting = self.shared.passwords();
+            let lost = waiting.len();
+            waiting.clear();
+            lost
+        };
+        if lost > 0 {
+            say("! /password got no answer before the connection was lost; it may or may not have been changed");
         }
     }
 

@@ -1,6 +1,6 @@
 //! The main thread's side: typed lines become requests, written to the socket.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::net::Shutdown;
 use std::process::ExitCode;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -21,6 +21,10 @@ pub struct Shared {
     /// Our user name as the server spelled it.
     pub me: String,
     pub rooms: Mutex<RoomState>,
+    /// The new passwords of `/password` requests not answered yet, oldest first: the server
+    /// answers a connection's requests in order, and the reader hands the one a 200
+    /// "Password changed." answers to the client, for a fresh login after an expiry.
+    pub passwords: Mutex<VecDeque<String>>,
 }
 
 pub struct RoomState {
@@ -34,6 +38,13 @@ impl Shared {
     pub fn rooms(&self) -> MutexGuard<'_, RoomState> {
         // A thread that panicked while holding the lock left plain data behind; keep using it.
         self.rooms
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn passwords(&self) -> MutexGuard<'_, VecDeque<String>> {
+        // As for `rooms`: plain data, still usable after a panic elsewhere.
+        self.passwords
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -145,8 +156,14 @@ impl Session {
                 let room = self.shared.current();
                 self.send(&json!({"room": room, "type": "list"}));
             }
-            ("/rooms", _) => self.send(&json!({"system": "rooms"})),
-            ("/ping", _) => self.send(&json!({"system": "ping"})),
+            ("/rooms", _) => {
+                self.send(&json!({"system": "rooms"}));
+            }
+            ("/ping", _) => {
+                self.send(&json!({"system": "ping"}));
+            }
+            ("/password", [old, new]) => self.change_password(old, new),
+            ("/password", _) => say("! usage: /password OLD NEW (passwords without spaces)"),
             ("/game", args) => self.game(args),
             _ => say(&format!(
                 "! unknown command {}; /help lists them",
@@ -154,6 +171,16 @@ impl Session {
             )),
         }
         Flow::Continue
+    }
+
+    /// Asks the server to change the password. Noted before it goes out, so that the reader
+    /// knows which password a 200 "Password changed." makes the one to log in with.
+    pub fn change_password(&mut self, old: &str, new: &str) {
+        self.shared.passwords().push_back(new.to_owned());
+        let request = json!({"system": "password", "options": {"old": old, "new": new}});
+        if !self.send(&request) {
+            self.shared.passwords().pop_back();
+        }
     }
 
     pub fn join(&mut self, room: &str) {
@@ -188,9 +215,9 @@ impl Session {
         self.send(&json!({"room": room, "type": "game", "data": command}));
     }
 
-    /// Writes one request; a failed write means the connection is going away, which the
-    /// reader reports.
-    pub fn send(&mut self, request: &Value) {
+    /// Writes one request; false when it was not sent. A failed write means the connection
+    /// is going away, which the reader reports.
+    pub fn send(&mut self, request: &Value) -> bool {
         let body = request.to_string().into_bytes();
         if body.len() > self.max_body {
             say(&format!(
@@ -198,11 +225,13 @@ impl Session {
                 body.len(),
                 self.max_body
             ));
-            return;
+            return false;
         }
         if let Err(err) = self.writer.send_body(&body) {
             say(&format!("! could not send: {err}"));
+            return false;
         }
+        true
     }
 }
 
