@@ -171,7 +171,7 @@ impl Reader {
                 say(&format!("{prefix} * in {room}: {names}"));
             }
             "transform" => self.pose(raw_room, room, &event.user),
-            "game" => say(&render_game(&prefix, &user, &event.data, &self.shared)),
+            "game" => say(&render_game(&prefix, &user, &event.data, &self.shared.me)),
             other => say(&format!(
                 "{prefix} * {user} {}: {}",
                 clean(other),

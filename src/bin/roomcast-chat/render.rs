@@ -5,10 +5,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-use crate::session::Shared;
-
-/// A game event: a header, the board as a 3x3 grid and a status line.
-pub fn render_game(prefix: &str, user: &str, state: &Value, shared: &Shared) -> String {
+/// A game event: a header, the board as a 3x3 grid and a status line (with a prompt when
+/// the turn is `me`'s: names compare ignoring ASCII case, as the server's do).
+pub fn render_game(prefix: &str, user: &str, state: &Value, me: &str) -> String {
     let game = state["game"].as_str().unwrap_or("?");
     let board = state["board"].as_array().filter(|cells| cells.len() == 9);
     let (Some(board), "tictactoe") = (board, game) else {
@@ -55,7 +54,7 @@ pub fn render_game(prefix: &str, user: &str, state: &Value, shared: &Shared) -> 
         "waiting" => "   waiting for a second player: /game join".to_owned(),
         "playing" => {
             let turn = name("turn");
-            let you = if shared.is_me(turn) {
+            let you = if turn.eq_ignore_ascii_case(me) {
                 " - your move: /game move N"
             } else {
                 ""
