@@ -1126,7 +1126,11 @@ fn after_a_quiet_spell_one_tick_catches_up_then_the_grid_resumes() {
     h.send(a, transform("lobby", 3.0));
     h.hub.handle_timeout(h.now);
     h.pump();
-    assert_eq!(flatten(&h.take(a))[0]["data"]["pos"]["x"], json!(3.0), "at once");
+    assert_eq!(
+        flatten(&h.take(a))[0]["data"]["pos"]["x"],
+        json!(3.0),
+        "at once"
+    );
     h.now += 3 * MS;
     h.send(a, transform("lobby", 4.0));
     h.send(a, transform("lobby", 5.0));
