@@ -16,6 +16,7 @@
 //! | [`line`] | one JSON object per `\n`-terminated line |
 
 pub mod framed;
+pub mod http;
 pub mod line;
 
 use bytes::{Bytes, BytesMut};
