@@ -144,8 +144,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(HttpRequest, usize)>, HttpError>
         Err(err) => return Err(HttpError::Malformed(err.to_string())),
     };
     // httparse fills these three on `Complete`; absent would be a broken parser, not input.
-    let (Some(method), Some(target), Some(version)) =
-        (parsed.method, parsed.path, parsed.version)
+    let (Some(method), Some(target), Some(version)) = (parsed.method, parsed.path, parsed.version)
     else {
         return Err(HttpError::Malformed("incomplete request line".to_owned()));
     };
@@ -157,11 +156,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(HttpRequest, usize)>, HttpError>
             "the request target must be a path starting with /".to_owned(),
         ));
     }
-    let path = target
-        .split(['?', '#'])
-        .next()
-        .unwrap_or(target)
-        .to_owned();
+    let path = target.split(['?', '#']).next().unwrap_or(target).to_owned();
 
     let mut request = HttpRequest {
         method: method.to_owned(),
@@ -383,7 +378,11 @@ mod tests {
             assert_eq!(parse_head(&wire[..cut]), Ok(None), "cut at {cut}");
         }
         let (request, consumed) = parse_head(&wire).unwrap().unwrap();
-        assert_eq!(consumed, UPGRADE.len(), "the frame bytes after it are not taken");
+        assert_eq!(
+            consumed,
+            UPGRADE.len(),
+            "the frame bytes after it are not taken"
+        );
         assert_eq!(request.method, "GET");
         assert_eq!(request.path, "/ws", "query removed");
         assert_eq!(request.version, 1);
@@ -424,8 +423,16 @@ mod tests {
     fn bad_upgrades_are_refused_with_their_status() {
         let cases = [
             ("Upgrade: websocket\r\n", "Upgrade: h2c\r\n", 400),
-            ("Connection: keep-alive, Upgrade\r\n", "Connection: close\r\n", 400),
-            ("Sec-WebSocket-Version: 13\r\n", "Sec-WebSocket-Version: 8\r\n", 426),
+            (
+                "Connection: keep-alive, Upgrade\r\n",
+                "Connection: close\r\n",
+                400,
+            ),
+            (
+                "Sec-WebSocket-Version: 13\r\n",
+                "Sec-WebSocket-Version: 8\r\n",
+                426,
+            ),
             ("Sec-WebSocket-Version: 13\r\n", "", 426),
             (
                 "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
@@ -492,7 +499,11 @@ mod tests {
         let mut complete = String::from("GET / HTTP/1.1\r\nX-Pad: ");
         complete.push_str(&"a".repeat(MAX_HEAD));
         complete.push_str("\r\n\r\n");
-        assert_eq!(parse(&complete), Err(HttpError::HeadTooLarge), "complete but over");
+        assert_eq!(
+            parse(&complete),
+            Err(HttpError::HeadTooLarge),
+            "complete but over"
+        );
     }
 
     #[test]

@@ -18,6 +18,7 @@
 pub mod framed;
 pub mod http;
 pub mod line;
+pub mod ws;
 
 use bytes::{Bytes, BytesMut};
 use serde_json::{json, Map};
