@@ -18,6 +18,7 @@
 pub mod framed;
 pub mod http;
 pub mod line;
+pub mod tls;
 pub mod ws;
 
 use bytes::{Bytes, BytesMut};
