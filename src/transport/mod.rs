@@ -19,6 +19,7 @@ pub mod framed;
 pub mod http;
 pub mod line;
 pub mod tls;
+pub mod viewer;
 pub mod ws;
 
 use bytes::{Bytes, BytesMut};
