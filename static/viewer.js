@@ -146,6 +146,9 @@ function onEvent({ room: name, event }) {
     default:
       return; // game states and future types are not shown
   }
+  if ((event.type === "join" || event.type === "leave") && event.user === state.me) {
+    refreshRooms().catch(() => {}); // our own move changed the counts
+  }
   if (name !== state.room) return;
   publish();
   if (event.type === "transform") {
@@ -225,7 +228,7 @@ function renderChat() {
       if (line.type === "msg") {
         text.textContent = typeof line.data === "string" ? line.data : JSON.stringify(line.data);
       } else {
-        item.className = "notice";
+        item.className = "presence";
         text.textContent = line.type === "join" ? "joined" : "left";
       }
       item.append(time, who, text);
@@ -250,7 +253,7 @@ function renderMembers() {
       const where = document.createElement("span");
       where.className = "where";
       const p = state.poses[user];
-      where.textContent = p ? `x ${p.x.toFixed(2)}  z ${p.z.toFixed(2)}` : "no pose";
+      where.textContent = p ? `x ${metres(p.x)}  z ${metres(p.z)}` : "no pose";
       if (p) {
         item.dataset.x = p.x;
         item.dataset.z = p.z;
@@ -261,11 +264,18 @@ function renderMembers() {
   );
 }
 
-// A stable colour per user name.
+// A stable colour per user name (FNV-1a, so "headset1" and "headset2" differ).
 function colour(name) {
-  let hash = 0;
-  for (const ch of name) hash = (hash * 31 + ch.codePointAt(0)) >>> 0;
-  return `hsl(${hash % 360} 65% 55%)`;
+  let hash = 0x811c9dc5;
+  for (const ch of name) hash = Math.imul(hash ^ ch.codePointAt(0), 0x01000193);
+  hash = Math.imul(hash ^ (hash >>> 16), 0x45d9f3b); // spread the low bits
+  hash = (hash ^ (hash >>> 16)) >>> 0;
+  return `hsl(${hash % 360} 62% 50%)`;
+}
+
+// Metres with two decimals, without "-0.00".
+function metres(value) {
+  return (Math.abs(value) < 0.005 ? 0 : value).toFixed(2);
 }
 
 let drawQueued = false;
