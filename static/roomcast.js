@@ -71,9 +71,19 @@ export class RoomcastClient extends EventTarget {
     return this.user;
   }
 
-  async rooms() {
-    const response = await this.request({ system: "rooms" });
-    return response.detail.rooms;
+  // Every room with its member count, following the server's pages ("next") up to
+  // maxPages of them.
+  async rooms(maxPages = 20) {
+    const rooms = [];
+    let after;
+    for (let page = 0; page < maxPages; page++) {
+      const message = after === undefined ? { system: "rooms" } : { system: "rooms", options: { after } };
+      const response = await this.request(message);
+      rooms.push(...response.detail.rooms);
+      after = response.detail.next;
+      if (typeof after !== "string") break;
+    }
+    return rooms;
   }
 
   ping() {
