@@ -59,6 +59,7 @@ pub mod hub;
 pub mod net;
 pub mod protocol;
 pub mod quiet;
+pub mod stats;
 pub mod transport;
 
 pub use config::Config;

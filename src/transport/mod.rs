@@ -16,7 +16,11 @@
 //! | [`line`] | one JSON object per `\n`-terminated line |
 
 pub mod framed;
+pub mod http;
 pub mod line;
+pub mod tls;
+pub mod viewer;
+pub mod ws;
 
 use bytes::{Bytes, BytesMut};
 use serde_json::{json, Map};
