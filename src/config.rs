@@ -2,7 +2,10 @@
 //! error instead of a surprise at run time.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
+
+use ipnet::IpNet;
 
 /// What clients are told to accept from the server: no server frame is larger.
 pub const CLIENT_FRAME_LIMIT: usize = 16 * 1024 * 1024;
@@ -67,6 +70,20 @@ pub struct Config {
     pub resume_grace: Duration,
     /// Sessions kept detached at once; past it, the one detached longest ends first.
     pub max_detached: usize,
+    /// Certificate chain and key (PEM files) for TLS on the same port; `None` leaves TLS off
+    /// (a ClientHello then gets a TLS alert).
+    pub tls: Option<TlsFiles>,
+    /// Networks besides loopback whose clients may read `GET /metrics`.
+    pub metrics_allow: Vec<IpNet>,
+}
+
+/// Where TLS's certificate chain and private key are (`--tls-cert`, `--tls-key`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 impl Default for Config {
@@ -95,6 +112,8 @@ impl Default for Config {
             turn_timeout: Duration::from_secs(60),
             resume_grace: Duration::from_secs(30),
             max_detached: 10_000,
+            tls: None,
+            metrics_allow: Vec::new(),
         }
     }
 }

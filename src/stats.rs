@@ -64,6 +64,10 @@ impl ConnKind {
 pub enum MessageType {
     /// `{"system":"login"}`
     Login,
+    /// `{"system":"resume"}`
+    Resume,
+    /// `{"system":"logout"}`
+    Logout,
     /// `{"system":"ping"}`
     Ping,
     /// `{"system":"rooms"}`
@@ -80,14 +84,18 @@ pub enum MessageType {
     Transform,
     /// Room `game`.
     Game,
+    /// Room `history`.
+    History,
     /// A frame that did not parse as any of the above (answered 400).
     Malformed,
 }
 
 impl MessageType {
     /// Every type, in label order.
-    pub const ALL: [MessageType; 10] = [
+    pub const ALL: [MessageType; 13] = [
         MessageType::Login,
+        MessageType::Resume,
+        MessageType::Logout,
         MessageType::Ping,
         MessageType::Rooms,
         MessageType::Join,
@@ -96,6 +104,7 @@ impl MessageType {
         MessageType::Msg,
         MessageType::Transform,
         MessageType::Game,
+        MessageType::History,
         MessageType::Malformed,
     ];
 
@@ -103,6 +112,8 @@ impl MessageType {
     pub fn as_str(self) -> &'static str {
         match self {
             MessageType::Login => "login",
+            MessageType::Resume => "resume",
+            MessageType::Logout => "logout",
             MessageType::Ping => "ping",
             MessageType::Rooms => "rooms",
             MessageType::Join => "join",
@@ -111,6 +122,7 @@ impl MessageType {
             MessageType::Msg => "msg",
             MessageType::Transform => "transform",
             MessageType::Game => "game",
+            MessageType::History => "history",
             MessageType::Malformed => "malformed",
         }
     }
@@ -174,6 +186,8 @@ pub struct Stats {
     slow_consumer_disconnects: u64,
     tick_duration: Histogram,
     loop_pass_duration: Histogram,
+    /// Pose ticks run (all rooms at once), so the loop can tell a tick from housekeeping.
+    ticks_run: u64,
 }
 
 impl Default for Stats {
@@ -199,6 +213,7 @@ impl Stats {
             slow_consumer_disconnects: 0,
             tick_duration: Histogram::default(),
             loop_pass_duration: Histogram::default(),
+            ticks_run: 0,
         }
     }
 
@@ -276,6 +291,41 @@ impl Stats {
     /// A client was cut off over `--max-outbuf`.
     pub fn slow_consumer_disconnect(&mut self) {
         self.slow_consumer_disconnects += 1;
+    }
+
+    /// The hub ran a pose tick (over all rooms that needed one).
+    pub fn tick_ran(&mut self) {
+        self.ticks_run += 1;
+    }
+
+    /// Pose ticks run so far.
+    pub fn ticks_run(&self) -> u64 {
+        self.ticks_run
+    }
+
+    /// Open connections of every kind.
+    pub fn connections(&self) -> u64 {
+        self.connections.iter().flatten().sum()
+    }
+
+    /// Client messages received so far, every type.
+    pub fn messages_received(&self) -> u64 {
+        self.messages_received.iter().sum()
+    }
+
+    /// Bytes written to sockets so far.
+    pub fn bytes_sent(&self) -> u64 {
+        self.bytes_sent
+    }
+
+    /// Logged-in sessions, as last set.
+    pub fn sessions(&self) -> u64 {
+        self.sessions
+    }
+
+    /// Rooms, as last set.
+    pub fn rooms(&self) -> u64 {
+        self.rooms
     }
 
     /// How long one pose tick (all rooms) took.

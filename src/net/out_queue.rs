@@ -18,6 +18,9 @@ pub enum Flushed {
     Blocked,
     /// The per-pass budget ran out with bytes left; come back next pass.
     Budget,
+    /// Nothing can move until the peer speaks (a TLS handshake holds the plaintext back);
+    /// the read that moves it queues the write again.
+    Stalled,
 }
 
 /// Queued chunks and their total size.

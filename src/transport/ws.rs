@@ -308,10 +308,10 @@ pub fn text_header(body_len: usize) -> Bytes {
     header.freeze()
 }
 
-/// The chunks queued for a WebSocket peer: a small header and the frame's shared body.
+/// The chunks queued for a WebSocket peer: the header written once when the frame was
+/// finished, and the shared body; both slices of the frame's one buffer.
 pub fn chunks(frame: &Frame) -> [Bytes; 2] {
-    let body = frame.body();
-    [text_header(body.len()), body]
+    [frame.websocket_header(), frame.body()]
 }
 
 /// A close frame with `code` and `reason`; the reason is cut at a character boundary to fit
@@ -601,6 +601,10 @@ mod tests {
             };
             header.format(len as u64, &mut want).unwrap();
             assert_eq!(&text_header(len)[..], &want[..], "{len}");
+            if len <= 65536 {
+                let frame = Frame::from_body(&vec![b'x'; len]);
+                assert_eq!(&frame.websocket_header()[..], &want[..], "{len}");
+            }
         }
     }
 
