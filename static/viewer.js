@@ -72,6 +72,10 @@ async function start() {
     setStatus("ready", "Live");
     const wanted = decodeURIComponent(location.hash.slice(1)) || LOBBY;
     show(wanted);
+    // ?say=TEXT sends one message to the shown room once live: for demos, and for the
+    // browser test, which drives a headless Chromium that cannot type.
+    const say = new URLSearchParams(location.search).get("say");
+    if (say) client.msg(wanted, say.slice(0, 2000));
     timers = [
       setInterval(() => client.ping().catch(() => {}), PING_EVERY_MS),
       setInterval(() => refreshRooms().catch(() => {}), ROOMS_EVERY_MS),
