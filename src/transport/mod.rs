@@ -451,6 +451,77 @@ mod tests {
     }
 
     #[test]
+    fn the_first_byte_picks_the_transport() {
+        assert_eq!(sniff(b"\0\0\0\x02{}"), Sniffed::Kind(TransportKind::Framed));
+        assert_eq!(sniff(b"{}"), Sniffed::Kind(TransportKind::Line));
+        assert_eq!(sniff(b"GET / HTTP/1.1"), Sniffed::Kind(TransportKind::Http));
+        assert_eq!(sniff(b"\x16\x03\x01"), Sniffed::Tls);
+        assert_eq!(sniff(b"\x80"), Sniffed::Unknown(None));
+    }
+
+    #[test]
+    fn unknown_first_bytes_name_the_likely_mistake() {
+        let cases: [(&[u8], &str); 5] = [
+            (b"\xef\xbb\xbf{}", "byte-order mark"),
+            (b"  {}", "leading whitespace"),
+            (b"\r\n{}", "leading whitespace"),
+            (b"[{}]", "JSON array"),
+            (b"\x02\x00\x00\x00{}", "little-endian"),
+        ];
+        for (wire, cause) in cases {
+            let mut transport = Transport::sniffing(100);
+            let mut buf = BytesMut::from(wire);
+            let err = transport.next_event(&mut buf).unwrap_err();
+            let answer = err.answer().expect("a plain answer");
+            let text = std::str::from_utf8(&answer).unwrap();
+            assert!(text.contains(cause), "{cause}: {text}");
+            assert!(text.ends_with(".\n") && !text[..text.len() - 1].contains('\n'));
+            assert!(buf.is_empty());
+            assert_eq!(
+                transport.next_event(&mut BytesMut::from(&b"{}"[..])),
+                Ok(None)
+            );
+            assert_eq!(err.problem().code, Code::BadRequest);
+        }
+    }
+
+    #[test]
+    fn an_upgrade_of_ws_becomes_a_websocket_and_other_paths_are_requests() {
+        let head = "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                    Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+        let mut transport = Transport::sniffing(100);
+        // The head and a first masked frame (a ping with no payload) in one read.
+        let mut buf = BytesMut::from(
+            [head.as_bytes(), &[0x89, 0x80, 1, 2, 3, 4]]
+                .concat()
+                .as_slice(),
+        );
+        assert!(matches!(
+            transport.next_event(&mut buf),
+            Ok(Some(Event::Upgraded(_)))
+        ));
+        assert!(transport.speaks_protocol());
+        assert_eq!(
+            transport.next_event(&mut buf),
+            Ok(Some(Event::Reply(Bytes::from_static(&[0x8a, 0]))))
+        );
+        let frame = Frame::from_body(b"{}");
+        let [header, body] = transport.chunks(&frame);
+        assert_eq!((&header[..], &body[..]), (&[0x81, 2][..], &b"{}"[..]));
+        assert_eq!(transport.goodbye(None), Some(ws::close_frame(1000, "")));
+        assert_eq!(transport.goodbye(None), None, "once");
+
+        let mut transport = Transport::sniffing(100);
+        let mut buf = BytesMut::from("GET /metrics HTTP/1.1\r\n\r\n");
+        let Ok(Some(Event::Request(request))) = transport.next_event(&mut buf) else {
+            panic!("a request");
+        };
+        assert_eq!(request.path, "/metrics");
+        assert!(!transport.speaks_protocol());
+        assert_eq!(transport.goodbye(None), None);
+    }
+
+    #[test]
     fn a_silent_peer_is_answered_in_the_assumed_framing_until_it_speaks() {
         let mut transport = Transport::sniffing(100);
         let frame = Frame::from_body(b"{}");
