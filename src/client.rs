@@ -281,6 +281,26 @@ impl Client {
         Ok(reply)
     }
 
+    /// Registers an account (the server answers 201; it does not log in).
+    pub fn register(&mut self, user: &str, pass: &str) -> Result<Reply, ClientError> {
+        self.request(&Request::Register {
+            user: user.to_owned(),
+            pass: pass.to_owned(),
+        })?;
+        self.recv_reply()
+    }
+
+    /// Changes the logged-in account's password.
+    pub fn change_password(&mut self, old: &str, new: &str) -> Result<Reply, ClientError> {
+        self.request(&Request::Password {
+            old: old.to_owned(),
+            new: new.to_owned(),
+        })?;
+        let reply = self.recv_reply()?;
+        self.session.pass = Some(new.to_owned());
+        Ok(reply)
+    }
+
     /// Resumes a session with its token, continuing each room after the seqs given (the
     /// ones this client received, by default). The missed events follow through
     /// [`Client::recv`].

@@ -75,6 +75,22 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     /// Networks besides loopback whose clients may read `GET /metrics`.
     pub metrics_allow: Vec<IpNet>,
+    /// Where accounts and room histories are kept (SQLite); `None` keeps nothing across a
+    /// restart. The library's default is `None`; the `roomcast` binary's is a per-user data
+    /// directory.
+    pub data_dir: Option<PathBuf>,
+    /// Stored events older than this are deleted (`--history-days`); `None` keeps them.
+    pub history_max_age: Option<Duration>,
+    /// Rooms whose history is kept while they have no members (and in the store); past it,
+    /// the least recently active go first.
+    pub max_stored_rooms: usize,
+    /// Only registered users may log in: unregistered names get 403 like a wrong password.
+    pub accounts_only: bool,
+    /// Accounts the server may hold.
+    pub max_accounts: usize,
+    /// How costly password hashes are: the argon2 crate's recommended costs, or the cheapest
+    /// (tests only: such hashes protect nothing).
+    pub hash_cost: HashCost,
 }
 
 /// Where TLS's certificate chain and private key are (`--tls-cert`, `--tls-key`).
@@ -84,6 +100,16 @@ pub struct TlsFiles {
     pub cert: PathBuf,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1).
     pub key: PathBuf,
+}
+
+/// The cost of the argon2id password hashes a server makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HashCost {
+    /// argon2's recommended costs (19 MiB, 2 passes): ~20 ms per hash.
+    #[default]
+    Standard,
+    /// The cheapest costs argon2 allows: for tests, never for real passwords.
+    Cheap,
 }
 
 impl Default for Config {
@@ -114,6 +140,12 @@ impl Default for Config {
             max_detached: 10_000,
             tls: None,
             metrics_allow: Vec::new(),
+            data_dir: None,
+            history_max_age: None,
+            max_stored_rooms: 10_000,
+            accounts_only: false,
+            max_accounts: 100_000,
+            hash_cost: HashCost::Standard,
         }
     }
 }
@@ -189,6 +221,7 @@ impl Config {
             ("max-held-rooms", self.max_held_rooms),
             ("max-held-rooms-per-ip", self.max_held_rooms_per_ip),
             ("max-detached", self.max_detached),
+            ("max-stored-rooms", self.max_stored_rooms),
         ];
         for (flag, value) in at_least_one {
             if value == 0 {

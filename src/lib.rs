@@ -15,6 +15,7 @@
 //! | [`transport`] | sniffing; framed and line decoding; transport errors mapped to codes | frame, protocol |
 //! | [`game`] | server-authoritative games (the `Game` trait and its registry) | serde_json |
 //! | [`hub`] | the sans-IO core: every protocol rule, driven by inputs with a `now` | the above but transport |
+//! | [`services`] | work off the loop on threads of its own: the SQLite store, the argon2id hashing pool | std threads, bytes, quiet, rusqlite, argon2 |
 //! | [`net`] | the mio event loop that drives the hub over sockets | mio, slab, transport, hub |
 //! | [`client`] | a blocking client for native programs, tests and the bench | std::net, protocol, transport |
 //! | [`quiet`] | repetitive log lines summarized under floods | log |
@@ -59,6 +60,7 @@ pub mod hub;
 pub mod net;
 pub mod protocol;
 pub mod quiet;
+pub mod services;
 pub mod stats;
 pub mod transport;
 

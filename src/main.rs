@@ -109,9 +109,42 @@ struct Args {
     /// repeat it for more.
     #[arg(long, value_name = "CIDR")]
     metrics_allow: Vec<IpNet>,
+    /// Where accounts and room histories are kept (created if missing). Default:
+    /// $XDG_DATA_HOME/roomcast, else ~/.local/share/roomcast, else ./roomcast-data.
+    /// An empty value keeps nothing, like --ephemeral.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Keep nothing on disk: accounts, histories and sequence numbers end with the process.
+    #[arg(long, conflicts_with = "data_dir")]
+    ephemeral: bool,
+    /// Stored events older than this many days are deleted (fractional allowed).
+    #[arg(long)]
+    history_days: Option<f64>,
+    /// Rooms whose history is kept while empty, and in the store; the least recently active
+    /// go first.
+    #[arg(long, default_value_t = 10_000)]
+    max_stored_rooms: usize,
+    /// Only registered users may log in (unregistered names get 403).
+    #[arg(long)]
+    accounts_only: bool,
+    /// Accounts the server may hold.
+    #[arg(long, default_value_t = 100_000)]
+    max_accounts: usize,
     /// Log level; RUST_LOG, when set, refines it (e.g. RUST_LOG=roomcast=debug).
     #[arg(long, default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"])]
     log_level: String,
+}
+
+/// $XDG_DATA_HOME/roomcast, else ~/.local/share/roomcast, else ./roomcast-data.
+fn default_data_dir() -> PathBuf {
+    let from_env = |name: &str| std::env::var_os(name).filter(|value| !value.is_empty());
+    if let Some(data) = from_env("XDG_DATA_HOME") {
+        return PathBuf::from(data).join("roomcast");
+    }
+    if let Some(home) = from_env("HOME") {
+        return PathBuf::from(home).join(".local/share/roomcast");
+    }
+    PathBuf::from("roomcast-data")
 }
 
 fn seconds(text: &str) -> Result<Duration, String> {
@@ -156,6 +189,27 @@ impl Args {
                 _ => None,
             },
             metrics_allow: self.metrics_allow.clone(),
+            data_dir: self.data_dir(),
+            history_max_age: self
+                .history_days
+                .and_then(|days| Duration::try_from_secs_f64(days * 86_400.0).ok()),
+            max_stored_rooms: self.max_stored_rooms,
+            accounts_only: self.accounts_only,
+            max_accounts: self.max_accounts,
+            hash_cost: roomcast::config::HashCost::Standard,
+        }
+    }
+
+    /// The data directory: the flag, or the per-user default; none with --ephemeral or an
+    /// empty --data-dir.
+    fn data_dir(&self) -> Option<PathBuf> {
+        if self.ephemeral {
+            return None;
+        }
+        match &self.data_dir {
+            Some(dir) if dir.as_os_str().is_empty() => None,
+            Some(dir) => Some(dir.clone()),
+            None => Some(default_data_dir()),
         }
     }
 }
@@ -177,17 +231,21 @@ fn main() -> ExitCode {
         Some(warning) => log::warn!("{warning}"),
         None => log::debug!("open-file limit {fd_limit}"),
     }
+    match &config.data_dir {
+        Some(dir) => eprintln!("roomcast: data in {}", dir.display()),
+        None => eprintln!("roomcast: --ephemeral: nothing is kept across a restart"),
+    }
     let server = match Server::bind(config) {
         Ok(server) => server,
-        Err(err) if err.kind() == std::io::ErrorKind::InvalidInput => {
-            eprintln!("roomcast: {err}");
-            return ExitCode::from(2);
-        }
-        Err(err) => {
+        Err(err @ roomcast::net::BindError::Io(_)) => {
             eprintln!(
                 "roomcast: cannot listen on {}:{}: {err}",
                 args.ip, args.port
             );
+            return ExitCode::FAILURE;
+        }
+        Err(err) => {
+            eprintln!("roomcast: {err}");
             return ExitCode::FAILURE;
         }
     };

@@ -68,6 +68,10 @@ pub enum MessageType {
     Resume,
     /// `{"system":"logout"}`
     Logout,
+    /// `{"system":"register"}`
+    Register,
+    /// `{"system":"password"}`
+    Password,
     /// `{"system":"ping"}`
     Ping,
     /// `{"system":"rooms"}`
@@ -92,10 +96,12 @@ pub enum MessageType {
 
 impl MessageType {
     /// Every type, in label order.
-    pub const ALL: [MessageType; 13] = [
+    pub const ALL: [MessageType; 15] = [
         MessageType::Login,
         MessageType::Resume,
         MessageType::Logout,
+        MessageType::Register,
+        MessageType::Password,
         MessageType::Ping,
         MessageType::Rooms,
         MessageType::Join,
@@ -114,6 +120,8 @@ impl MessageType {
             MessageType::Login => "login",
             MessageType::Resume => "resume",
             MessageType::Logout => "logout",
+            MessageType::Register => "register",
+            MessageType::Password => "password",
             MessageType::Ping => "ping",
             MessageType::Rooms => "rooms",
             MessageType::Join => "join",

@@ -14,39 +14,65 @@ use std::time::Instant;
 
 use serde_json::{json, Map, Value};
 
-use super::ids::{ConnId, SessionId};
-use super::outbox::Pending;
-use super::{context, Hub, Refusal};
-use crate::protocol::{echo, object, Code, RoomKind, RoomName, UserName, LOBBY};
+use super::ids::{ConnId, RoomId, SessionId};
+use super::outbox::{Pending, Record, Work};
+use super::{context, Done, Hub, Refusal};
+use crate::protocol::{
+    echo, encode_event, encode_user_frame, object, Code, RoomKind, RoomName, UserName, LOBBY,
+};
 
 const ACCESS_GRANTED: &str = "Access granted.";
+const ACCOUNT_CREATED: &str = "Account created.";
+const PASSWORD_CHANGED: &str = "Password changed.";
 const LOGGED_OUT: &str = "Logged out.";
 
+/// Shortest password, in characters.
+const MIN_PASSWORD_CHARS: usize = 8;
+/// Longest password, in bytes: argon2 takes more, but nobody types it.
+const MAX_PASSWORD_BYTES: usize = 1024;
+
+/// What an answer of the hashing service is for.
+#[derive(Debug)]
+pub(super) enum Job {
+    /// A login's password against the account (or the dummy).
+    Login { conn: ConnId, user: UserName },
+    /// A new account's password hash.
+    Register { conn: ConnId, user: UserName },
+    /// A password change's old password against the account.
+    CheckOldPassword {
+        conn: ConnId,
+        user: UserName,
+        new: String,
+    },
+    /// A password change's new hash.
+    SetPassword { conn: ConnId, user: UserName },
+}
+
+fn check_password(pass: &str) -> Result<(), Refusal> {
+    if pass.chars().count() < MIN_PASSWORD_CHARS || pass.len() > MAX_PASSWORD_BYTES {
+        return Err(Refusal::BadPassword);
+    }
+    Ok(())
+}
+
 impl Hub {
-    pub(super) fn login(&mut self, now: Instant, conn: ConnId, requested: &str) {
-        let session = match self.try_login(conn, requested) {
-            Ok(session) => session,
-            Err(refusal) => {
-                let detail = object(json!({ "user": echo(requested) }));
-                return self.refuse(now, conn, refusal, &detail);
-            }
-        };
-        let Some(session_ref) = self.sessions.get(session) else {
-            return;
-        };
-        let user = session_ref.user.clone();
-        if self.logins.note(now) {
-            log::info!("{} logged in from {}", user.as_str(), session_ref.ip);
-        }
-        let detail = self.session_detail(session, false);
-        self.reply(now, conn, Code::Accepted, ACCESS_GRANTED, &detail);
-        if let Err(refusal) = self.join(now, session, RoomName::lobby()) {
-            let detail = context(Some(LOBBY), Some(RoomKind::Join.as_str()));
+    /// `{"system":"login"}`. A registered name's password is checked by the hashing service
+    /// first (the answer comes back in [`Hub::work_done`]); an unregistered name logs in as a
+    /// guest at once, unless `--accounts-only`.
+    pub(super) fn login(&mut self, now: Instant, conn: ConnId, requested: &str, pass: String) {
+        if let Err(refusal) = self.check_login(now, conn, requested, pass) {
+            let detail = object(json!({ "user": echo(requested) }));
             self.refuse(now, conn, refusal, &detail);
         }
     }
 
-    fn try_login(&mut self, conn: ConnId, requested: &str) -> Result<SessionId, Refusal> {
+    fn check_login(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        requested: &str,
+        pass: String,
+    ) -> Result<(), Refusal> {
         let user = UserName::parse(requested)?;
         let state = self.conns.get(conn).ok_or(Refusal::Closing)?;
         if let Some(current) = state.session.and_then(|s| self.sessions.get(s)) {
@@ -57,13 +83,257 @@ impl Hub {
         if self.low_memory {
             return Err(Refusal::LowMemory);
         }
-        let ip = state.ip;
+        let folded = user.folded();
+        if self.accounts.throttled(now, &folded, state.ip) {
+            return Err(Refusal::LoginThrottled);
+        }
+        let phc = self.accounts.get(&folded).map(|a| a.phc.clone());
+        if phc.is_some() || self.config.accounts_only {
+            let work = Work::Verify {
+                password: pass,
+                phc,
+            };
+            self.start_work(work, Job::Login { conn, user });
+            return Ok(());
+        }
+        if self.accounts.is_taken(&folded) {
+            return Err(Refusal::NameTaken {
+                user: user.as_str().to_owned(),
+            });
+        }
+        self.log_in(now, conn, user)
+    }
+
+    /// Starts a session for `user` on `conn` (a guest, or an account whose password checked)
+    /// and joins the lobby; an account's own session, detached or still open elsewhere, is
+    /// taken over instead.
+    fn log_in(&mut self, now: Instant, conn: ConnId, user: UserName) -> Result<(), Refusal> {
+        let ip = self.conns.get(conn).ok_or(Refusal::Closing)?.ip;
+        if let Some(existing) = self.sessions.by_name(&user.folded()) {
+            if self.accounts.get(&user.folded()).is_some() {
+                return self.take_over(now, conn, existing);
+            }
+        }
         let token = self.new_token()?;
-        let session = self.sessions.login(user, conn, ip, token)?;
+        let session = self.sessions.login(user.clone(), conn, ip, token)?;
         if let Some(state) = self.conns.get_mut(conn) {
             state.session = Some(session);
         }
-        Ok(session)
+        if self.logins.note(now) {
+            log::info!("{} logged in from {ip}", user.as_str());
+        }
+        let detail = self.session_detail(session, false);
+        self.reply(now, conn, Code::Accepted, ACCESS_GRANTED, &detail);
+        if let Err(refusal) = self.join(now, session, RoomName::lobby()) {
+            let detail = context(Some(LOBBY), Some(RoomKind::Join.as_str()));
+            self.refuse(now, conn, refusal, &detail);
+        }
+        Ok(())
+    }
+
+    /// A registered user logged in while its session lives on (detached, or on another
+    /// connection): the session moves to this connection, as a resume without replay. The
+    /// client gets each room's member list and game, not its missed events.
+    fn take_over(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        session_id: SessionId,
+    ) -> Result<(), Refusal> {
+        let token = self.new_token()?;
+        let rooms = self.bind(now, conn, session_id, token);
+        let detail = self.session_detail(session_id, true);
+        self.reply(now, conn, Code::Accepted, ACCESS_GRANTED, &detail);
+        let time = self.time(now);
+        for (room_id, was_away) in rooms {
+            let Some(user) = self.sessions.get(session_id).map(|s| s.user.clone()) else {
+                break;
+            };
+            let room = &mut self.rooms[room_id];
+            let name = room.name().as_str().to_owned();
+            let list = encode_event(time, user.as_str(), "list", room.names());
+            let game = room
+                .game_state()
+                .map(|state| encode_event(time, user.as_str(), "game", state));
+            self.send_direct(conn, encode_user_frame(&name, false, [&list]));
+            if let Some(game) = game {
+                self.send_direct(conn, encode_user_frame(&name, false, [&game]));
+            }
+            self.finish_return(room_id, session_id, conn, time, &user, was_away);
+        }
+        Ok(())
+    }
+
+    /// `{"system":"register"}`: checks the name and password, then has the password hashed;
+    /// the account is made when the hash comes back.
+    pub(super) fn register(&mut self, now: Instant, conn: ConnId, requested: &str, pass: String) {
+        if let Err(refusal) = self.check_register(conn, requested, pass) {
+            let detail = object(json!({ "user": echo(requested) }));
+            self.refuse(now, conn, refusal, &detail);
+        }
+    }
+
+    fn check_register(
+        &mut self,
+        conn: ConnId,
+        requested: &str,
+        pass: String,
+    ) -> Result<(), Refusal> {
+        let user = UserName::parse(requested)?;
+        check_password(&pass)?;
+        let folded = user.folded();
+        if self.accounts.is_taken(&folded) || self.sessions.by_name(&folded).is_some() {
+            return Err(Refusal::NameRegistered {
+                user: user.as_str().to_owned(),
+            });
+        }
+        if self.accounts.len() >= self.config.max_accounts {
+            return Err(Refusal::AccountLimit {
+                max: self.config.max_accounts,
+            });
+        }
+        self.accounts.reserve(folded);
+        self.start_work(Work::Hash { password: pass }, Job::Register { conn, user });
+        Ok(())
+    }
+
+    /// `{"system":"password"}`: a registered user's old password is checked, then the new
+    /// one hashed and kept.
+    pub(super) fn change_password(&mut self, now: Instant, conn: ConnId, old: String, new: String) {
+        if let Err(refusal) = self.check_change(conn, old, new) {
+            self.refuse(now, conn, refusal, &Map::new());
+        }
+    }
+
+    fn check_change(&mut self, conn: ConnId, old: String, new: String) -> Result<(), Refusal> {
+        let state = self.conns.get(conn).ok_or(Refusal::Closing)?;
+        let session = state.session.ok_or(Refusal::NotLoggedIn)?;
+        let user = self
+            .sessions
+            .get(session)
+            .ok_or(Refusal::Closing)?
+            .user
+            .clone();
+        let phc = self
+            .accounts
+            .get(&user.folded())
+            .map(|a| a.phc.clone())
+            .ok_or(Refusal::NotRegistered)?;
+        check_password(&new)?;
+        let work = Work::Verify {
+            password: old,
+            phc: Some(phc),
+        };
+        self.start_work(work, Job::CheckOldPassword { conn, user, new });
+        Ok(())
+    }
+
+    /// Asks the hashing service for `work` and remembers what its answer is for.
+    fn start_work(&mut self, work: Work, job: Job) {
+        let id = self.next_job;
+        self.next_job += 1;
+        self.jobs.insert(id, job);
+        self.outbox.work(id, work);
+    }
+
+    /// The hashing service answered job `id`.
+    pub(super) fn work_done(&mut self, now: Instant, id: u64, done: Done) {
+        let Some(job) = self.jobs.remove(&id) else {
+            return;
+        };
+        match (job, done) {
+            (Job::Login { conn, user }, Done::Verified(ok)) => {
+                self.login_checked(now, conn, user, ok)
+            }
+            (Job::Register { conn, user }, Done::Hashed(Some(phc))) => {
+                self.accounts.insert(user.as_str().to_owned(), phc.clone());
+                if self.persist {
+                    self.outbox.persist(Record::Account {
+                        name: user.as_str().to_owned(),
+                        phc,
+                    });
+                }
+                if self.logins.note(now) {
+                    log::info!("{} registered", user.as_str());
+                }
+                if self.conns.get(conn).is_some() {
+                    let detail = object(json!({ "user": user.as_str() }));
+                    self.reply(now, conn, Code::Created, ACCOUNT_CREATED, &detail);
+                }
+            }
+            (Job::CheckOldPassword { conn, user, new }, Done::Verified(true)) => {
+                self.accounts.succeeded(&user.folded());
+                self.start_work(
+                    Work::Hash { password: new },
+                    Job::SetPassword { conn, user },
+                );
+            }
+            (Job::CheckOldPassword { conn, user, .. }, Done::Verified(false)) => {
+                if let Some(ip) = self.conns.get(conn).map(|c| c.ip) {
+                    self.accounts.failed(now, &user.folded(), ip);
+                }
+                self.refuse(now, conn, Refusal::AccessDenied, &Map::new());
+            }
+            (Job::SetPassword { conn, user }, Done::Hashed(Some(phc))) => {
+                self.accounts.insert(user.as_str().to_owned(), phc.clone());
+                if self.persist {
+                    self.outbox.persist(Record::Password {
+                        name: user.as_str().to_owned(),
+                        phc,
+                    });
+                }
+                self.reply(now, conn, Code::Ok, PASSWORD_CHANGED, &Map::new());
+            }
+            (job, _) => {
+                // Busy, a failed hash, or an answer of the wrong kind: nothing was changed.
+                let (conn, detail) = match &job {
+                    Job::Login { conn, user } | Job::Register { conn, user } => {
+                        (*conn, object(json!({ "user": user.as_str() })))
+                    }
+                    Job::CheckOldPassword { conn, .. } | Job::SetPassword { conn, .. } => {
+                        (*conn, Map::new())
+                    }
+                };
+                if let Job::Register { user, .. } = &job {
+                    self.accounts.release(&user.folded());
+                }
+                self.refuse(now, conn, Refusal::Busy, &detail);
+            }
+        }
+    }
+
+    fn login_checked(&mut self, now: Instant, conn: ConnId, user: UserName, ok: bool) {
+        let detail = object(json!({ "user": user.as_str() }));
+        let Some(ip) = self.conns.get(conn).map(|c| c.ip) else {
+            return; // gone meanwhile
+        };
+        let folded = user.folded();
+        if !ok || self.accounts.get(&folded).is_none() {
+            self.accounts.failed(now, &folded, ip);
+            if self.timeouts.note(now) {
+                log::info!(
+                    "login refused for {} from {ip}: wrong password",
+                    user.as_str()
+                );
+            }
+            return self.refuse(now, conn, Refusal::AccessDenied, &detail);
+        }
+        self.accounts.succeeded(&folded);
+        // The account's name as registered, whatever case this login typed.
+        let registered = self.accounts.get(&folded).map(|a| a.name.clone());
+        let user = registered
+            .and_then(|name| UserName::parse(&name).ok())
+            .unwrap_or(user);
+        let already = self.conns.get(conn).and_then(|c| c.session);
+        if let Some(current) = already.and_then(|s| self.sessions.get(s)) {
+            let refusal = Refusal::AlreadyLoggedIn {
+                user: current.user.as_str().to_owned(),
+            };
+            return self.refuse(now, conn, refusal, &detail);
+        }
+        if let Err(refusal) = self.log_in(now, conn, user) {
+            self.refuse(now, conn, refusal, &detail);
+        }
     }
 
     /// The 202's detail: who, the token for the next resume, the idle timeout clients must
@@ -114,15 +384,54 @@ impl Hub {
             Ok(token) => token,
             Err(refusal) => return self.refuse(now, conn, refusal, &Map::new()),
         };
-        let Some(session) = self.sessions.get(session_id) else {
+        let rooms = self.bind(now, conn, session_id, token);
+        let detail = self.session_detail(session_id, true);
+        self.reply(now, conn, Code::Accepted, ACCESS_GRANTED, &detail);
+        let time = self.time(now);
+        let user = self.sessions.get(session_id).map(|s| s.user.clone());
+        let Some(user) = user else {
             return;
+        };
+        for (room_id, was_away) in rooms {
+            let room = &mut self.rooms[room_id];
+            let name = room.name().as_str().to_owned();
+            let after = seen.iter().find(|(r, _)| *r == name).map(|&(_, seq)| seq);
+            let (gone, frames) = room.missed_since(after);
+            let game = room
+                .game_state()
+                .map(|state| encode_event(time, user.as_str(), "game", state));
+            if gone {
+                let detail = object(json!({ "room": name }));
+                self.refuse(now, conn, Refusal::MissedEventsGone, &detail);
+            }
+            for frame in frames {
+                self.send_direct(conn, frame);
+            }
+            if let Some(game) = game {
+                self.send_direct(conn, encode_user_frame(&name, false, [&game]));
+            }
+            self.finish_return(room_id, session_id, conn, time, &user, was_away);
+        }
+    }
+
+    /// Moves a session to `conn` with a new token: a still-open old connection is told and
+    /// closed (its closing must not detach the session again), the rooms' batched events go
+    /// out to the others first (the returning client gets them in its replay). Returns the
+    /// session's rooms, in join order, each with whether the session was away from it.
+    fn bind(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        session_id: SessionId,
+        token: String,
+    ) -> Vec<(RoomId, bool)> {
+        let Some(session) = self.sessions.get(session_id) else {
+            return Vec::new();
         };
         let rooms = session.rooms.clone();
         // Its rooms were told it went away only if it was detached; a takeover of a live
         // connection is not news to them.
         let was_away = session.conn.is_none();
-        // A takeover: the old connection (half-open, or the same user on another network) is
-        // told and closed; its closing must not detach the session again.
         if let Some(old) = session.conn.filter(|&old| old != conn) {
             if let Some(old_state) = self.conns.close(old) {
                 let frame = self.reply_frame(now, &Refusal::ResumedElsewhere, &Map::new());
@@ -132,7 +441,6 @@ impl Hub {
                 self.outbox.close(old);
             }
         }
-        // Events still batched go to the others; the resumer gets them in its replay.
         for &room_id in &rooms {
             self.rooms[room_id].flush(&mut self.outbox);
         }
@@ -143,44 +451,31 @@ impl Hub {
         }
         if self.logins.note(now) {
             if let Some(session) = self.sessions.get(session_id) {
-                log::info!("{} resumed from {}", session.user.as_str(), session.ip);
+                log::info!("{} is back from {}", session.user.as_str(), session.ip);
             }
         }
-        let detail = self.session_detail(session_id, true);
-        self.reply(now, conn, Code::Accepted, ACCESS_GRANTED, &detail);
-        let time = self.time(now);
-        let user = self.sessions.get(session_id).map(|s| s.user.clone());
-        let Some(user) = user else {
-            return;
-        };
-        for room_id in rooms {
-            let room = &mut self.rooms[room_id];
-            let name = room.name().as_str().to_owned();
-            let after = seen.iter().find(|(r, _)| *r == name).map(|&(_, seq)| seq);
-            let (gone, frames) = room.missed_since(after);
-            let game = room
-                .game_state()
-                .map(|state| crate::protocol::encode_event(time, user.as_str(), "game", state));
-            if gone {
-                let detail = object(json!({ "room": name }));
-                self.refuse(now, conn, Refusal::MissedEventsGone, &detail);
-            }
-            for frame in frames {
-                self.send_direct(conn, frame);
-            }
-            if let Some(game) = game {
-                let frame = crate::protocol::encode_user_frame(&name, false, [&game]);
-                self.send_direct(conn, frame);
-            }
-            let room = &mut self.rooms[room_id];
-            room.attach(session_id, conn);
-            let has_poses = room.has_poses();
-            if was_away {
-                self.publish(room_id, time, user.as_str(), "back", "");
-            }
-            if has_poses {
-                self.queue_tick(room_id);
-            }
+        rooms.into_iter().map(|room| (room, was_away)).collect()
+    }
+
+    /// The last step of a return to a room: the member speaks through `conn` again, gets the
+    /// poses at the next tick, and the room hears it is back if it was away.
+    fn finish_return(
+        &mut self,
+        room_id: RoomId,
+        session_id: SessionId,
+        conn: ConnId,
+        time: f64,
+        user: &UserName,
+        was_away: bool,
+    ) {
+        let room = &mut self.rooms[room_id];
+        room.attach(session_id, conn);
+        let has_poses = room.has_poses();
+        if was_away {
+            self.publish(room_id, time, user.as_str(), "back", "");
+        }
+        if has_poses {
+            self.queue_tick(room_id);
         }
     }
 

@@ -15,7 +15,8 @@
 //! | [`ids`] | [`ConnId`], [`SessionId`], [`RoomId`] and the tables they index |
 //! | `conns.rs` | per connection: its session, rate bucket, login and idle timeouts, backlog |
 //! | `session.rs` | logged-in users: names (unique ignoring ASCII case), rooms, connection, resume tokens, detached sessions |
-//! | `lifecycle.rs` | login, resume, logout, a lost connection (detach or end), grace expiry, timeouts, shutdown |
+//! | `lifecycle.rs` | login, register, password, resume, logout, a lost connection (detach or end), grace expiry, timeouts, shutdown |
+//! | `accounts.rs` | registered users, registrations in flight, the failed-login throttle |
 //! | `room.rs` | one room: members, batch and flush, history, poses and the tick, its game |
 //! | `history.rs` | a room's kept events and the frames a joiner gets, counted in a total |
 //! | `directory.rs` | the rooms list: name order, pages, the first page encoded once |
@@ -23,6 +24,7 @@
 //! | `refusal.rs` | every refusal: its code and text |
 //! | [`testing`] | the scripted-clients harness for unit tests, fuzzing and benches |
 
+mod accounts;
 mod conns;
 mod directory;
 mod history;
@@ -35,7 +37,7 @@ mod session;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -58,8 +60,8 @@ use directory::Directory;
 use history::{History, HistoryBytes};
 use ids::Table;
 pub use ids::{ConnId, RoomId, SessionId};
-pub use outbox::Output;
 use outbox::{Outbox, Pending};
+pub use outbox::{Output, Record, Work};
 pub use refusal::Refusal;
 use room::Room;
 use session::Sessions;
@@ -91,8 +93,26 @@ pub enum Input<'a> {
     /// The server's memory use crossed its high (true) or low (false) watermark: while high,
     /// new logins and joins are refused.
     MemoryPressure(bool),
+    /// The hashing service answered an `Output::Work`.
+    Done {
+        /// The id of the work.
+        id: u64,
+        /// What it came to.
+        done: Done,
+    },
     /// Tell everyone the server is going away and close every connection.
     Shutdown,
+}
+
+/// What password work came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Done {
+    /// The PHC string of a `Work::Hash`, or `None` if hashing failed.
+    Hashed(Option<String>),
+    /// Whether a `Work::Verify`'s password matched.
+    Verified(bool),
+    /// The service's queue was full: the work was not done.
+    Busy,
 }
 
 /// Largest frame taken for a transform before parsing: a head and a handful of parts fit
@@ -165,6 +185,15 @@ pub struct Hub {
     /// any name reached, so a resume can never mix up two lives of a room.
     seq_floor: u64,
     tokens: TokenSource,
+    accounts: accounts::Accounts,
+    /// Work handed to the hashing service, by id, and what its answer is for.
+    jobs: HashMap<u64, lifecycle::Job>,
+    next_job: u64,
+    /// A store keeps history and accounts (`--data-dir`): history events and account
+    /// changes go out as `Output::Persist`, and emptied rooms keep their history.
+    persist: bool,
+    /// Rooms without members kept for their history (with a store), oldest first.
+    dormant: VecDeque<RoomId>,
     /// Lifecycle and timeout lines, summarized under floods.
     logins: Tally,
     timeouts: Tally,
@@ -184,7 +213,8 @@ impl Hub {
         let mut rooms = Table::default();
         let history_bytes = HistoryBytes::default();
         let history = History::new(config.history, config.max_outbuf / 2, history_bytes.clone());
-        let lobby = rooms.insert_with(|id| Room::new(id, RoomName::lobby(), history, 1));
+        let persist = config.data_dir.is_some();
+        let lobby = rooms.insert_with(|id| Room::new(id, RoomName::lobby(), history, 1, persist));
         let mut room_ids = HashMap::new();
         room_ids.insert(LOBBY.to_owned(), lobby);
         let mut directory = Directory::default();
@@ -214,6 +244,11 @@ impl Hub {
             low_memory: false,
             seq_floor: 1,
             tokens: Box::new(os_token),
+            accounts: accounts::Accounts::default(),
+            jobs: HashMap::new(),
+            next_job: 0,
+            persist,
+            dormant: VecDeque::new(),
             logins: Tally::new("logins and logouts", log::Level::Info),
             timeouts: Tally::new("connections timed out", log::Level::Info),
             tick_rooms: Vec::new(),
@@ -248,6 +283,7 @@ impl Hub {
                 }
                 self.low_memory = high;
             }
+            Input::Done { id, done } => self.work_done(now, id, done),
             Input::Shutdown => self.shutdown(now),
         }
     }
@@ -260,6 +296,7 @@ impl Hub {
         if self.housekeeping.fire(now) {
             self.expire(now);
             self.expire_detached(now);
+            self.accounts.expire(now);
             self.expire_turns(now);
             self.logins.flush(now);
             self.timeouts.flush(now);
@@ -387,7 +424,11 @@ impl Hub {
                 );
                 self.send_direct(conn, frame);
             }
-            Ok(Request::Login { user, .. }) => self.login(now, conn, &user),
+            Ok(Request::Login { user, pass }) => {
+                self.login(now, conn, &user, pass.unwrap_or_default())
+            }
+            Ok(Request::Register { user, pass }) => self.register(now, conn, &user, pass),
+            Ok(Request::Password { old, new }) => self.change_password(now, conn, old, new),
             Ok(Request::Resume { token, rooms }) => self.resume(now, conn, &token, &rooms),
             Ok(Request::Logout) => self.logout(now, conn),
             Ok(Request::Room { room, kind, data }) => {
@@ -538,10 +579,13 @@ impl Hub {
             return Err(Refusal::LowMemory);
         }
         let (ip, held) = (session.ip, session.held);
-        let room_id = match existing {
+        // A room kept for its history (no members) comes back to life as if created anew,
+        // with its history and seq where they stopped.
+        let dormant = existing.filter(|&id| id != self.lobby && self.rooms[id].is_empty());
+        let room_id = match existing.filter(|_| dormant.is_none()) {
             Some(room_id) => room_id,
             None => {
-                if self.rooms.len() >= self.config.max_rooms {
+                if self.rooms.len() - self.dormant.len() >= self.config.max_rooms {
                     return Err(Refusal::RoomLimit {
                         max: self.config.max_rooms,
                     });
@@ -557,16 +601,13 @@ impl Hub {
                         max: self.config.max_held_rooms_per_ip,
                     });
                 }
-                let history = History::new(
-                    self.config.history,
-                    self.config.max_outbuf / 2,
-                    self.history_bytes.clone(),
-                );
-                let first_seq = self.seq_floor;
-                let room_id = self
-                    .rooms
-                    .insert_with(|id| Room::new(id, name.clone(), history, first_seq));
-                self.room_ids.insert(name.as_str().to_owned(), room_id);
+                let room_id = match dormant {
+                    Some(room_id) => {
+                        self.dormant.retain(|&r| r != room_id);
+                        room_id
+                    }
+                    None => self.create_room(name.clone()),
+                };
                 self.directory.insert(name.as_str(), room_id);
                 self.rooms[room_id].hold(session_id);
                 *self.held_by_ip.entry(ip).or_default() += 1;
@@ -642,13 +683,12 @@ impl Hub {
             }
         }
         if emptied && room_id != self.lobby {
-            if let Some(room) = self.rooms.remove(room_id) {
-                self.room_ids.remove(room.name().as_str());
-                self.directory.remove(room.name().as_str());
-                self.seq_floor = self.seq_floor.max(room.next_seq());
-            }
-            self.outbox.forget(room_id);
             self.tick_rooms.retain(|&r| r != room_id);
+            if self.persist {
+                self.make_dormant(room_id);
+            } else {
+                self.remove_room(room_id);
+            }
             return;
         }
         let user = member.user.as_str();
@@ -658,6 +698,86 @@ impl Hub {
         if let Some(state) = self.rooms[room_id].leave_game(now, &member.user) {
             self.publish(room_id, time, user, "game", state);
         }
+    }
+
+    /// A new room, not yet in the rooms list.
+    fn create_room(&mut self, name: RoomName) -> RoomId {
+        let history = History::new(
+            self.config.history,
+            self.config.max_outbuf / 2,
+            self.history_bytes.clone(),
+        );
+        let first_seq = self.seq_floor;
+        let persist = self.persist;
+        let room_id = self
+            .rooms
+            .insert_with(|id| Room::new(id, name.clone(), history, first_seq, persist));
+        self.room_ids.insert(name.as_str().to_owned(), room_id);
+        room_id
+    }
+
+    /// Forgets a room and its history; a room of the same name created later numbers on
+    /// from past it.
+    fn remove_room(&mut self, room_id: RoomId) {
+        if let Some(room) = self.rooms.remove(room_id) {
+            self.room_ids.remove(room.name().as_str());
+            self.directory.remove(room.name().as_str());
+            self.seq_floor = self.seq_floor.max(room.next_seq());
+        }
+        self.outbox.forget(room_id);
+        self.dormant.retain(|&r| r != room_id);
+    }
+
+    /// With a store, an emptied room keeps its history for whoever joins it next (it leaves
+    /// the rooms list meanwhile); at most `--max-stored-rooms` are kept, the least recently
+    /// active go first.
+    fn make_dormant(&mut self, room_id: RoomId) {
+        if let Some(room) = self.rooms.get(room_id) {
+            self.directory.remove(room.name().as_str());
+        }
+        self.dormant.push_back(room_id);
+        while self.dormant.len() > self.config.max_stored_rooms {
+            match self.dormant.front().copied() {
+                Some(oldest) => self.remove_room(oldest),
+                None => break,
+            }
+        }
+    }
+
+    /// Puts back an account read from the store at start-up.
+    pub fn restore_account(&mut self, name: &str, phc: &str) {
+        self.accounts.insert(name.to_owned(), phc.to_owned());
+    }
+
+    /// Puts back a room's history read from the store at start-up: the room is kept (without
+    /// members, out of the rooms list) until someone joins it, and its seq continues from
+    /// `last_seq`. A name that is not a valid room name (any more) is skipped.
+    pub fn restore_room(
+        &mut self,
+        name: &str,
+        last_seq: u64,
+        events: impl IntoIterator<Item = (u64, bytes::Bytes)>,
+    ) {
+        let Ok(name) = RoomName::parse(name) else {
+            log::warn!("stored room {name:?} is not a valid room name; skipped");
+            return;
+        };
+        let room_id = match self.room_ids.get(name.as_str()) {
+            Some(&room_id) => room_id,
+            None => {
+                let room_id = self.create_room(name);
+                self.make_dormant(room_id);
+                room_id
+            }
+        };
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return; // evicted at once: more stored rooms than --max-stored-rooms
+        };
+        for (seq, event) in events {
+            room.restore(seq, event);
+        }
+        room.restore_last_seq(last_seq);
+        self.seq_floor = self.seq_floor.max(last_seq + 1);
     }
 
     fn unhold_ip(&mut self, ip: IpAddr) {
@@ -839,6 +959,8 @@ fn message_type(request: &Result<Request<'_>, crate::protocol::BadRequest>) -> M
         Ok(Request::Login { .. }) => MessageType::Login,
         Ok(Request::Resume { .. }) => MessageType::Resume,
         Ok(Request::Logout) => MessageType::Logout,
+        Ok(Request::Register { .. }) => MessageType::Register,
+        Ok(Request::Password { .. }) => MessageType::Password,
         Ok(Request::Ping) => MessageType::Ping,
         Ok(Request::Rooms { .. }) => MessageType::Rooms,
         Ok(Request::Room { kind, .. }) => match kind {

@@ -9,12 +9,14 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
+use bytes::Bytes;
+
 use super::ids::{ConnId, RoomId, Table};
 use crate::frame::Frame;
 
 /// Something the event loop must do.
 #[must_use]
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Output {
     /// Queue this frame to this connection.
     Send {
@@ -36,6 +38,74 @@ pub enum Output {
         conn: ConnId,
         /// When its bucket holds a token again.
         until: Instant,
+    },
+    /// Hand this to the password hashing service; its result comes back as `Input::Done`
+    /// with the same id.
+    Work {
+        /// Names the result.
+        id: u64,
+        /// What to compute.
+        work: Work,
+    },
+    /// Hand this to the store to keep.
+    Persist(Record),
+}
+
+/// Password work for the hashing service (argon2id, off the event loop).
+#[derive(Clone, PartialEq, Eq)]
+pub enum Work {
+    /// A PHC string for a new password.
+    Hash {
+        /// The password.
+        password: String,
+    },
+    /// Whether a password matches a PHC string; `None` checks it against a dummy hash of the
+    /// same cost (an unknown name), so the answer takes as long either way.
+    Verify {
+        /// The password.
+        password: String,
+        /// The account's PHC string.
+        phc: Option<String>,
+    },
+}
+
+impl std::fmt::Debug for Work {
+    /// Never prints a password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Work::Hash { .. } => f.write_str("Hash"),
+            Work::Verify { phc, .. } => write!(f, "Verify {{ account: {} }}", phc.is_some()),
+        }
+    }
+}
+
+/// A change for the store (with `--data-dir`): what survives a restart.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Record {
+    /// A history event of a room.
+    Event {
+        /// The room's name.
+        room: String,
+        /// Its seq in the room.
+        seq: u64,
+        /// Server time.
+        time: f64,
+        /// The encoded event, byte for byte.
+        body: Bytes,
+    },
+    /// A new account.
+    Account {
+        /// The name as registered.
+        name: String,
+        /// The password's PHC string.
+        phc: String,
+    },
+    /// A changed password.
+    Password {
+        /// The account's name.
+        name: String,
+        /// The new PHC string.
+        phc: String,
     },
 }
 
@@ -78,6 +148,16 @@ impl Outbox {
             }
         }
         self.send(to, frame);
+    }
+
+    /// Asks for password work; the result comes back with `id`.
+    pub fn work(&mut self, id: u64, work: Work) {
+        self.queue.push_back(Output::Work { id, work });
+    }
+
+    /// Asks the store to keep a record.
+    pub fn persist(&mut self, record: Record) {
+        self.queue.push_back(Output::Persist(record));
     }
 
     /// Asks the event loop to stop reading a connection until `until`.

@@ -152,6 +152,34 @@ pub enum Refusal {
     /// No session token could be drawn from the system's random source.
     #[error("Cannot start a session right now; try again.")]
     NoToken,
+    /// A wrong password for a registered name (or, with `--accounts-only`, a name without an
+    /// account).
+    #[error("Access denied.")]
+    AccessDenied,
+    /// Too many failed logins for this name or from this address lately.
+    #[error("Too many failed logins; try again in a minute.")]
+    LoginThrottled,
+    /// The password hashing queue is full.
+    #[error("Busy, try again.")]
+    Busy,
+    /// Registering a name that is registered, being registered, or in use by a guest.
+    #[error("User name {user} is already registered or in use.")]
+    NameRegistered {
+        /// The requested name.
+        user: String,
+    },
+    /// A password outside the length rules.
+    #[error("Invalid password: use 8 to 1024 bytes (at least 8 characters).")]
+    BadPassword,
+    /// Registering past `--max-accounts`.
+    #[error("The server holds its limit of {max} accounts.")]
+    AccountLimit {
+        /// The limit.
+        max: usize,
+    },
+    /// A password change from a guest.
+    #[error("Only a registered user can change its password.")]
+    NotRegistered,
     /// Creating a room past `--max-held-rooms`.
     #[error("You hold {max} rooms you created; leave one before creating another.")]
     HoldingTooMany {
@@ -180,6 +208,11 @@ impl Refusal {
             Refusal::SessionExpired | Refusal::MissedEventsGone => Code::Gone,
             Refusal::ResumedElsewhere => Code::Conflict,
             Refusal::NotLoggedIn => Code::Unauthorized,
+            Refusal::AccessDenied | Refusal::NotRegistered => Code::Forbidden,
+            Refusal::LoginThrottled => Code::TooManyRequests,
+            Refusal::NameRegistered { .. } => Code::Conflict,
+            Refusal::BadPassword => Code::Unprocessable,
+            Refusal::Busy | Refusal::AccountLimit { .. } => Code::Unavailable,
             Refusal::NotInRoom { .. } => Code::NotFound,
             Refusal::LoginTimeout { .. } | Refusal::IdleTimeout { .. } => Code::RequestTimeout,
             Refusal::AlreadyLoggedIn { .. }

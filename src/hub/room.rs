@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use super::history::History;
 use super::ids::{ConnId, RoomId, SessionId};
-use super::outbox::{Outbox, Pending};
+use super::outbox::{Outbox, Pending, Record};
 use super::refusal::Refusal;
 use crate::frame::Frame;
 use crate::game::{self, Game};
@@ -53,6 +53,8 @@ pub(crate) struct Room {
     name: RoomName,
     /// Seq of the next history event.
     next_seq: u64,
+    /// History events also go to the store.
+    persist: bool,
     members: Vec<Member>,
     /// Position of each member in `members`, so a 90 Hz pose update is O(1).
     index: HashMap<SessionId, usize>,
@@ -71,12 +73,20 @@ pub(crate) struct Room {
 }
 
 impl Room {
-    /// A room whose first history event gets `first_seq`.
-    pub fn new(id: RoomId, name: RoomName, history: History, first_seq: u64) -> Self {
+    /// A room whose first history event gets `first_seq`; with `persist`, every history
+    /// event is also handed to the store.
+    pub fn new(
+        id: RoomId,
+        name: RoomName,
+        history: History,
+        first_seq: u64,
+        persist: bool,
+    ) -> Self {
         Room {
             id,
             name,
             next_seq: first_seq,
+            persist,
             members: Vec::new(),
             index: HashMap::new(),
             history,
@@ -148,8 +158,27 @@ impl Room {
         self.next_seq += 1;
         let event = encode_history_event(time, user, kind, seq, data);
         self.history.remember(seq, &event);
+        if self.persist {
+            outbox.persist(Record::Event {
+                room: self.name.as_str().to_owned(),
+                seq,
+                time,
+                body: event.clone(),
+            });
+        }
         self.batch(event, outbox);
         seq
+    }
+
+    /// Puts back a history event read from the store at start-up.
+    pub fn restore(&mut self, seq: u64, event: Bytes) {
+        self.history.remember(seq, &event);
+        self.next_seq = self.next_seq.max(seq + 1);
+    }
+
+    /// The store says the room reached `last_seq` (its kept events may be fewer).
+    pub fn restore_last_seq(&mut self, last_seq: u64) {
+        self.next_seq = self.next_seq.max(last_seq + 1);
     }
 
     /// The seq the next history event will get: one past the last one published.

@@ -96,6 +96,11 @@ impl Sessions {
         Some(session)
     }
 
+    /// The session holding a name (ASCII-lowercased), detached or not.
+    pub fn by_name(&self, folded: &str) -> Option<SessionId> {
+        self.names.get(folded).copied()
+    }
+
     /// The session a resume token names, if it is current.
     pub fn by_token(&self, token: &str) -> Option<SessionId> {
         self.tokens.get(token).copied()

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use serde_json::Value;
 
-use super::{ConnId, Hub, Input, Output};
+use super::{ConnId, Done, Hub, Input, Output, Record, Work};
 use crate::clock::WallClock;
 use crate::config::Config;
 use crate::transport::Transport;
@@ -40,6 +40,10 @@ pub struct Harness {
     pub closed: HashSet<ConnId>,
     /// Connections the hub paused, and until when.
     pub paused: HashMap<ConnId, Instant>,
+    /// Password work asked for and not yet answered (see [`Harness::run_hasher`]).
+    pub work: Vec<(u64, Work)>,
+    /// Records handed to the store, in order.
+    pub persisted: Vec<Record>,
     config: Config,
     peer: IpAddr,
     next_serial: u64,
@@ -67,6 +71,8 @@ impl Harness {
             now: start,
             closed: HashSet::new(),
             paused: HashMap::new(),
+            work: Vec::new(),
+            persisted: Vec::new(),
             peer: IpAddr::from([127, 0, 0, 1]),
             config,
             next_serial: 0,
@@ -238,7 +244,24 @@ impl Harness {
                     assert!(until > self.now, "pause of {conn:?} already over");
                     self.paused.insert(conn, until);
                 }
+                Output::Work { id, work } => self.work.push((id, work)),
+                Output::Persist(record) => self.persisted.push(record),
             }
+        }
+    }
+
+    /// Answers every pending password job as a hashing service would, with a fake hash
+    /// (`fake:` and the password): what a hash of a password verifies against.
+    pub fn run_hasher(&mut self) {
+        for (id, work) in std::mem::take(&mut self.work) {
+            let done = match work {
+                Work::Hash { password } => Done::Hashed(Some(format!("fake:{password}"))),
+                Work::Verify { password, phc } => {
+                    Done::Verified(phc.is_some_and(|phc| phc == format!("fake:{password}")))
+                }
+            };
+            self.hub.handle(self.now, Input::Done { id, done });
+            self.pump();
         }
     }
 

@@ -1695,9 +1695,10 @@ fn resume_takes_over_a_still_open_connection() {
         "Session resumed on another connection; closing."
     );
     assert!(h.closed.contains(&old));
-    // The old connection's end does not detach the session again.
+    // The old connection's end does not detach the session again, and as the session never
+    // went away, its rooms hear neither away nor back.
     h.disconnect(old);
-    assert_eq!(kinds(&h.events(b)), ["back"]);
+    assert!(h.events(b).is_empty());
     h.send(b, msg("lobby", json!("still here?")));
     assert_eq!(kinds(&h.events(new)), ["msg"]);
 }
@@ -1949,4 +1950,305 @@ proptest! {
             }
         }
     }
+}
+
+// ---- Accounts and the store ----
+
+fn register(user: &str, pass: &str) -> Value {
+    json!({"system": "register", "options": {"user": user, "pass": pass}})
+}
+
+fn login_with(user: &str, pass: &str) -> Value {
+    json!({"system": "login", "options": {"user": user, "pass": pass}})
+}
+
+/// Registers `user` with `pass` on a fresh connection, the hashing service answering.
+fn registered(h: &mut Harness, user: &str, pass: &str) {
+    let c = h.connect();
+    h.send(c, register(user, pass));
+    assert!(h.take(c).is_empty(), "no answer before the hash is made");
+    h.run_hasher();
+    let reply = &h.take(c)[0];
+    assert_eq!(code(reply), 201, "{reply}");
+    assert_eq!(reply["response"]["msg"], "Account created.");
+    assert_eq!(reply["response"]["detail"], json!({"user": user}));
+}
+
+#[test]
+fn register_then_log_in_with_the_password_and_only_with_it() {
+    let mut h = Harness::default();
+    registered(&mut h, "Alice", "correct horse");
+    assert!(h.persisted.is_empty(), "no store: nothing persisted");
+    let c = h.connect();
+    h.send(c, login_with("alice", "wrong horse"));
+    assert!(h.take(c).is_empty(), "the password is checked off the loop");
+    h.run_hasher();
+    let reply = &h.take(c)[0];
+    assert_eq!(
+        (code(reply), reply["response"]["msg"].clone()),
+        (403, json!("Access denied."))
+    );
+    assert_eq!(reply["response"]["detail"], json!({"user": "alice"}));
+    h.send(c, login_with("ALICE", "correct horse"));
+    h.run_hasher();
+    let frames = h.take(c);
+    assert_eq!(code(&frames[0]), 202);
+    assert_eq!(
+        frames[0]["response"]["detail"]["user"], "Alice",
+        "the registered spelling"
+    );
+    // A guest cannot take a registered name, with or without a password.
+    let d = h.connect();
+    h.send(d, json!({"system": "login", "options": {"user": "alice"}}));
+    h.run_hasher();
+    assert_eq!(code(&h.take(d)[0]), 403);
+}
+
+#[test]
+fn registration_refusals() {
+    let mut h = Harness::default();
+    let guest = h.user("guest");
+    h.take(guest);
+    let c = h.connect();
+    for (user, pass, expected) in [
+        ("bad name", "long enough", 422),
+        ("bob", "short", 422),
+        ("bob", &"x".repeat(1025), 422),
+        ("GUEST", "long enough", 409),
+    ] {
+        h.send(c, register(user, pass));
+        let reply = &h.take(c)[0];
+        assert_eq!(code(reply), expected, "{user} {reply}");
+    }
+    // A name being registered is taken until the hash comes back.
+    h.send(c, register("bob", "long enough"));
+    let d = h.connect();
+    h.send(d, register("Bob", "also long enough"));
+    assert_eq!(code(&h.take(d)[0]), 409);
+    h.send(d, json!({"system": "login", "options": {"user": "bob"}}));
+    assert_eq!(
+        code(&h.take(d)[0]),
+        409,
+        "no guest under a name being registered"
+    );
+    h.run_hasher();
+    assert_eq!(code(&h.take(c)[0]), 201);
+}
+
+#[test]
+fn accounts_only_refuses_unknown_names_after_a_full_check() {
+    let mut h = Harness::new(Config {
+        accounts_only: true,
+        ..Config::default()
+    });
+    let c = h.connect();
+    h.send(c, login_with("stranger", "whatever"));
+    let pending: Vec<&Work> = h.work.iter().map(|(_, w)| w).collect();
+    assert!(
+        matches!(pending[..], [Work::Verify { phc: None, .. }]),
+        "checked against the dummy hash, so timing tells nothing: {pending:?}"
+    );
+    h.run_hasher();
+    assert_eq!(code(&h.take(c)[0]), 403);
+}
+
+#[test]
+fn failed_logins_are_throttled_per_name() {
+    let mut h = Harness::default();
+    registered(&mut h, "alice", "correct horse");
+    let c = h.connect();
+    for _ in 0..5 {
+        h.send(c, login_with("alice", "guess"));
+        h.run_hasher();
+        assert_eq!(code(&h.take(c)[0]), 403);
+    }
+    h.send(c, login_with("alice", "correct horse"));
+    let reply = &h.take(c)[0];
+    assert_eq!(
+        code(reply),
+        429,
+        "even the right password waits out the minute"
+    );
+    assert!(h.work.is_empty(), "no hash is spent on a throttled login");
+    h.advance(Duration::from_secs(61));
+    let c = h.connect();
+    h.send(c, login_with("alice", "correct horse"));
+    h.run_hasher();
+    assert_eq!(code(&h.take(c)[0]), 202);
+}
+
+#[test]
+fn a_busy_hasher_answers_503() {
+    let mut h = Harness::default();
+    let c = h.connect();
+    h.send(c, register("alice", "correct horse"));
+    let (id, _) = h.work.pop().unwrap();
+    h.hub.handle(
+        h.now,
+        Input::Done {
+            id,
+            done: Done::Busy,
+        },
+    );
+    h.pump();
+    let reply = &h.take(c)[0];
+    assert_eq!(
+        (code(reply), reply["response"]["msg"].clone()),
+        (503, json!("Busy, try again."))
+    );
+    h.send(c, register("alice", "correct horse"));
+    h.run_hasher();
+    assert_eq!(code(&h.take(c)[0]), 201, "the name was given back");
+}
+
+#[test]
+fn a_registered_login_takes_over_its_own_session() {
+    let mut h = Harness::default();
+    registered(&mut h, "alice", "correct horse");
+    let old = h.connect();
+    h.send(old, login_with("alice", "correct horse"));
+    h.run_hasher();
+    h.send(old, join("vr"));
+    let b = h.user("b");
+    h.send(b, join("vr"));
+    h.take(old);
+    h.take(b);
+    // A second device logs in while the first is still connected.
+    let new = h.connect();
+    h.send(new, login_with("alice", "correct horse"));
+    h.run_hasher();
+    let frames = h.take(new);
+    assert_eq!(code(&frames[0]), 202);
+    assert_eq!(frames[0]["response"]["detail"]["resumed"], true);
+    let lists: Vec<Value> = flatten(&frames[1..])
+        .into_iter()
+        .filter(|e| e["type"] == "list")
+        .map(|e| e["room"].clone())
+        .collect();
+    assert_eq!(
+        lists,
+        [json!("lobby"), json!("vr")],
+        "where it is, not what it missed"
+    );
+    assert_eq!(code(&h.take(old)[0]), 409);
+    assert!(h.closed.contains(&old));
+    h.send(b, msg("vr", json!("hi")));
+    assert_eq!(kinds(&h.events(new)), ["msg"]);
+}
+
+#[test]
+fn a_password_change_needs_the_old_password() {
+    let mut h = Harness::default();
+    registered(&mut h, "alice", "correct horse");
+    let c = h.connect();
+    h.send(c, login_with("alice", "correct horse"));
+    h.run_hasher();
+    h.take(c);
+    let change =
+        |old: &str, new: &str| json!({"system": "password", "options": {"old": old, "new": new}});
+    h.send(c, change("wrong horse", "battery staple"));
+    h.run_hasher();
+    assert_eq!(code(&h.take(c)[0]), 403);
+    h.send(c, change("correct horse", "short"));
+    assert_eq!(code(&h.take(c)[0]), 422);
+    h.send(c, change("correct horse", "battery staple"));
+    h.run_hasher(); // the old one checks out
+    h.run_hasher(); // the new one is hashed
+    let reply = &h.take(c)[0];
+    assert_eq!(
+        (code(reply), reply["response"]["msg"].clone()),
+        (200, json!("Password changed."))
+    );
+    let d = h.connect();
+    h.send(d, login_with("alice", "correct horse"));
+    h.run_hasher();
+    assert_eq!(code(&h.take(d)[0]), 403, "the old password no longer works");
+    let guest = h.user("guest");
+    h.take(guest);
+    h.send(guest, change("a", "battery staple"));
+    assert_eq!(
+        code(&h.take(guest)[0]),
+        403,
+        "a guest has no password to change"
+    );
+}
+
+#[test]
+fn with_a_store_history_and_accounts_are_persisted_and_emptied_rooms_kept() {
+    let mut h = Harness::new(Config {
+        data_dir: Some("unused-by-the-hub".into()),
+        ..Config::default()
+    });
+    registered(&mut h, "alice", "correct horse");
+    assert!(matches!(&h.persisted[..], [Record::Account { name, .. }] if name == "alice"));
+    h.persisted.clear();
+    let a = h.user("a");
+    h.send(a, join("r"));
+    h.send(a, msg("r", json!("kept")));
+    h.send(a, json!({"room": "r", "type": "leave"}));
+    let seqs: Vec<(String, u64)> = h
+        .persisted
+        .iter()
+        .filter_map(|r| match r {
+            Record::Event { room, seq, .. } => Some((room.clone(), *seq)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        seqs,
+        [
+            ("lobby".into(), 1),
+            ("r".into(), 1),
+            ("r".into(), 2),
+            ("r".into(), 3)
+        ]
+    );
+    h.send(a, json!({"system": "rooms"}));
+    let frames = h.take(a);
+    let rooms = &frames.last().unwrap()["response"]["detail"]["rooms"];
+    assert_eq!(
+        rooms,
+        &json!([{"room": "lobby", "users": 1}]),
+        "empty rooms leave the list"
+    );
+    // Joined again, the room serves its kept history and numbers on.
+    let b = h.user("b");
+    h.send(b, join("r"));
+    let events = h.events(b);
+    let r: Vec<(Value, Value)> = events
+        .iter()
+        .filter(|e| e["room"] == "r" && e["type"] != "list")
+        .map(|e| (e["type"].clone(), e["seq"].clone()))
+        .collect();
+    assert_eq!(
+        r,
+        [
+            (json!("join"), json!(1)),
+            (json!("msg"), json!(2)),
+            (json!("leave"), json!(3)),
+            (json!("join"), json!(4))
+        ]
+    );
+}
+
+#[test]
+fn restored_rooms_serve_their_history_and_continue_their_seq() {
+    let mut h = Harness::new(Config {
+        data_dir: Some("unused-by-the-hub".into()),
+        ..Config::default()
+    });
+    let event =
+        |seq: u64| crate::protocol::encode_history_event(T0 - 60.0, "old", "msg", seq, json!(seq));
+    h.hub
+        .restore_room("r", 41, [(40, event(40)), (41, event(41))]);
+    h.hub.restore_account("alice", "fake:correct horse");
+    let a = h.user("a");
+    h.send(a, join("r"));
+    let events = h.events(a);
+    let seqs: Vec<u64> = events.iter().filter_map(|e| e["seq"].as_u64()).collect();
+    assert_eq!(seqs, [40, 41, 42], "the restored two, then the join");
+    let c = h.connect();
+    h.send(c, login_with("alice", "correct horse"));
+    h.run_hasher();
+    assert_eq!(code(&h.take(c)[0]), 202);
 }

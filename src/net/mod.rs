@@ -23,6 +23,7 @@ mod conn;
 mod fd;
 mod out_queue;
 mod routes;
+mod services;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -49,6 +50,7 @@ use crate::transport::{Event, TransportKind};
 use conn::{Conn, State};
 pub use fd::raise_limit as raise_fd_limit;
 use out_queue::{Flushed, OutQueue};
+use services::{Services, StartError};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
@@ -100,6 +102,7 @@ pub struct Server {
     /// Serial number of the next accepted connection: with the slab key, a `ConnId`.
     next_serial: u64,
     hub: Hub,
+    services: Option<Services>,
     clock: WallClock,
     signal: Arc<Signal>,
     scratch: Box<[u8]>,
@@ -188,17 +191,41 @@ impl ServerHandle {
     }
 }
 
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// A setting that cannot work.
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
+    /// The listener or the poller could not be set up.
+    #[error("cannot listen: {0}")]
+    Io(#[from] io::Error),
+    /// The store or the hashing service could not start.
+    #[error("{0}")]
+    Services(#[from] StartError),
+    /// The TLS certificate or key could not be read or used.
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::transport::tls::TlsError),
+}
+
+impl From<BindError> for io::Error {
+    fn from(err: BindError) -> io::Error {
+        match err {
+            BindError::Io(err) => err,
+            BindError::Config(err) => io::Error::new(io::ErrorKind::InvalidInput, err),
+            BindError::Services(err) => io::Error::other(err),
+            BindError::Tls(err) => io::Error::new(io::ErrorKind::InvalidInput, err),
+        }
+    }
+}
+
 impl Server {
-    /// Checks the config, binds the listener and sets up the loop; serves nothing until run.
-    pub fn bind(config: Config) -> io::Result<Server> {
-        config
-            .validate()
-            .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err))?;
+    /// Checks the config, binds the listener, opens the store (restoring what it keeps) and
+    /// starts the services; serves nothing until run.
+    pub fn bind(config: Config) -> Result<Server, BindError> {
+        config.validate()?;
         let tls = match &config.tls {
-            Some(files) => Some(
-                TlsConfig::from_pem(&files.cert, &files.key)
-                    .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err))?,
-            ),
+            Some(files) => Some(TlsConfig::from_pem(&files.cert, &files.key)?),
             None => None,
         };
         let poll = Poll::new()?;
@@ -213,7 +240,17 @@ impl Server {
             .map(|since| since.as_secs_f64())
             .unwrap_or(0.0);
         let clock = WallClock::new(now, unix);
-        let hub = Hub::new(config.clone(), clock, now);
+        let mut hub = Hub::new(config.clone(), clock, now);
+        let signal = Arc::new(Signal {
+            requested: AtomicBool::new(false),
+            waker,
+        });
+        let woken = Arc::clone(&signal);
+        let services = Services::start(&config, &mut hub, move || {
+            if let Err(err) = woken.waker.wake() {
+                log::error!("cannot wake the event loop for a service's answer: {err}");
+            }
+        })?;
         Ok(Server {
             config,
             poll,
@@ -224,11 +261,9 @@ impl Server {
             per_ip: HashMap::new(),
             next_serial: 0,
             hub,
+            services: Some(services),
             clock,
-            signal: Arc::new(Signal {
-                requested: AtomicBool::new(false),
-                waker,
-            }),
+            signal,
             scratch: vec![0; SCRATCH].into_boxed_slice(),
             pending_writes: Vec::new(),
             pending_reads: Vec::new(),
@@ -308,6 +343,10 @@ impl Server {
                         if self.signal.requested.load(Ordering::SeqCst) {
                             self.begin_shutdown(now);
                         }
+                        let answers = self.services.as_ref().map(Services::answers);
+                        for (id, done) in answers.into_iter().flatten() {
+                            self.hub.handle(now, Input::Done { id, done });
+                        }
                     }
                     Token(key) => {
                         log::trace!("{key}: {event:?}");
@@ -347,6 +386,9 @@ impl Server {
             if let Some(deadline) = self.shutdown_deadline {
                 if self.conns.is_empty() || now >= deadline {
                     log::info!("shut down ({} connections cut off)", self.conns.len());
+                    if let Some(services) = self.services.take() {
+                        services.shutdown();
+                    }
                     return Ok(());
                 }
             }
@@ -1110,6 +1152,16 @@ impl Server {
                             &mut self.per_ip,
                             now,
                         );
+                    }
+                }
+                Output::Work { id, work } => {
+                    if let Some(services) = &mut self.services {
+                        services.work(&mut self.hub, now, id, work);
+                    }
+                }
+                Output::Persist(record) => {
+                    if let Some(services) = &mut self.services {
+                        services.persist(now, record);
                     }
                 }
                 Output::Pause { conn: id, until } => {

@@ -31,13 +31,15 @@ pub use request::{
 pub enum Code {
     /// Success with nothing more specific to say (ping, rooms).
     Ok = 200,
+    /// An account was registered.
+    Created = 201,
     /// Login accepted.
     Accepted = 202,
     /// Malformed: not JSON, not an object, missing or ill-typed field, unknown command or type.
     BadRequest = 400,
     /// A room message before login.
     Unauthorized = 401,
-    /// Wrong password; reserved until there are accounts.
+    /// Wrong password (or a name that needs one); a password change by a guest.
     Forbidden = 403,
     /// Leave, list, msg, transform or game for a room the user is not in.
     NotFound = 404,

@@ -82,6 +82,20 @@ pub enum Request<'a> {
     },
     /// `{"system":"logout"}`
     Logout,
+    /// `{"system":"register","options":{"user":U,"pass":P}}`
+    Register {
+        /// Requested name, unchecked.
+        user: String,
+        /// The password, unchecked.
+        pass: String,
+    },
+    /// `{"system":"password","options":{"old":P,"new":Q}}`
+    Password {
+        /// The current password.
+        old: String,
+        /// The new one, unchecked.
+        new: String,
+    },
     /// `{"system":"ping"}`
     Ping,
     /// `{"system":"rooms","options":{"after":R,"limit":N}}`, options optional.
@@ -117,6 +131,16 @@ impl Request<'_> {
             user: &'a str,
             #[serde(skip_serializing_if = "Option::is_none")]
             pass: Option<&'a str>,
+        }
+        #[derive(Serialize)]
+        struct Register<'a> {
+            user: &'a str,
+            pass: &'a str,
+        }
+        #[derive(Serialize)]
+        struct Password<'a> {
+            old: &'a str,
+            new: &'a str,
         }
         #[derive(Serialize)]
         struct Resume<'a> {
@@ -160,6 +184,14 @@ impl Request<'_> {
             Request::Logout => serde_json::to_vec(&System {
                 system: "logout",
                 options: none,
+            }),
+            Request::Register { user, pass } => serde_json::to_vec(&System {
+                system: "register",
+                options: Some(Register { user, pass }),
+            }),
+            Request::Password { old, new } => serde_json::to_vec(&System {
+                system: "password",
+                options: Some(Password { old, new }),
             }),
             Request::Ping => serde_json::to_vec(&System {
                 system: "ping",
@@ -229,6 +261,18 @@ pub(crate) fn present<'de, D: Deserializer<'de>>(
 }
 
 #[derive(Deserialize)]
+struct RegisterOptions {
+    user: String,
+    pass: String,
+}
+
+#[derive(Deserialize)]
+struct PasswordOptions {
+    old: String,
+    new: String,
+}
+
+#[derive(Deserialize)]
 struct ResumeOptions {
     token: String,
     #[serde(default)]
@@ -273,6 +317,34 @@ fn decode_system<'a>(
     match command.as_str() {
         "ping" => Ok(Request::Ping),
         "logout" => Ok(Request::Logout),
+        "register" => {
+            let bad = || {
+                BadRequest::new(
+                    "register needs \"options\": {\"user\": NAME, \"pass\": PASSWORD}, both strings.",
+                )
+            };
+            let options = options.filter(|o| o.get().starts_with('{')).ok_or_else(bad)?;
+            let options: RegisterOptions =
+                serde_json::from_str(options.get()).map_err(|_| bad())?;
+            Ok(Request::Register {
+                user: options.user,
+                pass: options.pass,
+            })
+        }
+        "password" => {
+            let bad = || {
+                BadRequest::new(
+                    "password needs \"options\": {\"old\": PASSWORD, \"new\": PASSWORD}, both strings.",
+                )
+            };
+            let options = options.filter(|o| o.get().starts_with('{')).ok_or_else(bad)?;
+            let options: PasswordOptions =
+                serde_json::from_str(options.get()).map_err(|_| bad())?;
+            Ok(Request::Password {
+                old: options.old,
+                new: options.new,
+            })
+        }
         "resume" => {
             let bad = || {
                 BadRequest::new(
@@ -329,7 +401,7 @@ fn decode_system<'a>(
             })
         }
         other => Err(BadRequest::new(format!(
-            "Unknown system command {}: use login, resume, logout, ping or rooms.",
+            "Unknown system command {}: use login, register, resume, logout, password, ping or rooms.",
             Quote(other)
         ))),
     }
@@ -708,6 +780,14 @@ mod tests {
             },
             Request::Ping,
             Request::Logout,
+            Request::Register {
+                user: "alice".into(),
+                pass: "correct horse".into(),
+            },
+            Request::Password {
+                old: "a".into(),
+                new: "b".into(),
+            },
             Request::Resume {
                 token: "abc".into(),
                 rooms: vec![("lobby".into(), 3), ("vr".into(), 0)],

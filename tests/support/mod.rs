@@ -244,9 +244,15 @@ pub struct Binary {
 impl Binary {
     pub fn start(shell_prefix: &str, args: &str) -> Binary {
         let exe = env!("CARGO_BIN_EXE_roomcast");
+        // Tests keep nothing in the user's data directory unless they name one.
+        let data = if args.contains("--data-dir") {
+            ""
+        } else {
+            "--ephemeral"
+        };
         let mut child = Command::new("sh")
             .arg("-c")
-            .arg(format!("{shell_prefix} exec {exe} --port 0 {args}"))
+            .arg(format!("{shell_prefix} exec {exe} --port 0 {data} {args}"))
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -267,11 +273,13 @@ impl Binary {
                 }
             }
         });
-        let addr = address
-            .recv_timeout(Duration::from_secs(10))
-            .expect("roomcast logged its address")
-            .parse()
-            .expect("socket address");
+        let logged = address.recv_timeout(Duration::from_secs(10));
+        let Some(addr) = logged.ok().and_then(|text| text.parse().ok()) else {
+            // Never leave a server behind: a stray one can hold a data directory's lock.
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("roomcast did not log a socket address within 10 s");
+        };
         Binary { child, addr }
     }
 

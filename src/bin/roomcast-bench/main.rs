@@ -55,6 +55,10 @@ struct ServerArgs {
     /// certificate). Not for attack.
     #[arg(long, global = true, value_enum, default_value_t = Transport::Tcp)]
     transport: Transport,
+    /// The server keeps its data here (accounts, histories: every history event is written
+    /// to SQLite). Default: none (the server runs --ephemeral).
+    #[arg(long, global = true)]
+    data_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -162,6 +166,8 @@ struct Settings {
     held_rooms: Option<(usize, usize)>,
     /// Serve TLS with the bench's certificate.
     tls: bool,
+    /// `--data-dir`; `None`: `--ephemeral`.
+    data_dir: Option<std::path::PathBuf>,
 }
 
 impl Settings {
@@ -172,6 +178,7 @@ impl Settings {
             capacity: Some(connections + 100),
             held_rooms: None,
             tls: s.transport == Transport::Tls,
+            data_dir: s.data_dir.clone(),
         };
         match load {
             Load::Chat { rooms, members, .. } => capacity(rooms * members),
@@ -184,6 +191,7 @@ impl Settings {
                 // Room owners hold 64 rooms each, all from 127.0.0.1.
                 held_rooms: (*kind == Kind::Rooms).then_some((100, 5000)),
                 tls: false,
+                data_dir: s.data_dir.clone(),
             },
         }
     }
@@ -206,10 +214,15 @@ impl Settings {
             flags.push(("--tls-cert", BENCH_CERT_PATH.to_owned()));
             flags.push(("--tls-key", BENCH_KEY_PATH.to_owned()));
         }
-        flags
+        let mut flags: Vec<String> = flags
             .into_iter()
             .flat_map(|(flag, value)| [flag.to_owned(), value])
-            .collect()
+            .collect();
+        match &self.data_dir {
+            Some(dir) => flags.extend(["--data-dir".to_owned(), dir.display().to_string()]),
+            None => flags.push("--ephemeral".to_owned()),
+        }
+        flags
     }
 
     fn config(&self) -> roomcast::Config {
@@ -236,6 +249,7 @@ impl Settings {
                 key: BENCH_KEY_PATH.into(),
             });
         }
+        config.data_dir.clone_from(&self.data_dir);
         config
     }
 }
