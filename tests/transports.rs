@@ -762,3 +762,39 @@ fn refusals_on_connect_reach_websocket_http_and_tls_clients() {
     server.shutdown();
     server.join().expect("clean exit");
 }
+
+#[test]
+fn a_peer_that_pings_without_reading_is_cut_off_like_a_slow_reader() {
+    let server = start(Config {
+        max_frame: 1024,
+        max_outbuf: 4096,
+        max_memory: 1 << 24,
+        send_buffer: 4096,
+        ..config()
+    });
+    let mut raw = raw_upgrade(server.local_addr());
+    let ping = client_frame(0x89, &[b'p'; 125]);
+    let burst: Vec<u8> = ping
+        .iter()
+        .copied()
+        .cycle()
+        .take(ping.len() * 100)
+        .collect();
+    // At most 40,000 pings (5 MB of pongs): far past what the kernel buffers hold.
+    let mut cut = false;
+    for _ in 0..400 {
+        if raw.stream.write_all(&burst).is_err() {
+            cut = true;
+            break;
+        }
+    }
+    if !cut {
+        // The last writes fitted into buffers; the server has closed by now all the same.
+        assert!(raw.is_closed(), "never cut off");
+    }
+    let (_, _, body) = http_get(&mut tcp(server.local_addr()), "/metrics");
+    assert_eq!(
+        parse_metrics(&body)["roomcast_slow_consumer_disconnects_total"],
+        1.0
+    );
+}

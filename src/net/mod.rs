@@ -6,16 +6,20 @@
 //! 1. poll, with the nearest deadline (hub timer, greeting and refusal deadlines, closing
 //!    connections, accept back-off) as the timeout, or zero when a previous pass left work;
 //! 2. for each readable socket, read until `WouldBlock` (bounded per pass): the first bytes
-//!    fix the transport and tell the hub the connection is open; whole messages go to the
-//!    hub, and after each one the hub's direct replies move to their queues (a connection
-//!    the hub paused, or one past its queue limit, is read no further); remember writability
+//!    fix the transport (a TLS ClientHello starts a TLS session, whose plaintext is sniffed
+//!    in turn); framed and line connections, and WebSockets once upgraded, are opened to the
+//!    hub, while plain HTTP requests are answered here (`routes`) and closed; whole messages
+//!    go to the hub, and after each one the hub's direct replies move to their queues (a
+//!    connection the hub paused, or one past its queue limit, is read no further); bytes the
+//!    transport answers itself (pongs, the `101`) are queued at once; remember writability
 //!    from writable events;
 //! 3. connections that hit the read budget last pass, or whose pause ended, read on; accepts
 //!    retried after a back-off;
 //! 4. greetings and refusals whose deadline passed are settled; the memory budget is checked;
 //! 5. run the hub's due timers (always asked: an empty event list proves nothing);
 //! 6. drain the hub's outputs into connection queues: one shared buffer per frame;
-//! 7. one vectored write pass over connections with pending bytes, bounded per connection;
+//! 7. one vectored write pass over connections with pending bytes, bounded per connection
+//!    (a TLS connection encrypts its queue as it goes: the encode-once rule stops there);
 //! 8. reap closing connections last, so nothing is torn down in the middle of a fan-out; what
 //!    that tells the hub is drained and written in the same pass.
 
@@ -894,6 +898,27 @@ impl Server {
                 Ok(Some(Event::Reply(bytes))) => {
                     conn.queue_raw(bytes);
                     want_write(conn, &mut self.pending_writes);
+                    // Pongs skip the hub's rate limit, but not the queue limit: a peer that
+                    // pings without reading is cut off like any slow reader.
+                    let queued = conn.out.bytes();
+                    if queued > self.config.max_outbuf {
+                        if self.tallies.slow.note(now) {
+                            log::warn!(
+                                "{} does not read its pongs: {queued} bytes queued; disconnecting",
+                                conn.peer
+                            );
+                        }
+                        self.hub.stats_mut().slow_consumer_disconnect();
+                        self.hub.handle(now, Input::Closed(id));
+                        kill(
+                            conn,
+                            key,
+                            &mut self.closing,
+                            &mut self.admitted,
+                            &mut self.per_ip,
+                        );
+                        return false;
+                    }
                 }
                 Ok(Some(Event::Upgraded(accept))) => {
                     conn.queue_raw(accept);
