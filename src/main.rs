@@ -237,6 +237,10 @@ fn main() -> ExitCode {
     }
     let server = match Server::bind(config) {
         Ok(server) => server,
+        Err(err @ roomcast::net::BindError::Tls(_)) => {
+            eprintln!("roomcast: {err}");
+            return ExitCode::from(2);
+        }
         Err(err @ roomcast::net::BindError::Io(_)) => {
             eprintln!(
                 "roomcast: cannot listen on {}:{}: {err}",
