@@ -81,7 +81,7 @@ pub struct Conn {
     /// How the connection is counted in `roomcast_connections`.
     pub counted: (ConnKind, bool),
     /// The transport error it is closing for, so a WebSocket's close frame carries its code.
-    pub closing_error: Option<TransportError>,
+    pub closing_error: Option<Box<TransportError>>,
     /// How far the transport's last bytes went: 0 none, 1 the WebSocket close frame, 2 TLS's
     /// close_notify too.
     pub goodbye_stage: u8,
@@ -166,7 +166,7 @@ impl Conn {
             match self.goodbye_stage {
                 0 => {
                     self.goodbye_stage = 1;
-                    if let Some(bye) = self.transport.goodbye(self.closing_error.as_ref()) {
+                    if let Some(bye) = self.transport.goodbye(self.closing_error.as_deref()) {
                         self.out.push(bye);
                         return true;
                     }

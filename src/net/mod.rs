@@ -50,7 +50,7 @@ use crate::quiet::Tally;
 use crate::stats::ConnKind;
 use crate::transport::http::{self, HttpRequest};
 use crate::transport::tls::{self, TlsConfig, TlsSession};
-use crate::transport::{Event, TransportKind};
+use crate::transport::{Event, TransportError, TransportKind};
 use conn::{Conn, State};
 pub use fd::raise_limit as raise_fd_limit;
 use out_queue::{Flushed, OutQueue};
@@ -954,10 +954,14 @@ impl Server {
                     log::debug!("{key}: {err}");
                     if conn.state == State::Open {
                         self.hub.handle(now, Input::Malformed(id, err.problem()));
-                        conn.closing_error = Some(err);
+                        conn.closing_error = Some(Box::new(err));
                     } else {
                         if self.tallies.refused.note(now) {
-                            log::info!("{} refused: {err}", conn.peer);
+                            let code = match &err {
+                                TransportError::Http(http) => http.status(),
+                                other => other.problem().code.as_u16(),
+                            };
+                            log::info!("{} refused ({code}): {err}", conn.peer);
                         }
                         if let Some(answer) = err.answer() {
                             conn.queue_raw(answer);
