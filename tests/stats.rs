@@ -86,7 +86,10 @@ fn a_msg_counts_one_delivery_per_member_and_errors_count_by_code() {
     assert_eq!(metric(&mut h, r#"roomcast_errors_total{code="404"}"#), 2.0);
     assert_eq!(metric(&mut h, r#"roomcast_errors_total{code="400"}"#), 1.0);
     assert_eq!(
-        metric(&mut h, r#"roomcast_messages_received_total{type="malformed"}"#),
+        metric(
+            &mut h,
+            r#"roomcast_messages_received_total{type="malformed"}"#
+        ),
         1.0
     );
     assert_eq!(

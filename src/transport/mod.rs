@@ -7,7 +7,7 @@
 //! | first byte | transport |
 //! |---|---|
 //! | `0x00` | length-prefixed JSON ([`framed`]): frames are far below 16 MiB |
-//! | `{` | newline-delimited JSON ([`line`]), what a person types into `nc` |
+//! | `{` | newline-delimited JSON ([`line`](mod@line)), what a person types into `nc` |
 //! | `A`..=`Z` | an HTTP/1.1 request ([`http`]): a page, `/metrics`, `/healthz`, or a WebSocket upgrade on `/ws` ([`ws`]) |
 //! | `0x16` | a TLS ClientHello ([`tls`]): the event loop decrypts, and the plaintext is sniffed again |
 //! | anything else | refused with one plain-text line naming the likely mistake, then closed |
@@ -22,7 +22,7 @@
 //! | file | transport |
 //! |---|---|
 //! | [`framed`] | 4-byte big-endian length, then the JSON body (the default) |
-//! | [`line`] | one JSON object per `\n`-terminated line |
+//! | [`line`](mod@line) | one JSON object per `\n`-terminated line |
 //! | [`http`] | request heads (capped at 8 KiB), responses, the WebSocket `101` |
 //! | [`ws`] | RFC 6455 frames: client messages in, a shared header and body out |
 //! | [`tls`] | rustls sessions fed and drained in memory |
