@@ -1,6 +1,6 @@
 //! `roomcast`: flags to `Config`, logger, bind, run until SIGINT/SIGTERM.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -26,8 +26,9 @@ fn heap_bytes() -> usize {
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1")]
+    /// Address to listen on: an IP address, or a host name (such as localhost) whose first
+    /// address, IPv4 first, is used.
+    #[arg(long, default_value = "127.0.0.1", value_parser = listen_address)]
     ip: IpAddr,
     /// Port to listen on (0 picks a free one).
     #[arg(long, default_value_t = 42069)]
@@ -153,6 +154,28 @@ fn seconds(text: &str) -> Result<Duration, String> {
         .map_err(|_| format!("{text:?} is not a number of seconds"))?;
     Duration::try_from_secs_f64(value)
         .map_err(|_| format!("{text} is not a positive, finite number of seconds"))
+}
+
+/// `--ip`: an IP address as is, or a host name resolved once at start-up. A name stands for
+/// several addresses (localhost: 127.0.0.1 and ::1); the server listens on one, IPv4 first,
+/// the address family every client can reach.
+fn listen_address(text: &str) -> Result<IpAddr, String> {
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Ok(ip);
+    }
+    let resolved: Vec<IpAddr> = (text, 0)
+        .to_socket_addrs()
+        .map_err(|err| {
+            format!("{text:?} is neither an IP address nor a host name that resolves here ({err})")
+        })?
+        .map(|addr| addr.ip())
+        .collect();
+    resolved
+        .iter()
+        .find(|ip| ip.is_ipv4())
+        .or_else(|| resolved.first())
+        .copied()
+        .ok_or_else(|| format!("host name {text:?} has no addresses"))
 }
 
 impl Args {

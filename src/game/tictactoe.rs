@@ -869,7 +869,7 @@ mod tests {
                 prop_assert_eq!(changed.len(), 1);
                 let cell = changed[0];
                 prop_assert!(b[cell].is_null());
-                let mark = if before["moves"].as_u64().expect("moves") % 2 == 0 {
+                let mark = if before["moves"].as_u64().expect("moves").is_multiple_of(2) {
                     "X"
                 } else {
                     "O"

@@ -48,6 +48,18 @@ pub(super) enum Job {
     SetPassword { conn: ConnId, user: UserName },
 }
 
+impl Job {
+    /// The connection that asked.
+    fn conn(&self) -> ConnId {
+        match self {
+            Job::Login { conn, .. }
+            | Job::Register { conn, .. }
+            | Job::CheckOldPassword { conn, .. }
+            | Job::SetPassword { conn, .. } => *conn,
+        }
+    }
+}
+
 fn check_password(pass: &str) -> Result<(), Refusal> {
     if pass.chars().count() < MIN_PASSWORD_CHARS || pass.len() > MAX_PASSWORD_BYTES {
         return Err(Refusal::BadPassword);
@@ -228,10 +240,13 @@ impl Hub {
         Ok(())
     }
 
-    /// Asks the hashing service for `work` and remembers what its answer is for.
+    /// Asks the hashing service for `work` and remembers what its answer is for. The
+    /// connection is held (not read) until the answer: a client that sends its login and
+    /// its first join together gets the join handled as a logged-in user.
     fn start_work(&mut self, work: Work, job: Job) {
         let id = self.next_job;
         self.next_job += 1;
+        self.outbox.hold(job.conn());
         self.jobs.insert(id, job);
         self.outbox.work(id, work);
     }
@@ -241,6 +256,15 @@ impl Hub {
         let Some(job) = self.jobs.remove(&id) else {
             return;
         };
+        let conn = job.conn();
+        self.job_answered(now, job, done);
+        let still_waiting = self.jobs.values().any(|job| job.conn() == conn);
+        if !still_waiting && self.conns.get(conn).is_some() {
+            self.outbox.release(conn);
+        }
+    }
+
+    fn job_answered(&mut self, now: Instant, job: Job, done: Done) {
         match (job, done) {
             (Job::Login { conn, user }, Done::Verified(ok)) => {
                 self.login_checked(now, conn, user, ok)

@@ -290,7 +290,10 @@ impl Hub {
 
     /// Runs whatever is due at `now`: the pose tick, login and idle timeouts.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.ticker.fire(now) && !self.tick_rooms.is_empty() {
+        // The ticker only moves while there is pose work: after a quiet spell its deadline has
+        // passed, so the first pose goes out at once, in the first pass that sees it, whether or
+        // not the loop woke for something else meanwhile.
+        if !self.tick_rooms.is_empty() && self.ticker.fire(now) {
             self.tick(now);
         }
         if self.housekeeping.fire(now) {

@@ -39,6 +39,18 @@ pub enum Output {
         /// When its bucket holds a token again.
         until: Instant,
     },
+    /// Stop reading this connection until a `Release` for it: its login, registration or
+    /// password change is being checked off the loop, and what it sent next (a join, a msg)
+    /// must be handled after the answer, not refused for want of it.
+    Hold {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// Read this held connection again.
+    Release {
+        /// The connection.
+        conn: ConnId,
+    },
     /// Hand this to the password hashing service; its result comes back as `Input::Done`
     /// with the same id.
     Work {
@@ -163,6 +175,16 @@ impl Outbox {
     /// Asks the event loop to stop reading a connection until `until`.
     pub fn pause(&mut self, conn: ConnId, until: Instant) {
         self.queue.push_back(Output::Pause { conn, until });
+    }
+
+    /// Asks the event loop to stop reading a connection until [`Outbox::release`].
+    pub fn hold(&mut self, conn: ConnId) {
+        self.queue.push_back(Output::Hold { conn });
+    }
+
+    /// Asks the event loop to read a held connection again.
+    pub fn release(&mut self, conn: ConnId) {
+        self.queue.push_back(Output::Release { conn });
     }
 
     /// Asks the event loop to flush and close a connection.

@@ -40,6 +40,9 @@ pub struct Harness {
     pub closed: HashSet<ConnId>,
     /// Connections the hub paused, and until when.
     pub paused: HashMap<ConnId, Instant>,
+    /// Connections held while their password work runs, with the bodies sent meanwhile,
+    /// handed to the hub when it releases them (as the event loop leaves them unread).
+    pub held: HashMap<ConnId, Vec<Vec<u8>>>,
     /// Password work asked for and not yet answered (see [`Harness::run_hasher`]).
     pub work: Vec<(u64, Work)>,
     /// Records handed to the store, in order.
@@ -71,6 +74,7 @@ impl Harness {
             now: start,
             closed: HashSet::new(),
             paused: HashMap::new(),
+            held: HashMap::new(),
             work: Vec::new(),
             persisted: Vec::new(),
             peer: IpAddr::from([127, 0, 0, 1]),
@@ -132,8 +136,13 @@ impl Harness {
         self.send_raw(conn, message.to_string().as_bytes());
     }
 
-    /// Sends a raw body and drains the outputs.
+    /// Sends a raw body and drains the outputs. A held connection's body waits for its
+    /// release.
     pub fn send_raw(&mut self, conn: ConnId, body: &[u8]) {
+        if let Some(waiting) = self.held.get_mut(&conn) {
+            waiting.push(body.to_vec());
+            return;
+        }
         self.feed_raw(conn, body);
         self.pump();
     }
@@ -188,6 +197,7 @@ impl Harness {
         self.pump();
         self.connected.remove(&conn);
         self.transports.remove(&conn);
+        self.held.remove(&conn);
         self.hub.handle(self.now, Input::Closed(conn));
         self.pump();
     }
@@ -229,6 +239,7 @@ impl Harness {
     /// Drains the hub's outputs into the inboxes, checking none goes to a connection the hub
     /// closed or the peer left.
     pub fn pump(&mut self) {
+        let mut released = Vec::new();
         while let Some(output) = self.hub.poll_output() {
             match output {
                 Output::Send { to, frame } => {
@@ -244,8 +255,22 @@ impl Harness {
                     assert!(until > self.now, "pause of {conn:?} already over");
                     self.paused.insert(conn, until);
                 }
+                Output::Hold { conn } => {
+                    assert!(self.connected.contains(&conn), "hold of gone {conn:?}");
+                    self.held.entry(conn).or_default();
+                }
+                Output::Release { conn } => {
+                    let waiting = self.held.remove(&conn);
+                    assert!(waiting.is_some(), "release of {conn:?}, never held");
+                    released.push((conn, waiting.unwrap_or_default()));
+                }
                 Output::Work { id, work } => self.work.push((id, work)),
                 Output::Persist(record) => self.persisted.push(record),
+            }
+        }
+        for (conn, waiting) in released {
+            for body in waiting {
+                self.send_raw(conn, &body);
             }
         }
     }

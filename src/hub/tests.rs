@@ -1118,6 +1118,26 @@ fn after_a_quiet_spell_one_tick_catches_up_then_the_grid_resumes() {
     h.pump();
     assert_eq!(h.take(a).len(), 1);
     assert_eq!(h.hub.ticker.deadline(), h.start + 1_400 * MS);
+    // Quiet again, but the loop wakes (for housekeeping, a ping) in between: the first pose
+    // still goes at once, and the next ones wait for the grid together.
+    h.advance(1_000 * MS);
+    assert!(h.take(a).is_empty());
+    h.now += 7 * MS;
+    h.send(a, transform("lobby", 3.0));
+    h.hub.handle_timeout(h.now);
+    h.pump();
+    assert_eq!(
+        flatten(&h.take(a))[0]["data"]["pos"]["x"],
+        json!(3.0),
+        "at once"
+    );
+    h.now += 3 * MS;
+    h.send(a, transform("lobby", 4.0));
+    h.send(a, transform("lobby", 5.0));
+    h.advance(300 * MS);
+    let frames = h.take(a);
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    assert_eq!(flatten(&frames)[0]["data"]["pos"]["x"], json!(5.0));
 }
 
 #[test]
@@ -2002,6 +2022,37 @@ fn register_then_log_in_with_the_password_and_only_with_it() {
     h.send(d, json!({"system": "login", "options": {"user": "alice"}}));
     h.run_hasher();
     assert_eq!(code(&h.take(d)[0]), 403);
+}
+
+#[test]
+fn what_a_client_sends_behind_its_login_waits_for_the_password_check() {
+    let mut h = Harness::default();
+    registered(&mut h, "alice", "correct horse");
+    let c = h.connect();
+    // Sent in one go, as a script or `nc` does: the join and the msg must not meet a 401.
+    h.send(c, login_with("alice", "correct horse"));
+    h.send(c, json!({"room": "den", "type": "join"}));
+    h.send(c, json!({"room": "den", "type": "msg", "data": "hi"}));
+    assert!(h.held.contains_key(&c), "held while the hash is checked");
+    assert!(h.take(c).is_empty());
+    h.run_hasher();
+    assert!(!h.held.contains_key(&c), "released with the answer");
+    let frames = h.take(c);
+    assert_eq!(code(&frames[0]), 202);
+    assert!(frames.iter().all(|f| f["info"] != "error"), "{frames:?}");
+    let events = flatten(&frames[1..]);
+    let said: Vec<_> = events
+        .iter()
+        .filter(|e| e["room"] == "den" && e["type"] == "msg")
+        .collect();
+    assert_eq!(said.len(), 1, "{frames:?}");
+    // A refused login releases too, and what followed it is answered as before login.
+    let d = h.connect();
+    h.send(d, login_with("alice", "wrong horse"));
+    h.send(d, json!({"room": "lobby", "type": "msg", "data": "x"}));
+    h.run_hasher();
+    let codes: Vec<_> = h.take(d).iter().map(code).collect();
+    assert_eq!(codes, [403, 401]);
 }
 
 #[test]

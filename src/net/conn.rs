@@ -85,6 +85,10 @@ pub struct Conn {
     /// How far the transport's last bytes went: 0 none, 1 the WebSocket close frame, 2 TLS's
     /// close_notify too.
     pub goodbye_stage: u8,
+    /// Not read until the hub releases it: a password check is under way.
+    pub held: bool,
+    /// In the loop's list of connections left unread until the store catches up.
+    pub waiting_for_store: bool,
 }
 
 impl Conn {
@@ -114,6 +118,8 @@ impl Conn {
             counted: (ConnKind::Pending, false),
             closing_error: None,
             goodbye_stage: 0,
+            held: false,
+            waiting_for_store: false,
         }
     }
 
@@ -219,9 +225,10 @@ impl Conn {
         }
     }
 
-    /// Whether the hub asked not to read it before a moment still to come.
+    /// Whether the hub asked not to read it now: held, or paused until a moment still to
+    /// come.
     pub fn is_paused(&self, now: Instant) -> bool {
-        self.paused_until.is_some_and(|until| until > now)
+        self.held || self.paused_until.is_some_and(|until| until > now)
     }
 
     /// Whether the hub still expects to talk through this connection.

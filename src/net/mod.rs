@@ -73,6 +73,8 @@ const LINGER_TIMEOUT: Duration = Duration::from_millis(500);
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Connections refused through the spare descriptor in one pass, before backing off.
 const SPARE_REFUSALS_PER_PASS: usize = 256;
+/// How often the loop looks whether the store caught up, while clients wait for it.
+const STORE_RECHECK: Duration = Duration::from_millis(1);
 /// How long shutdown waits for queues to flush.
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
 /// How long a refused connection is given to send its first bytes, so that its refusal is
@@ -122,6 +124,8 @@ pub struct Server {
     refusals: VecDeque<(Instant, ConnId)>,
     /// Connections the hub paused, by the end of their pause.
     paused: BinaryHeap<Reverse<(Instant, ConnId)>>,
+    /// Connections left unread while the store catches up, to read again after.
+    waiting_for_store: Vec<ConnId>,
     memory_gauge: Option<MemoryGauge>,
     next_memory_check: Instant,
     memory_high: bool,
@@ -275,6 +279,7 @@ impl Server {
             greetings: VecDeque::new(),
             refusals: VecDeque::new(),
             paused: BinaryHeap::new(),
+            waiting_for_store: Vec::new(),
             memory_gauge: None,
             next_memory_check: now,
             memory_high: false,
@@ -365,6 +370,7 @@ impl Server {
                 }
             }
             self.resume_paused(now);
+            self.resume_waiting_for_store(now);
             for key in std::mem::take(&mut self.pending_reads) {
                 if let Some(conn) = self.conns.get_mut(key) {
                     conn.read_queued = false;
@@ -442,6 +448,8 @@ impl Server {
         let greeting = self.greetings.front().map(|&(deadline, _)| deadline);
         let refusal = self.refusals.front().map(|&(deadline, _)| deadline);
         let pause = self.paused.peek().map(|Reverse((until, _))| *until);
+        // The store has no way to wake the loop when it catches up: look again soon.
+        let store = (!self.waiting_for_store.is_empty()).then(|| now + STORE_RECHECK);
         let memory = (!self.conns.is_empty()).then_some(self.next_memory_check);
         self.hub
             .poll_timeout()
@@ -451,6 +459,7 @@ impl Server {
             .chain(greeting)
             .chain(refusal)
             .chain(pause)
+            .chain(store)
             .chain(memory)
             .chain(closing)
             .chain(Some(self.next_summary))
@@ -615,6 +624,9 @@ impl Server {
             &mut tallies.slow,
         ] {
             tally.flush(now);
+        }
+        if let Some(services) = &mut self.services {
+            services.flush_tallies(now);
         }
     }
 
@@ -879,6 +891,18 @@ impl Server {
                 other => return other.is_reading(),
             }
             let id = conn.id;
+            if conn.state == State::Open
+                && self
+                    .services
+                    .as_mut()
+                    .is_some_and(|s| s.store_is_behind(now))
+            {
+                if !conn.waiting_for_store {
+                    conn.waiting_for_store = true;
+                    self.waiting_for_store.push(id);
+                }
+                return false;
+            }
             let event = conn.transport.next_event(&mut conn.read_buf);
             let opens = conn.state == State::Greeting
                 && conn.transport.speaks_protocol()
@@ -1121,6 +1145,28 @@ impl Server {
         }
     }
 
+    /// Once the store caught up, the connections left unread for it are read again (what they
+    /// sent meanwhile waits in their buffers and sockets).
+    fn resume_waiting_for_store(&mut self, now: Instant) {
+        if self.waiting_for_store.is_empty()
+            || self
+                .services
+                .as_mut()
+                .is_some_and(|s| s.store_is_behind(now))
+        {
+            return;
+        }
+        for id in std::mem::take(&mut self.waiting_for_store) {
+            if let Some(conn) = self.conns.get_mut(id.slot()).filter(|c| c.id == id) {
+                conn.waiting_for_store = false;
+                if !conn.read_queued {
+                    conn.read_queued = true;
+                    self.pending_reads.push(id.slot());
+                }
+            }
+        }
+    }
+
     /// Moves the hub's outputs into connection queues and enforces the queue limits.
     fn drain_outputs(&mut self, now: Instant) {
         self.move_outputs(now, true);
@@ -1191,6 +1237,21 @@ impl Server {
                 Output::Persist(record) => {
                     if let Some(services) = &mut self.services {
                         services.persist(now, record);
+                    }
+                }
+                Output::Hold { conn: id } => {
+                    if let Some(conn) = self.conns.get_mut(id.slot()).filter(|c| c.id == id) {
+                        conn.held = true;
+                    }
+                }
+                Output::Release { conn: id } => {
+                    if let Some(conn) = self.conns.get_mut(id.slot()).filter(|c| c.id == id) {
+                        conn.held = false;
+                        // What it sent meanwhile waits in its buffer or its socket.
+                        if !conn.read_queued {
+                            conn.read_queued = true;
+                            self.pending_reads.push(id.slot());
+                        }
                     }
                 }
                 Output::Pause { conn: id, until } => {

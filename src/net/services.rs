@@ -14,9 +14,27 @@ use crate::quiet::Tally;
 use crate::services::hasher::{Hasher, HasherConfig, Job, Outcome};
 use crate::services::store::{Store, StoreConfig, StoreError, Write};
 
-/// Writes the store's queue can hold: about 40 ms of its writer's work, so the durability
-/// promise (see README) holds even when the queue is full.
+/// Writes the store's queue can hold: about 20 ms of its writer's work at the ~200,000 writes
+/// a second it manages alone (`roomcast-bench store`). The loop stops reading clients at half
+/// of it, so the queue does not fill and a write waits well under 100 ms: the durability
+/// promise (see README).
 const STORE_QUEUE: usize = 4096;
+
+/// The loop stops reading clients when this many writes wait for the store, so that the queue
+/// never fills and no write is dropped under a load the disk cannot follow...
+const STORE_BUSY_AT: u64 = STORE_QUEUE as u64 / 2;
+/// ...and reads again when the store has caught up to this.
+const STORE_CAUGHT_UP_AT: u64 = STORE_QUEUE as u64 / 8;
+
+/// Whether the loop holds off reading, given whether it did and the store's backlog: from
+/// half the queue until an eighth, so that it neither lets the queue fill nor flips on every
+/// write.
+fn behind(was_behind: bool, backlog: u64) -> bool {
+    match was_behind {
+        true => backlog > STORE_CAUGHT_UP_AT,
+        false => backlog >= STORE_BUSY_AT,
+    }
+}
 
 /// Answers of the hashing service, waiting for the loop.
 type Answers = Arc<Mutex<VecDeque<(u64, Outcome)>>>;
@@ -27,6 +45,9 @@ pub struct Services {
     hasher: Hasher,
     answers: Answers,
     lost_writes: Tally,
+    /// Clients are not read: the store is behind (see [`Services::store_is_behind`]).
+    store_behind: bool,
+    behind_since: Tally,
 }
 
 impl Services {
@@ -57,6 +78,11 @@ impl Services {
             hasher,
             answers,
             lost_writes: Tally::new("store writes lost (queue full)", log::Level::Warn),
+            store_behind: false,
+            behind_since: Tally::new(
+                "times clients were not read while the store caught up",
+                log::Level::Info,
+            ),
         })
     }
 
@@ -77,7 +103,8 @@ impl Services {
         }
     }
 
-    /// Hands a record to the store; a full queue loses it (counted and logged).
+    /// Hands a record to the store; a full queue (which [`Services::store_is_behind`] keeps
+    /// from happening) loses it, counted and logged.
     pub fn persist(&mut self, now: std::time::Instant, record: Record) {
         let Some(store) = &self.store else {
             return;
@@ -102,6 +129,30 @@ impl Services {
                 log::warn!("store write lost: {err}");
             }
         }
+    }
+
+    /// Whether the loop must stop reading clients for now: the store's backlog passed half its
+    /// queue, and has not yet come down to an eighth of it. Every message a client sends may
+    /// become a history event to persist; while the disk cannot follow, not reading them
+    /// (TCP pushes back to the senders) keeps every write, and the durability promise, where
+    /// dropping writes would lose them.
+    pub fn store_is_behind(&mut self, now: std::time::Instant) -> bool {
+        let Some(store) = &self.store else {
+            return false;
+        };
+        let backlog = store.backlog();
+        let was_behind = self.store_behind;
+        self.store_behind = behind(was_behind, backlog);
+        if self.store_behind && !was_behind && self.behind_since.note(now) {
+            log::info!("the store is behind ({backlog} writes waiting): clients are not read until it catches up");
+        }
+        self.store_behind
+    }
+
+    /// Reports what the quiet logs held back.
+    pub fn flush_tallies(&mut self, now: std::time::Instant) {
+        self.lost_writes.flush(now);
+        self.behind_since.flush(now);
     }
 
     /// The hashing service's answers since the last call, for the hub.
@@ -175,4 +226,21 @@ pub enum StartError {
     /// The hashing threads could not be started.
     #[error("cannot start the password hashing threads: {0}")]
     Hasher(std::io::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reading_stops_at_half_the_store_queue_and_starts_again_at_an_eighth() {
+        let half = STORE_QUEUE as u64 / 2;
+        let eighth = STORE_QUEUE as u64 / 8;
+        assert!(!behind(false, half - 1));
+        assert!(behind(false, half));
+        assert!(behind(true, half - 1), "no flipping just below the mark");
+        assert!(behind(true, eighth + 1));
+        assert!(!behind(true, eighth));
+        assert!(!behind(false, eighth + 1));
+    }
 }

@@ -85,8 +85,9 @@ fn encode<D: Serialize>(time: f64, user: &str, kind: &str, seq: Option<u64>, dat
         seq,
         data,
     };
-    // Serializing plain structs, strings, numbers and raw JSON into a Vec cannot fail.
-    Bytes::from(serde_json::to_vec(&event).expect("event serializes"))
+    let mut buf = Vec::with_capacity(64);
+    write_json(&mut buf, &event);
+    Bytes::from(buf)
 }
 
 /// A user frame carrying already encoded events of one room, in order.
@@ -120,9 +121,62 @@ fn encode_frame<T: Serialize>(value: &T) -> Frame {
     Frame::finish(buf)
 }
 
+/// Everything the server sends is written here, with [`SeparatorsEscaped`].
 fn write_json<T: Serialize + ?Sized>(buf: &mut Vec<u8>, value: &T) {
+    let mut serializer = serde_json::Serializer::with_formatter(buf, SeparatorsEscaped);
     // Writing to a Vec cannot fail, and every value the server encodes is plain data.
-    serde_json::to_writer(buf, value).expect("server values serialize");
+    value
+        .serialize(&mut serializer)
+        .expect("server values serialize");
+}
+
+/// serde_json's compact output, but with U+2028 and U+2029 written as `\u2028` and `\u2029`,
+/// in strings it writes and in raw JSON it forwards (a msg's `data`). JSON allows them raw,
+/// but line-mode clients that split on every line break (Python's `str.splitlines()`, many
+/// JavaScript readers) would cut a frame in two. Escaped, they parse to the same text. Raw
+/// JSON can hold them only inside strings (they are not JSON whitespace), where the escape
+/// means the same character.
+struct SeparatorsEscaped;
+
+impl serde_json::ser::Formatter for SeparatorsEscaped {
+    fn write_string_fragment<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> std::io::Result<()> {
+        write_separators_escaped(writer, fragment.as_bytes())
+    }
+
+    fn write_raw_fragment<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> std::io::Result<()> {
+        write_separators_escaped(writer, fragment.as_bytes())
+    }
+}
+
+/// U+2028 is E2 80 A8 in UTF-8, U+2029 E2 80 A9; E2 starts no other byte sequence that needs
+/// a look, so the scan is a `memchr` for E2.
+fn write_separators_escaped<W: ?Sized + std::io::Write>(
+    writer: &mut W,
+    mut bytes: &[u8],
+) -> std::io::Result<()> {
+    while let Some(at) = memchr::memchr(0xE2, bytes) {
+        let escape: &[u8] = match bytes.get(at + 1..at + 3) {
+            Some([0x80, 0xA8]) => b"\\u2028",
+            Some([0x80, 0xA9]) => b"\\u2029",
+            _ => {
+                writer.write_all(&bytes[..=at])?;
+                bytes = &bytes[at + 1..];
+                continue;
+            }
+        };
+        writer.write_all(&bytes[..at])?;
+        writer.write_all(escape)?;
+        bytes = &bytes[at + 3..];
+    }
+    writer.write_all(bytes)
 }
 
 /// A `system` or `error` reply, as a client reads it.
@@ -234,7 +288,34 @@ impl ServerMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
     use serde_json::value::RawValue;
+
+    #[test]
+    fn line_and_paragraph_separators_go_out_escaped_and_read_back_the_same() {
+        let text = "a\u{2028}b\u{2029}c \u{20AC}\u{2027}";
+        let raw =
+            RawValue::from_string(format!("[{}]", serde_json::to_string(text).unwrap())).unwrap();
+        assert!(raw.get().contains('\u{2028}'), "serde_json leaves them raw");
+        for (body, data) in [
+            (encode_event(1.0, "u", "msg", text), json!(text)),
+            (encode_event(1.0, "u", "msg", &*raw), json!([text])),
+        ] {
+            let body = String::from_utf8(body.to_vec()).unwrap();
+            assert!(!body.contains(['\u{2028}', '\u{2029}']), "{body}");
+            assert!(body.contains("a\\u2028b\\u2029c"), "{body}");
+            assert!(
+                body.contains('\u{20AC}'),
+                "other E2 characters stay: {body}"
+            );
+            let read: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(read["data"], data);
+        }
+        let reply = encode_reply(1.0, Code::BadRequest, "x\u{2028}", Map::new());
+        assert!(!std::str::from_utf8(&reply.body())
+            .unwrap()
+            .contains('\u{2028}'));
+    }
 
     #[test]
     fn replies_and_events_are_spelled_as_documented() {

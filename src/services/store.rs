@@ -14,8 +14,9 @@
 //! a panic, an OOM kill); only a power cut or kernel crash can take back the last commits.
 //! So every write submitted more than 100 ms before the process dies is in the database after
 //! a restart, as long as the queue holds less than ~80 ms of the writer's work: at about
-//! 100,000 writes a second, the default queue of 4,096 is ~40 ms. A longer queue absorbs longer
-//! bursts but breaks that promise while it is full; past it, `submit` answers `Full`.
+//! 200,000 writes a second, a queue of 4,096 is ~20 ms. A longer queue would absorb longer
+//! bursts but break that promise while full; past it, `submit` answers `Full`, and the caller
+//! watches [`Store::backlog`] to slow down before that (the event loop stops reading clients).
 //!
 //! # Retention
 //! Per room the store keeps the events with the last `history_per_room` sequence numbers, and a
@@ -26,10 +27,11 @@
 //! [`Store::open`] applies them once more, so that lowering a limit takes effect at the next
 //! start.
 //!
-//! # One process per directory
-//! The connection holds SQLite's exclusive lock for as long as the store is open: a second
+//! # One process per directory, other readers welcome
+//! The store holds an exclusive lock on `DIR/roomcast.lock` for as long as it is open: a second
 //! roomcast on the same directory is refused with [`StoreError::Locked`] instead of interleaving
-//! its writes; the `sqlite3` shell can read the file only while roomcast is stopped.
+//! its writes. The database itself is shared as SQLite shares a WAL database, so the `sqlite3`
+//! shell can read it and take an online backup (`.backup` or `VACUUM INTO`) while roomcast runs.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -51,6 +53,8 @@ use crate::quiet::Tally;
 
 /// The database's file name inside the data directory.
 pub const FILE_NAME: &str = "roomcast.db";
+/// The file whose lock says a roomcast has the directory.
+pub const LOCK_FILE_NAME: &str = "roomcast.lock";
 
 /// Schema steps: `MIGRATIONS[i]` takes a database from `user_version` i to i + 1. A new version
 /// appends a step; a step is never edited once released.
@@ -278,6 +282,14 @@ pub enum StoreError {
         /// What SQLite said.
         source: rusqlite::Error,
     },
+    /// The lock file cannot be made or locked.
+    #[error("cannot lock {path}: {source}")]
+    LockFile {
+        /// The lock file.
+        path: PathBuf,
+        /// What the OS said.
+        source: io::Error,
+    },
     /// Another process holds the database.
     #[error("{path} is in use by another process (another roomcast?): stop it, or choose another data directory")]
     Locked {
@@ -366,13 +378,28 @@ impl Store {
     pub fn submit(&self, write: Write) -> Result<(), StoreError> {
         let queue = self.queue.as_ref().ok_or(StoreError::Stopped)?;
         match queue.try_send(write) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.counters.submitted.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
             Err(TrySendError::Full(_)) => {
                 self.counters.full.fetch_add(1, Ordering::Relaxed);
                 Err(StoreError::Full)
             }
             Err(TrySendError::Disconnected(_)) => Err(StoreError::Stopped),
         }
+    }
+
+    /// Writes submitted and not yet committed (or lost): the queue and the open batch. The
+    /// durability promise holds while this stays well below the queue's capacity, so the
+    /// event loop stops reading clients when it climbs (see `net::services`).
+    pub fn backlog(&self) -> u64 {
+        let settled = self.counters.committed.load(Ordering::Relaxed)
+            + self.counters.lost.load(Ordering::Relaxed);
+        self.counters
+            .submitted
+            .load(Ordering::Relaxed)
+            .saturating_sub(settled)
     }
 
     /// Counts so far.
@@ -407,6 +434,8 @@ impl Drop for Store {
 /// The shared counters behind [`StoreStats`].
 #[derive(Debug, Default)]
 struct Counters {
+    /// Writes accepted by `submit`.
+    submitted: AtomicU64,
     committed: AtomicU64,
     lost: AtomicU64,
     rejected: AtomicU64,
@@ -462,6 +491,8 @@ struct Writer {
     failures: Tally,
     /// Writes the store's rules refuse: a confused caller may send many.
     refusals: Tally,
+    /// Held (locked) until the writer is gone, after the connection closed.
+    _lock: fs::File,
 }
 
 impl Writer {
@@ -486,6 +517,7 @@ impl Writer {
             path: dir.to_owned(),
             source,
         })?;
+        let lock = lock_directory(dir)?;
         let path = dir.join(FILE_NAME);
         if fs::metadata(&path).is_ok_and(|meta| meta.is_file() && meta.len() == 0) {
             return Err(StoreError::Empty { path });
@@ -506,6 +538,7 @@ impl Writer {
             counters,
             failures: Tally::new("store: failed batches or pruning passes", log::Level::Error),
             refusals: Tally::new("store: writes refused", log::Level::Warn),
+            _lock: lock,
         };
         writer
             .retain_at_open(unix_now())
@@ -888,14 +921,31 @@ impl Writer {
     }
 }
 
+/// Takes the directory's lock file, or says who has it.
+fn lock_directory(dir: &Path) -> Result<fs::File, StoreError> {
+    let path = dir.join(LOCK_FILE_NAME);
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| StoreError::LockFile {
+            path: path.clone(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => Err(StoreError::Locked {
+            path: dir.join(FILE_NAME),
+        }),
+        Err(fs::TryLockError::Error(source)) => Err(StoreError::LockFile { path, source }),
+    }
+}
+
 /// Connection settings and the schema check, before anything is read.
 fn prepare(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     let sqlite = |err| classify(path, err);
     conn.busy_timeout(LOCK_WAIT).map_err(sqlite)?;
-    // Before the first read, so that SQLite keeps the log's index in memory (no -shm file) and
-    // holds the lock until the store closes.
-    conn.pragma_update(None, "locking_mode", "EXCLUSIVE")
-        .map_err(sqlite)?;
     let mode: String = conn
         .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
         .map_err(sqlite)?;
@@ -1419,6 +1469,29 @@ mod tests {
             summary(&restore(dir.path(), config(10, 10))),
             [("a", 1, vec![1])]
         );
+    }
+
+    #[test]
+    fn a_running_store_can_be_read_and_backed_up_online() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = writer(dir.path(), config(100, 10));
+        writer.write_batch(vec![register("anna", "phc"), event("lobby", 1, 1.0)]);
+        // What an operator runs while roomcast runs: `sqlite3 roomcast.db "VACUUM INTO ..."`.
+        let reader = Connection::open(dir.path().join(FILE_NAME)).unwrap();
+        let backup = dir.path().join("backup.db");
+        reader
+            .execute("VACUUM INTO ?1", [backup.to_str().unwrap()])
+            .unwrap();
+        // The writer goes on while the reader is open.
+        writer.write_batch(vec![event("lobby", 2, 2.0)]);
+        assert_eq!(writer.counters.snapshot().committed, 3);
+        drop(reader);
+        drop(writer);
+        let copy = tempfile::tempdir().unwrap();
+        fs::copy(&backup, copy.path().join(FILE_NAME)).unwrap();
+        let restored = restore(copy.path(), config(100, 10));
+        assert_eq!(summary(&restored), [("lobby", 1, vec![1])]);
+        assert_eq!(restored.accounts.len(), 1);
     }
 
     #[test]

@@ -4,9 +4,11 @@
 //! commands that produced them.
 
 mod attack;
+mod logins;
 mod pool;
 mod scenarios;
 mod stats;
+mod store;
 mod target;
 
 use std::net::SocketAddr;
@@ -91,6 +93,25 @@ fn bench_client_tls() -> Result<std::sync::Arc<rustls::ClientConfig>, String> {
 
 #[derive(Subcommand)]
 enum Load {
+    /// The store's writer alone (no server): events persisted per second to SQLite in
+    /// --data-dir (default: a temporary directory, removed after).
+    Store {
+        #[arg(long, default_value_t = 100)]
+        rooms: usize,
+        /// Events kept per room, as the server's --history.
+        #[arg(long, default_value_t = 100)]
+        history: usize,
+        /// msg data size in bytes.
+        #[arg(long, default_value_t = 64)]
+        payload: usize,
+    },
+    #[command(flatten)]
+    Server(ServerLoad),
+}
+
+/// The loads that run against a server.
+#[derive(Subcommand)]
+enum ServerLoad {
     /// Rooms of chatting members: fan-out throughput, latency, loss.
     Chat {
         #[arg(long, default_value_t = 1)]
@@ -122,6 +143,20 @@ enum Load {
         /// Chat msgs per second per room on the side.
         #[arg(long, default_value_t = 10.0)]
         chat_rate: f64,
+    },
+    /// Registered users logging in (an argon2id check each, off the event loop) and out, while
+    /// one more connection pings every 10 ms: logins per second, and the ping round trips
+    /// that show whether the loop is ever blocked.
+    Logins {
+        /// Logins per second; omit for as many as the server answers.
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Accounts registered first and logged into in turn.
+        #[arg(long, default_value_t = 20)]
+        accounts: usize,
+        /// Logins in flight at most.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
     },
     /// Logged-in connections doing nothing: memory per connection, connect+login rate.
     Idle {
@@ -171,7 +206,7 @@ struct Settings {
 }
 
 impl Settings {
-    fn of(s: &ServerArgs, load: &Load) -> Settings {
+    fn of(s: &ServerArgs, load: &ServerLoad) -> Settings {
         let capacity = |connections: usize| Settings {
             fps: s.fps,
             rate_limit: Some(s.rate_limit.unwrap_or(0.0)),
@@ -181,10 +216,11 @@ impl Settings {
             data_dir: s.data_dir.clone(),
         };
         match load {
-            Load::Chat { rooms, members, .. } => capacity(rooms * members),
-            Load::Vr { headsets, .. } => capacity(*headsets),
-            Load::Idle { connections } => capacity(*connections),
-            Load::Attack { kind, .. } => Settings {
+            ServerLoad::Chat { rooms, members, .. } => capacity(rooms * members),
+            ServerLoad::Vr { headsets, .. } => capacity(*headsets),
+            ServerLoad::Idle { connections } => capacity(*connections),
+            ServerLoad::Logins { concurrency, .. } => capacity(*concurrency),
+            ServerLoad::Attack { kind, .. } => Settings {
                 fps: s.fps,
                 rate_limit: s.rate_limit,
                 capacity: None,
@@ -257,6 +293,14 @@ impl Settings {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let s = &cli.server;
+    let load = match &cli.load {
+        Load::Store {
+            rooms,
+            history,
+            payload,
+        } => return store_only(&cli, *rooms, *history, *payload),
+        Load::Server(load) => load,
+    };
     let wire = match s.transport {
         Transport::Tcp => pool::Wire::Tcp,
         Transport::Ws => pool::Wire::Ws,
@@ -268,12 +312,12 @@ fn main() -> ExitCode {
             }
         },
     };
-    if s.transport != Transport::Tcp && matches!(cli.load, Load::Attack { .. }) {
+    if s.transport != Transport::Tcp && matches!(load, ServerLoad::Attack { .. }) {
         eprintln!("roomcast-bench: attack runs over plain TCP only (--transport tcp)");
         return ExitCode::from(2);
     }
     pool::set_wire(wire);
-    let target = match start_target(s, &Settings::of(s, &cli.load)) {
+    let target = match start_target(s, &Settings::of(s, load)) {
         Ok(target) => target,
         Err(err) => {
             eprintln!("roomcast-bench: cannot start the server: {err}");
@@ -281,8 +325,8 @@ fn main() -> ExitCode {
         }
     };
     eprintln!("server: {} at {}", target.describe(), target.addr());
-    let (name, outcome) = match &cli.load {
-        Load::Chat {
+    let (name, outcome) = match load {
+        ServerLoad::Chat {
             rooms,
             members,
             publishers,
@@ -301,7 +345,7 @@ fn main() -> ExitCode {
             };
             ("chat", scenarios::chat(&target, &load))
         }
-        Load::Vr {
+        ServerLoad::Vr {
             headsets,
             room_size,
             hz,
@@ -317,8 +361,23 @@ fn main() -> ExitCode {
             };
             ("vr", scenarios::vr(&target, &load))
         }
-        Load::Idle { connections } => ("idle", scenarios::idle(&target, *connections, s.seconds)),
-        Load::Attack {
+        ServerLoad::Idle { connections } => {
+            ("idle", scenarios::idle(&target, *connections, s.seconds))
+        }
+        ServerLoad::Logins {
+            rate,
+            accounts,
+            concurrency,
+        } => {
+            let load = logins::LoginLoad {
+                rate: *rate,
+                accounts: *accounts,
+                concurrency: *concurrency,
+                seconds: s.seconds,
+            };
+            ("logins", logins::logins(&target, &load))
+        }
+        ServerLoad::Attack {
             kind,
             attackers,
             bystander_rate,
@@ -372,6 +431,34 @@ fn start_target(s: &ServerArgs, settings: &Settings) -> std::io::Result<Target> 
         return Target::spawn(&settings.flags(), s.server_cpu);
     }
     Target::embedded(settings.config())
+}
+
+/// `roomcast-bench store`: no server, the writer alone.
+fn store_only(cli: &Cli, rooms: usize, history: usize, payload: usize) -> ExitCode {
+    // Without --data-dir, a directory of its own under the system's temporary directory,
+    // removed afterwards.
+    let own = std::env::temp_dir().join(format!("roomcast-bench-store-{}", std::process::id()));
+    let dir = cli.server.data_dir.clone().unwrap_or_else(|| own.clone());
+    let load = store::StoreLoad {
+        rooms,
+        history,
+        payload,
+        seconds: cli.server.seconds,
+    };
+    let outcome = store::store(&dir, &load);
+    if cli.server.data_dir.is_none() {
+        let _ = std::fs::remove_dir_all(&own);
+    }
+    match outcome {
+        Ok(outcome) => {
+            report("store", cli, &outcome);
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("roomcast-bench: store failed: {err}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// A human table on stdout, then one JSON line with the settings and every figure.
