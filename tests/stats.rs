@@ -114,3 +114,24 @@ fn a_backlogged_member_skips_ticks_and_the_skip_is_counted() {
     assert!(h.events(b).is_empty(), "nothing for the backlogged member");
     assert_eq!(h.events(a).len(), 1, "the sender still gets the tick");
 }
+
+#[test]
+fn a_joiners_snapshot_counts_every_pose_it_carries() {
+    let (mut h, a, b) = two_in_vr();
+    h.send(a, json!({"room":"vr","type":"transform","data":pose(1.0)}));
+    h.send(b, json!({"room":"vr","type":"transform","data":pose(2.0)}));
+    h.advance(Duration::from_millis(50));
+    h.take(a);
+    h.take(b);
+    let c = h.user("c");
+    h.send(c, json!({"room":"vr","type":"join"}));
+    h.take(c);
+    let delivered = metric(&mut h, "roomcast_events_delivered_total");
+    h.advance(Duration::from_millis(50));
+    // Nothing changed: c alone gets the snapshot, with both poses.
+    assert_eq!(h.events(c).len(), 2);
+    assert_eq!(
+        metric(&mut h, "roomcast_events_delivered_total") - delivered,
+        2.0
+    );
+}

@@ -363,6 +363,11 @@ impl Room {
                 }
                 continue;
             }
+            let poses = if member.needs_snapshot {
+                everyone.len()
+            } else {
+                changed.len()
+            };
             let frame = if member.needs_snapshot {
                 if snapshot.is_some() {
                     member.needs_snapshot = false;
@@ -372,12 +377,7 @@ impl Room {
                 changes.clone()
             };
             if let (Some(frame), Some(conn)) = (frame, member.conn) {
-                let poses = if member.needs_snapshot {
-                    &everyone
-                } else {
-                    &changed
-                };
-                outbox.stats.delivered(poses.len() as u64);
+                outbox.stats.delivered(poses as u64);
                 outbox.send(conn, frame);
             }
         }
