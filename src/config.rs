@@ -5,6 +5,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use ipnet::IpNet;
+
 /// What clients are told to accept from the server: no server frame is larger.
 pub const CLIENT_FRAME_LIMIT: usize = 16 * 1024 * 1024;
 
@@ -68,6 +70,11 @@ pub struct Config {
     pub resume_grace: Duration,
     /// Sessions kept detached at once; past it, the one detached longest ends first.
     pub max_detached: usize,
+    /// Certificate chain and key (PEM files) for TLS on the same port; `None` leaves TLS off
+    /// (a ClientHello then gets a TLS alert).
+    pub tls: Option<TlsFiles>,
+    /// Networks besides loopback whose clients may read `GET /metrics`.
+    pub metrics_allow: Vec<IpNet>,
     /// Where accounts and room histories are kept (SQLite); `None` keeps nothing across a
     /// restart. The library's default is `None`; the `roomcast` binary's is a per-user data
     /// directory.
@@ -84,6 +91,15 @@ pub struct Config {
     /// How costly password hashes are: the argon2 crate's recommended costs, or the cheapest
     /// (tests only: such hashes protect nothing).
     pub hash_cost: HashCost,
+}
+
+/// Where TLS's certificate chain and private key are (`--tls-cert`, `--tls-key`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 /// The cost of the argon2id password hashes a server makes.
@@ -122,6 +138,8 @@ impl Default for Config {
             turn_timeout: Duration::from_secs(60),
             resume_grace: Duration::from_secs(30),
             max_detached: 10_000,
+            tls: None,
+            metrics_allow: Vec::new(),
             data_dir: None,
             history_max_age: None,
             max_stored_rooms: 10_000,

@@ -1,14 +1,16 @@
 //! `roomcast`: flags to `Config`, logger, bind, run until SIGINT/SIGTERM.
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use std::alloc::System;
-use std::path::PathBuf;
 
 use cap::Cap;
 use clap::Parser;
+use ipnet::IpNet;
+use roomcast::config::TlsFiles;
 use roomcast::{Config, Server};
 
 /// Counts every heap byte, so --max-memory is held against what the process really uses.
@@ -19,7 +21,8 @@ fn heap_bytes() -> usize {
     ALLOCATOR.allocated()
 }
 
-/// A room server for VR headsets and multiplayer games: framed JSON over TCP.
+/// A room server for VR headsets and multiplayer games: JSON over TCP, WebSocket and TLS on one
+/// port, with /metrics, /healthz and a live viewer page for browsers.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
@@ -97,6 +100,16 @@ struct Args {
     /// Sessions kept for a resume at once; past it, the oldest ends first.
     #[arg(long, default_value_t = 10_000)]
     max_detached: usize,
+    /// PEM certificate chain for TLS on the same port (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS (with --tls-cert).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// A network (CIDR, e.g. 10.0.0.0/8) whose clients may read /metrics besides loopback;
+    /// repeat it for more.
+    #[arg(long, value_name = "CIDR")]
+    metrics_allow: Vec<IpNet>,
     /// Where accounts and room histories are kept (created if missing). Default:
     /// $XDG_DATA_HOME/roomcast, else ~/.local/share/roomcast, else ./roomcast-data.
     /// An empty value keeps nothing, like --ephemeral.
@@ -191,6 +204,14 @@ impl Args {
             turn_timeout: self.turn_timeout,
             resume_grace: self.resume_grace,
             max_detached: self.max_detached,
+            tls: match (&self.tls_cert, &self.tls_key) {
+                (Some(cert), Some(key)) => Some(TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                }),
+                _ => None,
+            },
+            metrics_allow: self.metrics_allow.clone(),
             data_dir: self.data_dir(),
             history_max_age: self
                 .history_days
@@ -239,6 +260,10 @@ fn main() -> ExitCode {
     }
     let server = match Server::bind(config) {
         Ok(server) => server,
+        Err(err @ roomcast::net::BindError::Tls(_)) => {
+            eprintln!("roomcast: {err}");
+            return ExitCode::from(2);
+        }
         Err(err @ roomcast::net::BindError::Io(_)) => {
             eprintln!(
                 "roomcast: cannot listen on {}:{}: {err}",
@@ -258,9 +283,12 @@ fn main() -> ExitCode {
         log::warn!("cannot install the SIGINT/SIGTERM handler: {err}");
     }
     log::info!(
-        "roomcast listening on {} (fps {})",
+        "roomcast listening on {} (fps {}; TLS {}; viewer at http{}://{}/)",
         server.local_addr(),
-        args.fps
+        args.fps,
+        if args.tls_cert.is_some() { "on" } else { "off" },
+        if args.tls_cert.is_some() { "s" } else { "" },
+        server.local_addr(),
     );
     match server.run() {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,7 +10,9 @@
 //! once in the cut reads. Checked: nothing panics; every body is non-empty and at most
 //! `max_frame`; decoding stops at the first error; the cut reads give the same frames, the same
 //! error and the same leftover bytes as the single read (the differential check); the sniffing
-//! decoder behaves exactly like the explicit decoder of the mode it sniffed.
+//! decoder behaves exactly like the explicit decoder of the mode it sniffed (`0x00` framed, `{`
+//! line); a first byte that starts no transport (not a letter of an HTTP method, nor a TLS
+//! hello) is refused at once, naming that byte.
 
 #![no_main]
 
@@ -60,7 +62,16 @@ fuzz_target!(|data: &[u8]| {
     let expected = match wire.first() {
         None => None,
         Some(b'{') => Some(&whole_runs[2]),
-        Some(_) => Some(&whole_runs[1]),
+        Some(0) => Some(&whole_runs[1]),
+        Some(&first) if first.is_ascii_uppercase() || first == 0x16 => None,
+        Some(&first) => {
+            let refused = matches!(
+                whole_runs[0].error,
+                Some(DecodeError::Unrecognized { first: seen, .. }) if seen == first
+            );
+            assert!(refused && whole_runs[0].frames.is_empty(), "{first:#x} not refused");
+            None
+        }
     };
     if let Some(expected) = expected {
         assert_eq!(
@@ -178,13 +189,21 @@ fn check_frames(run: &Run, max_frame: usize, wire: &[u8]) {
                 );
             }
         }
-        Some(Mode::Framed) | None => {}
+        _ => {}
     }
 }
 
 /// Errors match exactly, except the length of an oversize line: that is "bytes buffered so
-/// far", which depends on where the reads were cut.
+/// far", which depends on where the reads were cut; and the hint of an unrecognized first byte,
+/// which looks at what the first read brought.
 fn same_error(mode: Option<Mode>, a: &Option<DecodeError>, b: &Option<DecodeError>) -> bool {
+    if let (
+        Some(DecodeError::Unrecognized { first: fa, .. }),
+        Some(DecodeError::Unrecognized { first: fb, .. }),
+    ) = (a, b)
+    {
+        return fa == fb;
+    }
     match (mode, a, b) {
         (
             Some(Mode::Line),

@@ -54,6 +54,7 @@ use crate::protocol::{
     GameCommand, HistoryQuery, Pose, Problem, Request, RoomKind, RoomName, LOBBY,
 };
 use crate::quiet::Tally;
+use crate::stats::{MessageType, Stats};
 use conns::{Charge, Conns};
 use directory::Directory;
 use history::{History, HistoryBytes};
@@ -347,6 +348,20 @@ impl Hub {
         self.sessions.len()
     }
 
+    /// The server's counters, with the session and room gauges brought up to date; the
+    /// event loop renders them for `/metrics`.
+    pub fn stats(&mut self) -> &Stats {
+        let (sessions, rooms) = (self.sessions.len(), self.rooms.len());
+        self.outbox.stats.set_sessions(sessions);
+        self.outbox.stats.set_rooms(rooms);
+        &self.outbox.stats
+    }
+
+    /// The counters, for the event loop's own bumps (connections, bytes, pass durations).
+    pub fn stats_mut(&mut self) -> &mut Stats {
+        &mut self.outbox.stats
+    }
+
     /// Draws resume tokens from `source` instead of the operating system (tests).
     pub fn set_token_source(&mut self, source: TokenSource) {
         self.tokens = source;
@@ -380,6 +395,7 @@ impl Hub {
             return;
         }
         let request = decode_request(body);
+        self.outbox.stats.received(message_type(&request));
         let is_transform = matches!(
             request,
             Ok(Request::Room {
@@ -503,6 +519,9 @@ impl Hub {
                 self.publish(room_id, time, user.as_str(), "msg", &*data);
             }
             Action::Transform(pose) => {
+                if self.rooms[room_id].pose_pending(session_id) {
+                    self.outbox.stats.poses_superseded(1);
+                }
                 if self.rooms[room_id].set_pose(session_id, pose) {
                     self.queue_tick(room_id);
                 }
@@ -792,6 +811,7 @@ impl Hub {
     }
 
     fn tick(&mut self, now: Instant) {
+        self.outbox.stats.tick_ran();
         let time = self.time(now);
         for room_id in std::mem::take(&mut self.tick_rooms) {
             let Some(room) = self.rooms.get_mut(room_id) else {
@@ -881,6 +901,7 @@ impl Hub {
         refusal: Refusal,
         detail: &Map<String, Value>,
     ) {
+        self.outbox.stats.error(refusal.code().as_u16());
         let frame = self.reply_frame(now, &refusal, detail);
         self.send_direct(conn, frame);
     }
@@ -897,6 +918,9 @@ impl Hub {
         msg: &str,
         detail: &Map<String, Value>,
     ) {
+        if code.as_u16() >= 400 {
+            self.outbox.stats.error(code.as_u16());
+        }
         let frame = encode_reply(self.time(now), code, msg, detail);
         self.send_direct(conn, frame);
     }
@@ -928,6 +952,29 @@ impl Hub {
 
     fn time(&self, now: Instant) -> f64 {
         self.clock.unix(now)
+    }
+}
+
+/// The `type` label of a client message in the stats.
+fn message_type(request: &Result<Request<'_>, crate::protocol::BadRequest>) -> MessageType {
+    match request {
+        Err(_) => MessageType::Malformed,
+        Ok(Request::Login { .. }) => MessageType::Login,
+        Ok(Request::Resume { .. }) => MessageType::Resume,
+        Ok(Request::Logout) => MessageType::Logout,
+        Ok(Request::Register { .. }) => MessageType::Register,
+        Ok(Request::Password { .. }) => MessageType::Password,
+        Ok(Request::Ping) => MessageType::Ping,
+        Ok(Request::Rooms { .. }) => MessageType::Rooms,
+        Ok(Request::Room { kind, .. }) => match kind {
+            RoomKind::Join => MessageType::Join,
+            RoomKind::Leave => MessageType::Leave,
+            RoomKind::List => MessageType::List,
+            RoomKind::Msg => MessageType::Msg,
+            RoomKind::Transform => MessageType::Transform,
+            RoomKind::Game => MessageType::Game,
+            RoomKind::History => MessageType::History,
+        },
     }
 }
 

@@ -133,6 +133,9 @@ pub(crate) struct Outbox {
     queue: VecDeque<Output>,
     /// Rooms with unflushed events, in order of their first event.
     batched: Vec<RoomId>,
+    /// The server's counters. They live here because every room reaches the outbox (its
+    /// flush and tick bump them), while the hub owns it: `Hub::stats` lends them out.
+    pub stats: crate::stats::Stats,
 }
 
 impl Outbox {

@@ -352,11 +352,22 @@ impl Room {
         let name = self.name.as_str();
         let changes = (!changed.is_empty()).then(|| encode_user_frame(name, false, &changed));
         let snapshot = (!everyone.is_empty()).then(|| encode_user_frame(name, false, &everyone));
+        if changes.is_some() || snapshot.is_some() {
+            outbox.stats.pose_tick();
+        }
         for member in &mut self.members {
             member.pose_changed = false;
             if !reachable(member.conn) {
+                if member.conn.is_some() && (changes.is_some() || member.needs_snapshot) {
+                    outbox.stats.tick_skipped_backlog();
+                }
                 continue;
             }
+            let poses = if member.needs_snapshot {
+                everyone.len()
+            } else {
+                changed.len()
+            };
             let frame = if member.needs_snapshot {
                 if snapshot.is_some() {
                     member.needs_snapshot = false;
@@ -366,6 +377,7 @@ impl Room {
                 changes.clone()
             };
             if let (Some(frame), Some(conn)) = (frame, member.conn) {
+                outbox.stats.delivered(poses as u64);
                 outbox.send(conn, frame);
             }
         }
@@ -461,6 +473,17 @@ impl Room {
     }
 }
 
+impl Room {
+    /// Whether the member's last pose is still waiting for a tick: a new one supersedes it
+    /// (counted in the stats).
+    pub fn pose_pending(&self, session: SessionId) -> bool {
+        self.index
+            .get(&session)
+            .and_then(|&i| self.members.get(i))
+            .is_some_and(|m| m.pose_changed)
+    }
+}
+
 impl Pending for Room {
     /// Encodes the pending events once and queues the frame to every member.
     fn flush(&mut self, outbox: &mut Outbox) {
@@ -468,6 +491,10 @@ impl Pending for Room {
             return;
         }
         let frame = encode_user_frame(self.name.as_str(), false, &self.batch);
+        let recipients = self.members.iter().filter(|m| m.conn.is_some()).count();
+        outbox
+            .stats
+            .delivered((self.batch.len() * recipients) as u64);
         self.batch.clear();
         self.batch_bytes = 0;
         for conn in self.members.iter().filter_map(|member| member.conn) {

@@ -6,22 +6,27 @@
 //! 1. poll, with the nearest deadline (hub timer, greeting and refusal deadlines, closing
 //!    connections, accept back-off) as the timeout, or zero when a previous pass left work;
 //! 2. for each readable socket, read until `WouldBlock` (bounded per pass): the first bytes
-//!    fix the transport and tell the hub the connection is open; whole messages go to the
-//!    hub, and after each one the hub's direct replies move to their queues (a connection
-//!    the hub paused, or one past its queue limit, is read no further); remember writability
+//!    fix the transport (a TLS ClientHello starts a TLS session, whose plaintext is sniffed
+//!    in turn); framed and line connections, and WebSockets once upgraded, are opened to the
+//!    hub, while plain HTTP requests are answered here (`routes`) and closed; whole messages
+//!    go to the hub, and after each one the hub's direct replies move to their queues (a
+//!    connection the hub paused, or one past its queue limit, is read no further); bytes the
+//!    transport answers itself (pongs, the `101`) are queued at once; remember writability
 //!    from writable events;
 //! 3. connections that hit the read budget last pass, or whose pause ended, read on; accepts
 //!    retried after a back-off;
 //! 4. greetings and refusals whose deadline passed are settled; the memory budget is checked;
 //! 5. run the hub's due timers (always asked: an empty event list proves nothing);
 //! 6. drain the hub's outputs into connection queues: one shared buffer per frame;
-//! 7. one vectored write pass over connections with pending bytes, bounded per connection;
+//! 7. one vectored write pass over connections with pending bytes, bounded per connection
+//!    (a TLS connection encrypts its queue as it goes: the encode-once rule stops there);
 //! 8. reap closing connections last, so nothing is torn down in the middle of a fan-out; what
 //!    that tells the hub is drained and written in the same pass.
 
 mod conn;
 mod fd;
 mod out_queue;
+mod routes;
 mod services;
 
 use std::cmp::Reverse;
@@ -42,10 +47,13 @@ use crate::clock::WallClock;
 use crate::config::Config;
 use crate::hub::{ConnId, Hub, Input, Output, Refusal};
 use crate::quiet::Tally;
-use crate::transport::TransportKind;
+use crate::stats::ConnKind;
+use crate::transport::http::{self, HttpRequest};
+use crate::transport::tls::{self, TlsConfig, TlsSession};
+use crate::transport::{Event, TransportError, TransportKind};
 use conn::{Conn, State};
 pub use fd::raise_limit as raise_fd_limit;
-use out_queue::Flushed;
+use out_queue::{Flushed, OutQueue};
 use services::{Services, StartError};
 
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -73,6 +81,8 @@ const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
 /// written in its own framing. Clients speak first (a login, an HTTP request, a TLS hello)
 /// within a round trip of connecting; a silent one gets the default framing.
 const REFUSAL_GRACE: Duration = Duration::from_millis(250);
+/// How often the one-line summary (connections, sessions, rooms, rates) is logged.
+const SUMMARY_PERIOD: Duration = Duration::from_secs(60);
 /// How often memory use is compared with the budget.
 const MEMORY_CHECK: Duration = Duration::from_millis(20);
 /// Connections cut in one check when memory is over the budget; the next check sees the
@@ -123,6 +133,11 @@ pub struct Server {
     accept_retry: Option<Instant>,
     shutdown_deadline: Option<Instant>,
     tallies: Tallies,
+    /// The TLS server configuration, when `--tls-cert` and `--tls-key` were given.
+    tls: Option<Arc<rustls::ServerConfig>>,
+    /// When the next summary line is due, and the totals at the last one.
+    next_summary: Instant,
+    last_summary: (Instant, u64, u64),
 }
 
 /// Repetitive lines of the loop, summarized under floods.
@@ -196,6 +211,9 @@ pub enum BindError {
     /// The store or the hashing service could not start.
     #[error("{0}")]
     Services(#[from] StartError),
+    /// The TLS certificate or key could not be read or used.
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::transport::tls::TlsError),
 }
 
 impl From<BindError> for io::Error {
@@ -204,6 +222,7 @@ impl From<BindError> for io::Error {
             BindError::Io(err) => err,
             BindError::Config(err) => io::Error::new(io::ErrorKind::InvalidInput, err),
             BindError::Services(err) => io::Error::other(err),
+            BindError::Tls(err) => io::Error::new(io::ErrorKind::InvalidInput, err),
         }
     }
 }
@@ -213,6 +232,10 @@ impl Server {
     /// starts the services; serves nothing until run.
     pub fn bind(config: Config) -> Result<Server, BindError> {
         config.validate()?;
+        let tls = match &config.tls {
+            Some(files) => Some(TlsConfig::from_pem(&files.cert, &files.key)?),
+            None => None,
+        };
         let poll = Poll::new()?;
         let mut listener = listen(config.addr)?;
         let local_addr = listener.local_addr()?;
@@ -263,6 +286,9 @@ impl Server {
             spare: fd::Spare::new(),
             accept_retry: None,
             shutdown_deadline: None,
+            tls,
+            next_summary: now + SUMMARY_PERIOD,
+            last_summary: (now, 0, 0),
             tallies: Tallies {
                 connects: Tally::new("connections", log::Level::Info),
                 refused: Tally::new("connections refused", log::Level::Info),
@@ -357,12 +383,16 @@ impl Server {
             }
             self.settle_greetings(now);
             self.check_memory(now);
-            self.hub.handle_timeout(now);
+            self.run_timers(now);
             self.drain_outputs(now);
             self.write_pass(now);
             self.reap(now);
             self.drain_outputs(now);
             self.write_pass(now);
+            self.summarize(now);
+            // Measured for /metrics only; the pass itself keeps the one `now` read above.
+            let pass = now.elapsed();
+            self.hub.stats_mut().loop_pass_took(pass);
             if let Some(deadline) = self.shutdown_deadline {
                 if self.conns.is_empty() || now >= deadline {
                     log::info!("shut down ({} connections cut off)", self.conns.len());
@@ -373,6 +403,38 @@ impl Server {
                 }
             }
         }
+    }
+
+    /// Runs the hub's due timers, timing the pose tick when one ran (the hub reads no clock).
+    fn run_timers(&mut self, now: Instant) {
+        let ticks = self.hub.stats_mut().ticks_run();
+        let started = Instant::now();
+        self.hub.handle_timeout(now);
+        if self.hub.stats_mut().ticks_run() != ticks {
+            let took = started.elapsed();
+            self.hub.stats_mut().tick_took(took);
+        }
+    }
+
+    /// The one-line summary every minute (at info level, so `--log-level warn` hides it).
+    fn summarize(&mut self, now: Instant) {
+        if now < self.next_summary {
+            return;
+        }
+        self.next_summary = now + SUMMARY_PERIOD;
+        let stats = self.hub.stats();
+        let (messages, bytes) = (stats.messages_received(), stats.bytes_sent());
+        let (since, last_messages, last_bytes) = self.last_summary;
+        let seconds = now.saturating_duration_since(since).as_secs_f64().max(1e-3);
+        log::info!(
+            "summary: {} connections, {} sessions, {} rooms, {:.1} messages/s, {:.0} bytes/s",
+            stats.connections(),
+            stats.sessions(),
+            stats.rooms(),
+            messages.saturating_sub(last_messages) as f64 / seconds,
+            bytes.saturating_sub(last_bytes) as f64 / seconds,
+        );
+        self.last_summary = (now, messages, bytes);
     }
 
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
@@ -400,6 +462,7 @@ impl Server {
             .chain(store)
             .chain(memory)
             .chain(closing)
+            .chain(Some(self.next_summary))
             .min()
             .map(|deadline| deadline.saturating_duration_since(now))
     }
@@ -479,10 +542,11 @@ impl Server {
         } else {
             None
         };
+        self.hub.stats_mut().conn_opened(ConnKind::Pending, false);
         match refusal {
             Some(refusal) => {
                 if self.tallies.refused.note(now) {
-                    log::info!("{peer} refused: {refusal}");
+                    log::info!("{peer} refused ({}): {refusal}", refusal.code().as_u16());
                 }
                 conn.state = State::Refusing(refusal.encode(self.clock.unix(now)));
                 self.refusals.push_back((now + REFUSAL_GRACE, id));
@@ -492,9 +556,7 @@ impl Server {
                 *self.per_ip.entry(peer.ip()).or_default() += 1;
                 self.greetings
                     .push_back((now + self.config.login_timeout, id));
-                if self.tallies.connects.note(now) {
-                    log::info!("{peer} connected");
-                }
+                log::debug!("{peer} accepted");
             }
         }
         entry.insert(conn);
@@ -509,20 +571,40 @@ impl Server {
                 break;
             }
             self.greetings.pop_front();
-            if let Some(conn) = self.conns.get_mut(id.slot()) {
-                if conn.id == id && conn.state == State::Greeting {
-                    conn.transport.assume(TransportKind::Framed);
-                    conn.state = State::Open;
-                    let (peer, since) = (conn.peer.ip(), conn.accepted);
-                    self.hub.handle(
-                        now,
-                        Input::Open {
-                            conn: id,
-                            peer,
-                            since,
-                        },
-                    );
-                }
+            let key = id.slot();
+            let Some(conn) = self.conns.get_mut(key).filter(|c| c.id == id) else {
+                continue;
+            };
+            if conn.state != State::Greeting {
+                continue;
+            }
+            if conn.transport.kind() == Some(TransportKind::Http) {
+                // Not even a request head within the login timeout.
+                conn.queue_raw(http::response(
+                    408,
+                    "text/plain; charset=utf-8",
+                    b"request head not complete within the login timeout\n",
+                    &[],
+                ));
+                want_write(conn, &mut self.pending_writes);
+                begin_close(
+                    conn,
+                    &mut self.closing,
+                    &mut self.admitted,
+                    &mut self.per_ip,
+                    now,
+                );
+            } else if conn.tls.as_ref().is_some_and(|tls| tls.is_handshaking()) {
+                kill(
+                    conn,
+                    key,
+                    &mut self.closing,
+                    &mut self.admitted,
+                    &mut self.per_ip,
+                );
+            } else {
+                conn.transport.assume(TransportKind::Framed);
+                self.open_conn(key, now);
             }
         }
         while let Some(&(deadline, id)) = self.refusals.front() {
@@ -530,8 +612,8 @@ impl Server {
                 break;
             }
             self.refusals.pop_front();
-            if let Some(conn) = self.conns.get_mut(id.slot()).filter(|c| c.id == id) {
-                answer_refusal(conn, &mut self.closing, &mut self.pending_writes, now);
+            if self.conns.get(id.slot()).is_some_and(|c| c.id == id) {
+                self.try_refusal(id.slot(), now, true);
             }
         }
         let tallies = &mut self.tallies;
@@ -604,7 +686,7 @@ impl Server {
     fn mark_writable(&mut self, key: usize) {
         if let Some(conn) = self.conns.get_mut(key) {
             conn.writable = true;
-            if !conn.out.is_empty() && !conn.write_queued {
+            if conn.has_output() && !conn.write_queued {
                 conn.write_queued = true;
                 self.pending_writes.push(key);
             }
@@ -615,6 +697,11 @@ impl Server {
     /// hub. `drain` reads on to `WouldBlock` or EOF even after a short read: needed when the
     /// event already reported the peer's close, which will not raise another edge.
     fn read(&mut self, key: usize, now: Instant, drain: bool) {
+        self.read_socket(key, now, drain);
+        self.recount(key);
+    }
+
+    fn read_socket(&mut self, key: usize, now: Instant, drain: bool) {
         if !self.deliver(key, now) {
             return;
         }
@@ -634,64 +721,28 @@ impl Server {
                 }
                 return;
             }
-            let id = conn.id;
             match conn.stream.read(&mut self.scratch) {
                 Ok(0) => {
-                    match conn.state {
-                        State::Open => {
-                            // Half-close or close: replies already queued still go out.
-                            self.hub.handle(now, Input::Closed(id));
-                            begin_close(
-                                conn,
-                                &mut self.closing,
-                                &mut self.admitted,
-                                &mut self.per_ip,
-                                now,
-                            );
-                        }
-                        State::Refusing(_) => {
-                            answer_refusal(conn, &mut self.closing, &mut self.pending_writes, now);
-                        }
-                        State::Greeting => kill(
-                            conn,
-                            key,
-                            &mut self.closing,
-                            &mut self.admitted,
-                            &mut self.per_ip,
-                        ),
-                        _ => conn.state = State::Dead,
-                    }
+                    self.peer_closed(key, now);
                     return;
                 }
                 Ok(n) => {
                     budget = budget.saturating_sub(n);
-                    let received = &self.scratch[..n];
-                    match conn.state {
-                        State::Lingering(_) => continue, // discard
-                        State::Refusing(_) => {
-                            conn.transport.sniff(received);
-                            answer_refusal(conn, &mut self.closing, &mut self.pending_writes, now);
-                            return;
-                        }
-                        State::Greeting => {
-                            if let Some(kind) = conn.transport.sniff(received) {
-                                log::debug!("{} speaks {}", conn.peer, kind.as_str());
-                                conn.state = State::Open;
-                                let (peer, since) = (conn.peer.ip(), conn.accepted);
-                                self.hub.handle(
-                                    now,
-                                    Input::Open {
-                                        conn: id,
-                                        peer,
-                                        since,
-                                    },
-                                );
-                            }
-                        }
-                        _ => {}
+                    if matches!(conn.state, State::Lingering(_)) {
+                        continue; // discard
                     }
-                    conn.read_buf.extend_from_slice(received);
-                    if !self.deliver(key, now) {
+                    if !self.take_bytes(key, n, now) || !self.deliver(key, now) {
+                        return;
+                    }
+                    let Some(conn) = self.conns.get_mut(key) else {
+                        return;
+                    };
+                    if matches!(conn.state, State::Refusing(_)) {
+                        self.try_refusal(key, now, false);
+                        return;
+                    }
+                    if conn.tls.as_ref().is_some_and(|tls| tls.peer_closed()) {
+                        self.peer_closed(key, now);
                         return;
                     }
                     if n < SCRATCH && !drain {
@@ -719,22 +770,132 @@ impl Server {
         }
     }
 
+    /// The peer closed its side (EOF, or TLS close_notify).
+    fn peer_closed(&mut self, key: usize, now: Instant) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        match conn.state {
+            State::Open => {
+                // Half-close or close: replies already queued still go out.
+                self.hub.handle(now, Input::Closed(conn.id));
+                begin_close(
+                    conn,
+                    &mut self.closing,
+                    &mut self.admitted,
+                    &mut self.per_ip,
+                    now,
+                );
+            }
+            State::Refusing(_) => self.try_refusal(key, now, true),
+            State::Greeting => kill(
+                conn,
+                key,
+                &mut self.closing,
+                &mut self.admitted,
+                &mut self.per_ip,
+            ),
+            State::Draining(_) => {}
+            _ => conn.state = State::Dead,
+        }
+    }
+
+    /// Takes `n` bytes just read into the scratch buffer: the first ones decide TLS; TLS
+    /// records are decrypted into the read buffer, other bytes appended as they are. False
+    /// when the connection is closing now (a ClientHello with TLS off, a TLS failure).
+    fn take_bytes(&mut self, key: usize, n: usize, now: Instant) -> bool {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return false;
+        };
+        let received = &self.scratch[..n];
+        if !conn.sniffed {
+            conn.sniffed = true;
+            if received.first().copied().is_some_and(tls::looks_like_tls) {
+                let Some(config) = &self.tls else {
+                    if self.tallies.refused.note(now) {
+                        log::info!(
+                            "{} refused: a TLS ClientHello, but TLS is off (start the server with --tls-cert and --tls-key)",
+                            conn.peer
+                        );
+                    }
+                    conn.queue_raw(tls::handshake_failure_alert());
+                    want_write(conn, &mut self.pending_writes);
+                    begin_close(
+                        conn,
+                        &mut self.closing,
+                        &mut self.admitted,
+                        &mut self.per_ip,
+                        now,
+                    );
+                    return false;
+                };
+                match TlsSession::new(config.clone()) {
+                    Ok(session) => conn.tls = Some(Box::new(session)),
+                    Err(err) => {
+                        log::warn!("{}: cannot start TLS: {err}", conn.peer);
+                        kill(
+                            conn,
+                            key,
+                            &mut self.closing,
+                            &mut self.admitted,
+                            &mut self.per_ip,
+                        );
+                        return false;
+                    }
+                }
+            }
+        }
+        let Some(session) = conn.tls.as_mut() else {
+            conn.read_buf.extend_from_slice(received);
+            return true;
+        };
+        let fed = session.feed(received, &mut conn.read_buf);
+        if conn.has_output() {
+            want_write(conn, &mut self.pending_writes);
+        }
+        let Err(err) = fed else {
+            return true;
+        };
+        if self.tallies.refused.note(now) {
+            log::info!("{} TLS failed: {err}", conn.peer);
+        }
+        if conn.state == State::Open {
+            self.hub.handle(now, Input::Closed(conn.id));
+        }
+        // Nothing more can be encrypted; the alert rustls queued goes out alone.
+        conn.out = OutQueue::default();
+        conn.goodbye_stage = u8::MAX;
+        begin_close(
+            conn,
+            &mut self.closing,
+            &mut self.admitted,
+            &mut self.per_ip,
+            now,
+        );
+        false
+    }
+
     /// Hands the whole messages in a connection's read buffer to the hub, one at a time, moving
-    /// the hub's direct replies to their queues after each. False when the connection must not
-    /// be read further now (paused, closing, gone).
+    /// the hub's direct replies to their queues after each; answers what the transport answers
+    /// itself (pongs, HTTP requests, the WebSocket upgrade, closes). A connection whose first
+    /// bytes say it speaks the protocol is opened to the hub here. False when the connection
+    /// must not be read further now (paused, closing, gone).
     fn deliver(&mut self, key: usize, now: Instant) -> bool {
         loop {
             let Some(conn) = self.conns.get_mut(key) else {
                 return false;
             };
-            if !conn.is_open() || conn.is_paused(now) {
-                return conn.state.is_reading() && !conn.is_paused(now);
+            match &conn.state {
+                State::Open if conn.is_paused(now) => return false,
+                State::Open | State::Greeting => {}
+                other => return other.is_reading(),
             }
             let id = conn.id;
-            if self
-                .services
-                .as_mut()
-                .is_some_and(|s| s.store_is_behind(now))
+            if conn.state == State::Open
+                && self
+                    .services
+                    .as_mut()
+                    .is_some_and(|s| s.store_is_behind(now))
             {
                 if !conn.waiting_for_store {
                     conn.waiting_for_store = true;
@@ -742,10 +903,70 @@ impl Server {
                 }
                 return false;
             }
-            match conn.transport.decode(&mut conn.read_buf) {
-                Ok(Some(body)) => {
+            let event = conn.transport.next_event(&mut conn.read_buf);
+            let opens = conn.state == State::Greeting
+                && conn.transport.speaks_protocol()
+                && !matches!(event, Ok(Some(Event::Upgraded(_))));
+            if opens {
+                // Framed or line mode: the first byte was enough.
+                self.open_conn(key, now);
+            }
+            let Some(conn) = self.conns.get_mut(key) else {
+                return false;
+            };
+            match event {
+                Ok(Some(Event::Message(body))) => {
                     self.hub.handle(now, Input::Frame(id, &body));
                     self.move_outputs(now, false);
+                }
+                Ok(Some(Event::Reply(bytes))) => {
+                    conn.queue_raw(bytes);
+                    want_write(conn, &mut self.pending_writes);
+                    // Pongs skip the hub's rate limit, but not the queue limit: a peer that
+                    // pings without reading is cut off like any slow reader.
+                    let queued = conn.out.bytes();
+                    if queued > self.config.max_outbuf {
+                        if self.tallies.slow.note(now) {
+                            log::warn!(
+                                "{} does not read its pongs: {queued} bytes queued; disconnecting",
+                                conn.peer
+                            );
+                        }
+                        self.hub.stats_mut().slow_consumer_disconnect();
+                        self.hub.handle(now, Input::Closed(id));
+                        kill(
+                            conn,
+                            key,
+                            &mut self.closing,
+                            &mut self.admitted,
+                            &mut self.per_ip,
+                        );
+                        return false;
+                    }
+                }
+                Ok(Some(Event::Upgraded(accept))) => {
+                    conn.queue_raw(accept);
+                    want_write(conn, &mut self.pending_writes);
+                    self.open_conn(key, now);
+                }
+                Ok(Some(Event::Request(request))) => {
+                    self.respond(key, &request, now);
+                    return false;
+                }
+                Ok(Some(Event::Closed(reply))) => {
+                    conn.queue_raw(reply);
+                    want_write(conn, &mut self.pending_writes);
+                    if conn.state == State::Open {
+                        self.hub.handle(now, Input::Closed(id));
+                    }
+                    begin_close(
+                        conn,
+                        &mut self.closing,
+                        &mut self.admitted,
+                        &mut self.per_ip,
+                        now,
+                    );
+                    return false;
                 }
                 Ok(None) => {
                     if conn.read_buf.is_empty() {
@@ -755,7 +976,22 @@ impl Server {
                 }
                 Err(err) => {
                     log::debug!("{key}: {err}");
-                    self.hub.handle(now, Input::Malformed(id, err.problem()));
+                    if conn.state == State::Open {
+                        self.hub.handle(now, Input::Malformed(id, err.problem()));
+                        conn.closing_error = Some(Box::new(err));
+                    } else {
+                        if self.tallies.refused.note(now) {
+                            let code = match &err {
+                                TransportError::Http(http) => http.status(),
+                                other => other.problem().code.as_u16(),
+                            };
+                            log::info!("{} refused ({code}): {err}", conn.peer);
+                        }
+                        if let Some(answer) = err.answer() {
+                            conn.queue_raw(answer);
+                            want_write(conn, &mut self.pending_writes);
+                        }
+                    }
                     begin_close(
                         conn,
                         &mut self.closing,
@@ -768,6 +1004,125 @@ impl Server {
                 }
             }
         }
+    }
+
+    /// The connection speaks the protocol now: the hub hears of it.
+    fn open_conn(&mut self, key: usize, now: Instant) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        conn.state = State::Open;
+        if self.tallies.connects.note(now) {
+            log::info!("{} connected ({})", conn.peer, conn.describe());
+        }
+        let (id, peer, since) = (conn.id, conn.peer.ip(), conn.accepted);
+        self.hub.handle(
+            now,
+            Input::Open {
+                conn: id,
+                peer,
+                since,
+            },
+        );
+        self.recount(key);
+    }
+
+    /// Answers a plain HTTP request and closes the connection.
+    fn respond(&mut self, key: usize, request: &HttpRequest, now: Instant) {
+        self.recount(key); // counted as http in what it may be about to render
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let context = routes::Context {
+            peer: conn.peer.ip(),
+            allow: &self.config.metrics_allow,
+            shutting_down: self.shutdown_deadline.is_some(),
+        };
+        let hub = &mut self.hub;
+        let response = routes::route(request, &context, || hub.stats().render());
+        log::debug!(
+            "{} GET {}: {} ({})",
+            conn.peer,
+            request.path,
+            response.status,
+            conn.describe()
+        );
+        for chunk in response.chunks {
+            conn.queue_raw(chunk);
+        }
+        want_write(conn, &mut self.pending_writes);
+        begin_close(
+            conn,
+            &mut self.closing,
+            &mut self.admitted,
+            &mut self.per_ip,
+            now,
+        );
+    }
+
+    /// Keeps `roomcast_connections` in step with what the connection turned out to be.
+    fn recount(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let now_kind = conn.kind_now();
+        if now_kind != conn.counted {
+            let stats = self.hub.stats_mut();
+            stats.conn_closed(conn.counted.0, conn.counted.1);
+            stats.conn_opened(now_kind.0, now_kind.1);
+            conn.counted = now_kind;
+        }
+    }
+
+    /// Answers a refused connection in the framing it speaks, then closes it. Until
+    /// `deadline_passed` it waits for that framing to be known: a TLS handshake to finish, the
+    /// first (plaintext) bytes, a whole HTTP head. A WebSocket is upgraded to be told; a plain
+    /// HTTP request gets a 503 with the refusal as its JSON body.
+    fn try_refusal(&mut self, key: usize, now: Instant, deadline_passed: bool) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let State::Refusing(frame) = &conn.state else {
+            return;
+        };
+        let frame = frame.clone();
+        let handshaking = conn.tls.as_ref().is_some_and(|tls| tls.is_handshaking());
+        if handshaking {
+            if !deadline_passed {
+                return;
+            }
+            // Nothing can be said inside a TLS session not yet set up: just close.
+        } else {
+            conn.transport.sniff(&conn.read_buf);
+            match conn.transport.kind() {
+                Some(TransportKind::Http) => match conn.transport.next_event(&mut conn.read_buf) {
+                    Ok(Some(Event::Upgraded(accept))) => {
+                        conn.queue_raw(accept);
+                        conn.queue(&frame);
+                    }
+                    Ok(None) if !deadline_passed => return,
+                    _ => {
+                        let body = frame.body();
+                        conn.queue_raw(http::response_head(
+                            503,
+                            "application/json",
+                            body.len(),
+                            &[("Retry-After", "1")],
+                        ));
+                        conn.queue_raw(body);
+                    }
+                },
+                None if conn.read_buf.is_empty() && !deadline_passed => return,
+                _ => {
+                    conn.transport.assume(TransportKind::Framed);
+                    conn.queue(&frame);
+                }
+            }
+        }
+        conn.read_buf = BytesMut::new();
+        want_write(conn, &mut self.pending_writes);
+        conn.state = State::Draining(now + DRAIN_TIMEOUT);
+        self.closing.push(key);
     }
 
     /// Connections whose pause ended are read again (what they sent meanwhile waits in the
@@ -849,6 +1204,7 @@ impl Server {
                         if self.tallies.slow.note(now) {
                             log::warn!("{} does not read: {queued} bytes queued, over --max-outbuf {max_outbuf}; disconnecting", conn.peer);
                         }
+                        self.hub.stats_mut().slow_consumer_disconnect();
                         self.hub.handle(now, Input::Closed(to));
                         kill(
                             conn,
@@ -915,10 +1271,15 @@ impl Server {
                 continue;
             };
             conn.write_queued = false;
-            if conn.state == State::Dead || !conn.writable || conn.out.is_empty() {
+            if conn.state == State::Dead || !conn.writable || !conn.has_output() {
                 continue; // a writable event queues it again
             }
-            match conn.out.write_to(&mut conn.stream, WRITE_BUDGET) {
+            let written = conn.write(WRITE_BUDGET);
+            if let Ok((_, sent)) = written {
+                self.hub.stats_mut().sent_bytes(sent);
+            }
+            match written.map(|(flushed, _)| flushed) {
+                Ok(Flushed::Stalled) => {}
                 Ok(Flushed::All) => {
                     if conn.backlogged {
                         conn.backlogged = false;
@@ -951,8 +1312,15 @@ impl Server {
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
             };
+            if let State::Draining(deadline) = conn.state {
+                if !conn.has_output() && now < deadline && conn.say_goodbye() {
+                    want_write(conn, &mut self.pending_writes);
+                    self.closing.push(key);
+                    continue;
+                }
+            }
             match conn.state {
-                State::Draining(deadline) if conn.out.is_empty() || now >= deadline => {
+                State::Draining(deadline) if !conn.has_output() || now >= deadline => {
                     // FIN after the last byte; the peer's leftovers are read and discarded.
                     let _ = conn.stream.shutdown(Shutdown::Write);
                     conn.state = State::Lingering(now + LINGER_TIMEOUT);
@@ -964,6 +1332,8 @@ impl Server {
                 State::Lingering(_) | State::Dead => {
                     let mut conn = self.conns.remove(key);
                     let _ = self.poll.registry().deregister(&mut conn.stream);
+                    let (kind, tls) = conn.counted;
+                    self.hub.stats_mut().conn_closed(kind, tls);
                     self.hub.handle(now, Input::Closed(conn.id));
                     log::debug!("{} closed", conn.peer);
                 }
@@ -983,12 +1353,18 @@ impl Server {
         self.hub.handle(now, Input::Shutdown);
         // Connections the hub has not heard of yet are told by the loop itself.
         let goodbye = Refusal::ShuttingDown.encode(self.clock.unix(now));
-        for (_, conn) in self.conns.iter_mut() {
-            if conn.state == State::Greeting {
+        let greeting: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, conn)| conn.state == State::Greeting)
+            .map(|(key, _)| key)
+            .collect();
+        for key in greeting {
+            if let Some(conn) = self.conns.get_mut(key) {
                 release(conn, &mut self.admitted, &mut self.per_ip);
                 conn.state = State::Refusing(goodbye.clone());
-                answer_refusal(conn, &mut self.closing, &mut self.pending_writes, now);
             }
+            self.try_refusal(key, now, true);
         }
     }
 }
@@ -1043,27 +1419,12 @@ fn begin_close(
     }
 }
 
-/// Queues a refused connection's refusal in the framing it was sniffed as (or the default),
-/// then closes it.
-fn answer_refusal(
-    conn: &mut Conn,
-    closing: &mut Vec<usize>,
-    pending_writes: &mut Vec<usize>,
-    now: Instant,
-) {
-    let State::Refusing(frame) = &conn.state else {
-        return;
-    };
-    let frame = frame.clone();
-    conn.transport.assume(TransportKind::Framed);
-    conn.queue(&frame);
-    let key = conn.id.slot();
+/// Puts the connection in the write pass (once).
+fn want_write(conn: &mut Conn, pending_writes: &mut Vec<usize>) {
     if !conn.write_queued {
         conn.write_queued = true;
-        pending_writes.push(key);
+        pending_writes.push(conn.id.slot());
     }
-    conn.state = State::Draining(now + DRAIN_TIMEOUT);
-    closing.push(key);
 }
 
 /// Drops a connection at the end of the pass without flushing.

@@ -9,6 +9,9 @@ use bytes::{Buf, Bytes};
 /// Chunks handed to one `write_vectored` call; Linux takes up to 1024, this is plenty per call.
 const MAX_SLICES: usize = 64;
 
+/// Chunk slots an empty queue keeps; more are freed once it drains.
+const IDLE_SLOTS: usize = 8;
+
 /// How a flush ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flushed {
@@ -18,6 +21,9 @@ pub enum Flushed {
     Blocked,
     /// The per-pass budget ran out with bytes left; come back next pass.
     Budget,
+    /// Nothing can move until the peer speaks (a TLS handshake holds the plaintext back);
+    /// the read that moves it queues the write again.
+    Stalled,
 }
 
 /// Queued chunks and their total size.
@@ -69,6 +75,11 @@ impl OutQueue {
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                 Err(err) => return Err(err),
             }
+        }
+        if self.chunks.capacity() > IDLE_SLOTS {
+            // A burst (a joiner's history, a WebSocket's header-and-body pairs) is over:
+            // idle connections must be cheap, so the slots it grew go back.
+            self.chunks = VecDeque::new();
         }
         Ok(Flushed::All)
     }

@@ -52,10 +52,43 @@ struct ServerArgs {
     /// Seconds of load (the drain of in-flight events comes on top, at most 2 s).
     #[arg(long, global = true, default_value_t = 10.0)]
     seconds: f64,
+    /// What the clients speak: length-prefixed frames over TCP, a WebSocket, or frames inside
+    /// TLS (the server is started with benches/tls/; with --addr it must use that
+    /// certificate). Not for attack.
+    #[arg(long, global = true, value_enum, default_value_t = Transport::Tcp)]
+    transport: Transport,
     /// The server keeps its data here (accounts, histories: every history event is written
     /// to SQLite). Default: none (the server runs --ephemeral).
     #[arg(long, global = true)]
     data_dir: Option<std::path::PathBuf>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Transport {
+    Tcp,
+    Ws,
+    Tls,
+}
+
+/// The bench's own certificate for localhost (benches/tls/README.md).
+const BENCH_CERT: &str = include_str!("../../../benches/tls/cert.pem");
+const BENCH_CERT_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/tls/cert.pem");
+const BENCH_KEY_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/tls/key.pem");
+
+/// A client configuration trusting exactly the bench's certificate.
+fn bench_client_tls() -> Result<std::sync::Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let cert = rustls::pki_types::CertificateDer::from_pem_slice(BENCH_CERT.as_bytes())
+        .map_err(|err| format!("benches/tls/cert.pem: {err}"))?;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert).map_err(|err| err.to_string())?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|err| err.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(std::sync::Arc::new(config))
 }
 
 #[derive(Subcommand)]
@@ -166,6 +199,8 @@ struct Settings {
     capacity: Option<usize>,
     /// `--max-held-rooms` and `--max-held-rooms-per-ip`.
     held_rooms: Option<(usize, usize)>,
+    /// Serve TLS with the bench's certificate.
+    tls: bool,
     /// `--data-dir`; `None`: `--ephemeral`.
     data_dir: Option<std::path::PathBuf>,
 }
@@ -177,6 +212,7 @@ impl Settings {
             rate_limit: Some(s.rate_limit.unwrap_or(0.0)),
             capacity: Some(connections + 100),
             held_rooms: None,
+            tls: s.transport == Transport::Tls,
             data_dir: s.data_dir.clone(),
         };
         match load {
@@ -190,6 +226,7 @@ impl Settings {
                 capacity: None,
                 // Room owners hold 64 rooms each, all from 127.0.0.1.
                 held_rooms: (*kind == Kind::Rooms).then_some((100, 5000)),
+                tls: false,
                 data_dir: s.data_dir.clone(),
             },
         }
@@ -208,6 +245,10 @@ impl Settings {
         if let Some((per_user, per_ip)) = self.held_rooms {
             flags.push(("--max-held-rooms", per_user.to_string()));
             flags.push(("--max-held-rooms-per-ip", per_ip.to_string()));
+        }
+        if self.tls {
+            flags.push(("--tls-cert", BENCH_CERT_PATH.to_owned()));
+            flags.push(("--tls-key", BENCH_KEY_PATH.to_owned()));
         }
         let mut flags: Vec<String> = flags
             .into_iter()
@@ -238,6 +279,12 @@ impl Settings {
             config.max_held_rooms = per_user;
             config.max_held_rooms_per_ip = per_ip;
         }
+        if self.tls {
+            config.tls = Some(roomcast::config::TlsFiles {
+                cert: BENCH_CERT_PATH.into(),
+                key: BENCH_KEY_PATH.into(),
+            });
+        }
         config.data_dir.clone_from(&self.data_dir);
         config
     }
@@ -254,6 +301,22 @@ fn main() -> ExitCode {
         } => return store_only(&cli, *rooms, *history, *payload),
         Load::Server(load) => load,
     };
+    let wire = match s.transport {
+        Transport::Tcp => pool::Wire::Tcp,
+        Transport::Ws => pool::Wire::Ws,
+        Transport::Tls => match bench_client_tls() {
+            Ok(config) => pool::Wire::Tls(config),
+            Err(err) => {
+                eprintln!("roomcast-bench: the bench certificate: {err}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    if s.transport != Transport::Tcp && matches!(load, ServerLoad::Attack { .. }) {
+        eprintln!("roomcast-bench: attack runs over plain TCP only (--transport tcp)");
+        return ExitCode::from(2);
+    }
+    pool::set_wire(wire);
     let target = match start_target(s, &Settings::of(s, load)) {
         Ok(target) => target,
         Err(err) => {
@@ -412,6 +475,12 @@ fn report(name: &str, cli: &Cli, outcome: &Outcome) {
     line.insert("scenario".into(), json!(name));
     line.insert("seconds".into(), json!(cli.server.seconds));
     line.insert("fps".into(), json!(cli.server.fps));
+    let transport = match cli.server.transport {
+        Transport::Tcp => "tcp",
+        Transport::Ws => "ws",
+        Transport::Tls => "tls",
+    };
+    line.insert("transport".into(), json!(transport));
     for (key, value) in &outcome.figures {
         line.insert((*key).into(), value.clone());
     }

@@ -5,13 +5,43 @@
 //! A pool fails on the first connection the server closes, since a load whose clients vanish
 //! measures nothing; the attack scenarios instead [`tolerate closes`](Pool::tolerate_closes),
 //! count them, and may [`reconnect`](Pool::reconnect) the slot.
+//!
+//! The [`Wire`] set once per run ([`set_wire`]) says what every pool speaks: length-prefixed
+//! frames over TCP, a WebSocket (one text message per frame, masked with a zero key so the
+//! generator copies nothing), or length-prefixed frames inside TLS.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
+
+/// What the pool's connections speak.
+#[derive(Clone)]
+pub enum Wire {
+    /// Length-prefixed JSON over plain TCP.
+    Tcp,
+    /// A WebSocket on `/ws`.
+    Ws,
+    /// Length-prefixed JSON inside TLS, trusting this configuration's roots.
+    Tls(Arc<rustls::ClientConfig>),
+}
+
+static WIRE: OnceLock<Wire> = OnceLock::new();
+
+/// Sets what every pool of this run speaks (once, before any pool connects).
+pub fn set_wire(wire: Wire) {
+    let _ = WIRE.set(wire);
+}
+
+fn wire() -> Wire {
+    WIRE.get().cloned().unwrap_or(Wire::Tcp)
+}
+
+/// A zero masking key leaves the payload as it is (the server cannot tell).
+const WS_MASK: [u8; 4] = [0; 4];
 
 /// One client connection's buffers.
 pub struct Conn {
@@ -28,6 +58,81 @@ pub struct Conn {
     pub reading: bool,
     /// The server closed or reset the connection (only in a pool that tolerates closes).
     pub closed: bool,
+    /// A WebSocket; `upgrading` until its `101` has been read.
+    ws: bool,
+    upgrading: bool,
+    /// The TLS session, for `Wire::Tls`.
+    tls: Option<Box<rustls::ClientConnection>>,
+}
+
+impl Conn {
+    fn new(stream: TcpStream, addr: SocketAddr) -> io::Result<Conn> {
+        let mut conn = Conn {
+            stream,
+            inbox: Vec::new(),
+            read_at: 0,
+            outbox: Vec::new(),
+            written: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            reading: true,
+            closed: false,
+            ws: false,
+            upgrading: false,
+            tls: None,
+        };
+        conn.start(addr)?;
+        Ok(conn)
+    }
+
+    /// Sets up the wire on a fresh stream: the upgrade request, or the TLS session.
+    fn start(&mut self, addr: SocketAddr) -> io::Result<()> {
+        match wire() {
+            Wire::Tcp => {}
+            Wire::Ws => {
+                self.ws = true;
+                self.upgrading = true;
+                self.outbox.extend_from_slice(
+                    format!(
+                        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\n\
+                         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+                         Sec-WebSocket-Version: 13\r\n\r\n"
+                    )
+                    .as_bytes(),
+                );
+            }
+            Wire::Tls(config) => {
+                let name = rustls::pki_types::ServerName::try_from("localhost")
+                    .map_err(io::Error::other)?;
+                let mut tls =
+                    rustls::ClientConnection::new(config, name).map_err(io::Error::other)?;
+                // The outbox bounds what waits; rustls need not bound it twice.
+                tls.set_buffer_limit(None);
+                self.tls = Some(Box::new(tls));
+            }
+        }
+        Ok(())
+    }
+
+    /// The header in front of a body of `len` bytes: the length prefix, or a masked text
+    /// frame's header.
+    fn header(&self, len: usize, out: &mut Vec<u8>) {
+        if !self.ws {
+            out.extend_from_slice(&(len as u32).to_be_bytes());
+            return;
+        }
+        out.push(0x81);
+        if len < 126 {
+            out.push(0x80 | len as u8);
+        } else if let Ok(len) = u16::try_from(len) {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&len.to_be_bytes());
+        } else {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+        out.extend_from_slice(&WS_MASK);
+    }
 }
 
 pub struct Pool {
@@ -48,17 +153,7 @@ impl Pool {
         let poll = Poll::new()?;
         let mut conns = Vec::with_capacity(count);
         for index in 0..count {
-            conns.push(Conn {
-                stream: open(&poll, addr, index)?,
-                inbox: Vec::new(),
-                read_at: 0,
-                outbox: Vec::new(),
-                written: 0,
-                bytes_in: 0,
-                bytes_out: 0,
-                reading: true,
-                closed: false,
-            });
+            conns.push(Conn::new(open(&poll, addr, index)?, addr)?);
         }
         Ok(Pool {
             poll,
@@ -91,7 +186,7 @@ impl Pool {
         conn.outbox.clear();
         conn.written = 0;
         conn.closed = false;
-        Ok(())
+        conn.start(self.addr)
     }
 
     /// Bytes queued on connection `index` that its socket has not taken yet.
@@ -107,14 +202,20 @@ impl Pool {
         if conn.closed {
             return;
         }
-        conn.outbox
-            .extend_from_slice(&(body.len() as u32).to_be_bytes());
+        let mut header = Vec::with_capacity(14);
+        conn.header(body.len(), &mut header);
+        conn.outbox.extend_from_slice(&header);
         conn.outbox.extend_from_slice(body);
     }
 
-    /// Queues bytes that are already framed (e.g. a burst of frames encoded once).
+    /// Queues bytes that are already framed (e.g. a burst of frames encoded once); plain TCP
+    /// only (the attack scenarios).
     pub fn queue_raw(&mut self, index: usize, frames: &[u8]) {
         let conn = &mut self.conns[index];
+        debug_assert!(
+            !conn.ws && conn.tls.is_none(),
+            "pre-framed bytes need plain TCP"
+        );
         if !conn.closed {
             conn.outbox.extend_from_slice(frames);
         }
@@ -125,12 +226,12 @@ impl Pool {
         if self.conns[index].closed {
             return;
         }
-        let outbox = &mut self.conns[index].outbox;
-        let header_at = outbox.len();
-        outbox.extend_from_slice(&[0; 4]);
-        write_body(outbox);
-        let len = (outbox.len() - header_at - 4) as u32;
-        outbox[header_at..header_at + 4].copy_from_slice(&len.to_be_bytes());
+        let conn = &mut self.conns[index];
+        let body_at = conn.outbox.len();
+        write_body(&mut conn.outbox);
+        let mut header = Vec::with_capacity(14);
+        conn.header(conn.outbox.len() - body_at, &mut header);
+        conn.outbox.splice(body_at..body_at, header);
     }
 
     /// Writes what each connection has queued, as far as its socket takes it.
@@ -271,9 +372,34 @@ fn read_frames(
             }
             Ok(n) => {
                 conn.bytes_in += n as u64;
-                conn.inbox.extend_from_slice(&scratch[..n]);
-                while let Some(body) = next_frame(&conn.inbox[conn.read_at..]) {
-                    let start = conn.read_at + 4;
+                let handshake_reply = match conn.tls.as_mut() {
+                    None => {
+                        conn.inbox.extend_from_slice(&scratch[..n]);
+                        false
+                    }
+                    Some(tls) => {
+                        decrypt(tls, &scratch[..n], &mut conn.inbox)?;
+                        tls.wants_write()
+                    }
+                };
+                if handshake_reply {
+                    write_pending(conn)?;
+                }
+                if conn.upgrading {
+                    let Some(end) = conn.inbox.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        continue;
+                    };
+                    if !conn.inbox.starts_with(b"HTTP/1.1 101 ") {
+                        return Err(io::Error::other(format!(
+                            "connection {index}: the WebSocket upgrade was refused: {}",
+                            String::from_utf8_lossy(&conn.inbox[..end])
+                        )));
+                    }
+                    conn.upgrading = false;
+                    conn.read_at = end + 4;
+                }
+                while let Some((header, body)) = next_frame(&conn.inbox[conn.read_at..], conn.ws)? {
+                    let start = conn.read_at + header;
                     on_frame(index, &conn.inbox[start..start + body], now);
                     conn.read_at = start + body;
                 }
@@ -292,14 +418,80 @@ fn read_frames(
     }
 }
 
-/// Length of the next whole frame's body, if the buffer holds it.
-fn next_frame(buf: &[u8]) -> Option<usize> {
-    let header: [u8; 4] = buf.get(..4)?.try_into().ok()?;
-    let len = u32::from_be_bytes(header) as usize;
-    (buf.len() >= 4 + len).then_some(len)
+/// The header and body lengths of the next whole frame, if the buffer holds it: a length
+/// prefix, or an unmasked server WebSocket frame (a close frame is the server's verdict).
+fn next_frame(buf: &[u8], ws: bool) -> io::Result<Option<(usize, usize)>> {
+    if !ws {
+        let Some(header) = buf.get(..4) else {
+            return Ok(None);
+        };
+        let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        return Ok((buf.len() >= 4 + len).then_some((4, len)));
+    }
+    let (Some(&first), Some(&second)) = (buf.first(), buf.get(1)) else {
+        return Ok(None);
+    };
+    let (header, len) = match second & 0x7f {
+        126 => match buf.get(2..4) {
+            Some(len) => (4, u16::from_be_bytes([len[0], len[1]]) as usize),
+            None => return Ok(None),
+        },
+        127 => match buf.get(2..10) {
+            Some(len) => {
+                let mut bytes = [0u8; 8];
+                bytes.copy_from_slice(len);
+                (10, u64::from_be_bytes(bytes) as usize)
+            }
+            None => return Ok(None),
+        },
+        len => (2, len as usize),
+    };
+    if first & 0x0f == 0x8 {
+        return Err(io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            "the server closed the WebSocket",
+        ));
+    }
+    Ok((buf.len() >= header + len).then_some((header, len)))
+}
+
+/// Feeds ciphertext to the TLS session and appends the plaintext to `inbox`.
+fn decrypt(
+    tls: &mut rustls::ClientConnection,
+    mut wire: &[u8],
+    inbox: &mut Vec<u8>,
+) -> io::Result<()> {
+    while !wire.is_empty() {
+        tls.read_tls(&mut wire)?;
+        let state = tls.process_new_packets().map_err(io::Error::other)?;
+        let pending = state.plaintext_bytes_to_read();
+        let start = inbox.len();
+        inbox.resize(start + pending, 0);
+        tls.reader().read_exact(&mut inbox[start..])?;
+    }
+    Ok(())
 }
 
 fn write_pending(conn: &mut Conn) -> io::Result<()> {
+    if let Some(tls) = conn.tls.as_mut() {
+        // Everything queued becomes records at once (the buffer limit is off); then the
+        // records go out as far as the socket takes them.
+        if conn.written < conn.outbox.len() {
+            tls.writer().write_all(&conn.outbox[conn.written..])?;
+            conn.outbox.clear();
+            conn.written = 0;
+        }
+        while tls.wants_write() {
+            match tls.write_tls(&mut conn.stream) {
+                Ok(n) => conn.bytes_out += n as u64,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(err) if err.kind() == io::ErrorKind::NotConnected => return Ok(()),
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return Err(err),
+            }
+        }
+        return Ok(());
+    }
     while conn.written < conn.outbox.len() {
         match conn.stream.write(&conn.outbox[conn.written..]) {
             Ok(n) => {

@@ -267,6 +267,10 @@ pub fn chat(target: &Target, load: &ChatLoad) -> io::Result<Outcome> {
     if let Some(cpu) = cpu {
         figures.push(("server_cpu_s", json!(cpu)));
         figures.push(("events_per_server_cpu_s", json!(delivered as f64 / cpu)));
+        figures.push((
+            "server_cpu_us_per_event",
+            json!(cpu * 1e6 / delivered.max(1) as f64),
+        ));
     }
     Ok(Outcome { figures })
 }
@@ -442,6 +446,10 @@ pub fn vr(target: &Target, load: &VrLoad) -> io::Result<Outcome> {
     if let Some(cpu) = cpu {
         figures.push(("server_cpu_s", json!(cpu)));
         figures.push(("server_cpu_share", json!(cpu / elapsed)));
+        figures.push((
+            "server_cpu_us_per_pose_event",
+            json!(cpu * 1e6 / pose_events.max(1) as f64),
+        ));
     }
     Ok(Outcome { figures })
 }
