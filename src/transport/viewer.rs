@@ -1,14 +1,15 @@
 //! The live viewer page, compiled into the binary: `GET /` on the shared port gives a
 //! browser everything it needs, nothing is fetched from elsewhere and there is no build
-//! step. The files live in `static/`; `viewer.js` imports the protocol client
-//! `roomcast.js` as an ES module and connects back to `/ws` on the same host.
+//! step. The page's files live in `static/`; `viewer.js` imports the JavaScript client
+//! module, `clients/js/roomcast.js` (the one browser and Node programs use, not a copy), as
+//! `/roomcast.js`, and connects back to `/ws` on the same host.
 
 /// The page (`/`).
 pub const VIEWER_HTML: &str = include_str!("../../static/viewer.html");
 /// The page's script (`/viewer.js`): rooms, floor plan, chat.
 pub const VIEWER_JS: &str = include_str!("../../static/viewer.js");
-/// The protocol client module (`/roomcast.js`): connect, login, join, msg, events.
-pub const ROOMCAST_JS: &str = include_str!("../../static/roomcast.js");
+/// The JavaScript client module (`/roomcast.js`), `clients/js/roomcast.js` as it is.
+pub const ROOMCAST_JS: &str = include_str!("../../clients/js/roomcast.js");
 /// The page's style sheet (`/viewer.css`).
 pub const VIEWER_CSS: &str = include_str!("../../static/viewer.css");
 
