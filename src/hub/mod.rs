@@ -20,6 +20,8 @@
 //! | `room.rs` | one room: members, batch and flush, history, poses and the tick, its game |
 //! | `history.rs` | a room's kept events and the frames a joiner gets, counted in a total |
 //! | `directory.rs` | the rooms list: name order, pages, the first page encoded once |
+//! | `interest.rs` | interest management: whose poses each member receives at a tick |
+//! | `objects.rs` | shared objects: claims, releases, TTLs, owner-only updates |
 //! | [`outbox`] | [`Output`] and the ordering rule: a direct reply first flushes its rooms |
 //! | `refusal.rs` | every refusal: its code and text |
 //! | [`testing`] | the scripted-clients harness for unit tests, fuzzing and benches |
@@ -29,7 +31,9 @@ mod conns;
 mod directory;
 mod history;
 pub mod ids;
+mod interest;
 mod lifecycle;
+mod objects;
 pub mod outbox;
 mod refusal;
 mod room;
@@ -37,7 +41,7 @@ mod session;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -50,8 +54,9 @@ use crate::clock::{Ticker, WallClock};
 use crate::config::Config;
 use crate::frame::Frame;
 use crate::protocol::{
-    decode_request, echo, encode_event, encode_reply, encode_user_frame, one_line, Code,
-    GameCommand, HistoryQuery, Pose, Problem, Request, RoomKind, RoomName, LOBBY,
+    decode_request, echo, encode_event, encode_reply, encode_user_frame, one_line, Claim, Code,
+    GameCommand, HistoryQuery, ObjectUpdate, Problem, Release, Request, RoomKind, RoomName,
+    Transform, LOBBY,
 };
 use crate::quiet::Tally;
 use conns::{Charge, Conns};
@@ -59,6 +64,7 @@ use directory::Directory;
 use history::{History, HistoryBytes};
 use ids::Table;
 pub use ids::{ConnId, RoomId, SessionId};
+use interest::Rule;
 use outbox::{Outbox, Pending};
 pub use outbox::{Output, Record, Work};
 pub use refusal::Refusal;
@@ -138,22 +144,36 @@ enum Action<'a> {
     Leave,
     List,
     Msg(&'a RawValue),
-    Transform(Pose),
+    Transform(Transform),
     Game(GameCommand),
     History(HistoryQuery),
+    Claim(Claim),
+    Release(Release),
+    Object(ObjectUpdate<'a>),
 }
 
 impl<'a> Action<'a> {
-    fn parse(kind: RoomKind, data: Option<&'a RawValue>) -> Result<Action<'a>, Refusal> {
+    fn parse(
+        kind: RoomKind,
+        data: Option<&'a RawValue>,
+        config: &Config,
+    ) -> Result<Action<'a>, Refusal> {
         Ok(match (kind, data) {
             (RoomKind::Join, _) => Action::Join,
             (RoomKind::Leave, _) => Action::Leave,
             (RoomKind::List, _) => Action::List,
             (RoomKind::Msg, Some(data)) => Action::Msg(data),
-            (RoomKind::Transform, Some(data)) => Action::Transform(Pose::parse(data)?),
+            (RoomKind::Transform, Some(data)) => {
+                Action::Transform(Transform::parse(data, config.max_parts)?)
+            }
             (RoomKind::Game, Some(data)) => Action::Game(GameCommand::parse(data)?),
             (RoomKind::History, Some(data)) => Action::History(HistoryQuery::parse(data)?),
-            (RoomKind::Msg | RoomKind::Transform | RoomKind::Game | RoomKind::History, None) => {
+            (RoomKind::Claim, Some(data)) => Action::Claim(Claim::parse(data)?),
+            (RoomKind::Release, Some(data)) => Action::Release(Release::parse(data)?),
+            (RoomKind::Object, Some(data)) => {
+                Action::Object(ObjectUpdate::parse(data, config.max_object_state)?)
+            }
+            (_, None) => {
                 return Err(Refusal::MissingData {
                     kind: kind.as_str(),
                 })
@@ -198,6 +218,8 @@ pub struct Hub {
     timeouts: Tally,
     /// Rooms with pose work for the next tick.
     tick_rooms: Vec<RoomId>,
+    /// When each room's earliest object claim runs out (its TTL), earliest first.
+    claim_deadlines: BTreeSet<(Instant, RoomId)>,
     ticker: Ticker,
     /// Coarse timer for login and idle timeouts; a per-connection timer heap would cost more
     /// than a scan at this cadence.
@@ -251,6 +273,7 @@ impl Hub {
             logins: Tally::new("logins and logouts", log::Level::Info),
             timeouts: Tally::new("connections timed out", log::Level::Info),
             tick_rooms: Vec::new(),
+            claim_deadlines: BTreeSet::new(),
             shutting_down: false,
         }
     }
@@ -289,6 +312,7 @@ impl Hub {
 
     /// Runs whatever is due at `now`: the pose tick, login and idle timeouts.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.expire_claims(now);
         if self.ticker.fire(now) && !self.tick_rooms.is_empty() {
             self.tick(now);
         }
@@ -331,7 +355,8 @@ impl Hub {
         let tick = (!self.tick_rooms.is_empty()).then(|| self.ticker.deadline());
         let watching = self.conns.len() > 0 || self.sessions.detached_count() > 0;
         let housekeeping = watching.then(|| self.housekeeping.deadline());
-        tick.into_iter().chain(housekeeping).min()
+        let claims = self.claim_deadlines.first().map(|&(at, _)| at);
+        tick.into_iter().chain(housekeeping).chain(claims).min()
     }
 
     /// Connections the hub holds (logged in or not).
@@ -417,7 +442,8 @@ impl Hub {
             Ok(Request::Logout) => self.logout(now, conn),
             Ok(Request::Room { room, kind, data }) => {
                 if let Err(refusal) = self.room_request(now, conn, &room, kind, data) {
-                    let detail = context(Some(&room), Some(kind.as_str()));
+                    let mut detail = context(Some(&room), Some(kind.as_str()));
+                    refusal.extend_detail(&mut detail);
                     self.refuse(now, conn, refusal, &detail);
                 }
             }
@@ -471,7 +497,7 @@ impl Hub {
         let session_id = state.session.ok_or(Refusal::NotLoggedIn)?;
         let name = RoomName::parse(room)?;
         // Parse what the message asks for before looking at membership: 422 precedes 404.
-        let action = Action::parse(kind, data)?;
+        let action = Action::parse(kind, data, &self.config)?;
         if let Action::Join = action {
             return self.join(now, session_id, name);
         }
@@ -499,11 +525,15 @@ impl Hub {
                 let time = self.time(now);
                 self.publish(room_id, time, user.as_str(), "msg", &*data);
             }
-            Action::Transform(pose) => {
-                if self.rooms[room_id].set_pose(session_id, pose) {
+            Action::Transform(transform) => {
+                let max_parts = self.config.max_parts;
+                if self.rooms[room_id].set_pose(session_id, transform, max_parts)? {
                     self.queue_tick(room_id);
                 }
             }
+            Action::Claim(claim) => self.claim(now, room_id, session_id, &user, claim)?,
+            Action::Release(release) => self.release(now, room_id, session_id, &user, release)?,
+            Action::Object(update) => self.update_object(room_id, session_id, update)?,
             Action::Game(command) => {
                 let state = self.rooms[room_id].play(now, &user, command)?;
                 let time = self.time(now);
@@ -652,6 +682,8 @@ impl Hub {
         let Some(member) = room.remove(session) else {
             return;
         };
+        let released = room.drop_claims(session);
+        let claim_deadline = room.claim_deadline();
         let unheld = room.unhold(session);
         let emptied = room.is_empty();
         self.directory.changed();
@@ -670,6 +702,7 @@ impl Hub {
             } else {
                 self.remove_room(room_id);
             }
+            self.unschedule_claims(room_id, claim_deadline);
             return;
         }
         let user = member.user.as_str();
@@ -679,6 +712,7 @@ impl Hub {
         if let Some(state) = self.rooms[room_id].leave_game(now, &member.user) {
             self.publish(room_id, time, user, "game", state);
         }
+        self.announce_releases(now, room_id, &member.user, released);
     }
 
     /// A new room, not yet in the rooms list.
@@ -796,7 +830,7 @@ impl Hub {
             };
             let conns = &self.conns;
             let reachable = |conn: Option<ConnId>| conn.is_some_and(|c| conns.reachable(c));
-            room.tick(time, &mut self.outbox, reachable);
+            room.tick(time, &mut self.outbox, reachable, Rule::of(&self.config));
         }
     }
 
