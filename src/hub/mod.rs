@@ -976,3 +976,5 @@ fn context(room: Option<&str>, kind: Option<&str>) -> Map<String, Value> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod vr_tests;
