@@ -202,7 +202,9 @@ pub enum ConfigError {
     #[error("--login-timeout must be above 0 seconds")]
     LoginTimeout,
     /// An interest radius that is not a distance.
-    #[error("--interest-radius must be a finite number of metres above 0 (0 turns it off), got {0}")]
+    #[error(
+        "--interest-radius must be a finite number of metres above 0 (0 turns it off), got {0}"
+    )]
     InterestRadius(f64),
     /// A memory budget too small to hold the queues of a few clients.
     #[error("--max-memory must be at least 4 x --max-outbuf ({min} bytes), got {value}")]

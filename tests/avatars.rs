@@ -97,7 +97,10 @@ fn a_ball_is_thrown_between_two_users() {
     let claim = json!({"room": "court", "type": "claim", "data": {"object": "ball"}});
     alice.client.send(&claim).unwrap();
     let granted = next_of(&mut bob, "court", "claim");
-    assert_eq!((granted.user.as_str(), &granted.data), ("alice", &json!({"object": "ball"})));
+    assert_eq!(
+        (granted.user.as_str(), &granted.data),
+        ("alice", &json!({"object": "ball"}))
+    );
     let first_seq = granted.seq.expect("a history event");
     let _ = next_of(&mut alice, "court", "claim");
     // bob grabs too: 409, alice holds it.
@@ -201,5 +204,8 @@ fn with_interest_nearest_a_far_member_is_not_sent() {
             }
         }
     }
-    assert!(!users.contains("c"), "c is not among a's nearest: {users:?}");
+    assert!(
+        !users.contains("c"),
+        "c is not among a's nearest: {users:?}"
+    );
 }

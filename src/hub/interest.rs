@@ -17,6 +17,7 @@
 //! answer (a test checks it).
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::config::Config;
 use crate::protocol::Vec3;
@@ -75,7 +76,28 @@ struct Grid {
     /// (cell key, member index), sorted by key.
     members: Vec<(u64, u32)>,
     /// Cell key to the range of `members` in it.
-    cells: HashMap<u64, (u32, u32)>,
+    cells: HashMap<u64, (u32, u32), BuildHasherDefault<CellHasher>>,
+}
+
+/// Cell keys are two packed coordinates, not attacker-chosen strings: one multiply mixes them
+/// well enough, at a fraction of SipHash's cost per lookup (a receiver looks up 9 or more).
+#[derive(Default)]
+struct CellHasher(u64);
+
+impl Hasher for CellHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, key: u64) {
+        self.0 = (key ^ (key >> 29)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
 }
 
 impl Selector {
@@ -122,8 +144,8 @@ impl Selector {
         self.grid = grid;
     }
 
-    /// The members `receiver` sees this tick, itself included, as sorted member indices; empty
-    /// when it has no head pose.
+    /// The members `receiver` sees this tick, itself included, as member indices in no
+    /// particular order; empty when it has no head pose.
     pub fn visible(&mut self, receiver: usize, out: &mut Vec<u32>) {
         out.clear();
         let Some(Some(from)) = self.points.get(receiver).copied() else {
@@ -145,6 +167,7 @@ impl Selector {
                     None => grid.span,
                 };
                 let mut found = std::mem::take(&mut self.candidates);
+                let mut partitioned = false;
                 let mut visited = 0;
                 let others = self.posed.len() - 1;
                 for ring in 0..=rings {
@@ -168,11 +191,17 @@ impl Selector {
                     let beyond = ring as f64 * grid.cell;
                     if let Some(k) = self.rule.nearest {
                         if found.len() >= k && kth(&mut found, k) < beyond * beyond {
+                            // The K nearest are now the first K.
+                            partitioned = true;
                             break;
                         }
                     }
                 }
                 self.candidates = found;
+                if partitioned {
+                    self.candidates
+                        .truncate(self.rule.nearest.unwrap_or(usize::MAX));
+                }
             }
         }
         if let Some(k) = self.rule.nearest {
@@ -183,7 +212,6 @@ impl Selector {
         }
         out.extend(self.candidates.iter().map(|&(_, _, index)| index));
         out.push(receiver as u32);
-        out.sort_unstable();
     }
 
     fn consider(&mut self, receiver: usize, other: u32, from: [f64; 3], radius2: Option<f64>) {
@@ -347,6 +375,7 @@ mod tests {
         (0..positions.len())
             .map(|i| {
                 selector.visible(i, &mut out);
+                out.sort_unstable();
                 out.clone()
             })
             .collect()
@@ -363,7 +392,13 @@ mod tests {
             radius: Some(2.0),
             nearest: None,
         };
-        let positions = [at(0.0, 0.0), at(1.5, 0.0), at(0.0, 2.5), None, at(-2.0, 0.0)];
+        let positions = [
+            at(0.0, 0.0),
+            at(1.5, 0.0),
+            at(0.0, 2.5),
+            None,
+            at(-2.0, 0.0),
+        ];
         let seen = select(rule, &positions, usize::MAX);
         assert_eq!(seen[0], [0, 1, 4], "2.5 m is out, exactly 2 m is in");
         assert_eq!(seen[1], [0, 1]);
@@ -374,7 +409,13 @@ mod tests {
     #[test]
     fn k_nearest_breaks_ties_by_name() {
         // Members 1, 2 and 3 are all 1 m from member 0; names sort u0001 < u0002 < u0003.
-        let positions = [at(0.0, 0.0), at(1.0, 0.0), at(0.0, 1.0), at(-1.0, 0.0), at(5.0, 5.0)];
+        let positions = [
+            at(0.0, 0.0),
+            at(1.0, 0.0),
+            at(0.0, 1.0),
+            at(-1.0, 0.0),
+            at(5.0, 5.0),
+        ];
         let seen = select(NEAREST_2, &positions, usize::MAX);
         assert_eq!(seen[0], [0, 1, 2]);
         assert_eq!(seen[4], [1, 2, 4], "1 and 2 are the nearest to the far one");
@@ -386,7 +427,9 @@ mod tests {
         // and a far outlier, for each rule; the grid must agree with the plain scan exactly.
         let mut seed = 0x2545_f491_4f6c_dd1d_u64;
         let mut next = || {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (seed >> 11) as f64 / (1u64 << 53) as f64
         };
         for round in 0..12 {
@@ -425,7 +468,11 @@ mod tests {
     fn degenerate_layouts_still_select() {
         let same = vec![at(1.0, 1.0); 100];
         let seen = select(NEAREST_2, &same, 0);
-        assert_eq!(seen[50], [0, 1, 50], "all at one point: the first names win");
+        assert_eq!(
+            seen[50],
+            [0, 1, 50],
+            "all at one point: the first names win"
+        );
         let line: Vec<_> = (0..100).map(|i| at(i as f64, 0.0)).collect();
         assert_eq!(select(NEAREST_2, &line, 0)[50], [49, 50, 51]);
         let huge = vec![at(1e300, -1e300), at(-1e300, 1e300), at(0.0, 0.0)];

@@ -146,7 +146,11 @@ impl Objects {
     }
 
     /// The owner's new pose and state; true when something changed (the room needs a tick).
-    pub fn update(&mut self, session: SessionId, update: ObjectUpdate<'_>) -> Result<bool, Refusal> {
+    pub fn update(
+        &mut self,
+        session: SessionId,
+        update: ObjectUpdate<'_>,
+    ) -> Result<bool, Refusal> {
         let object = self.owned(session, update.object)?;
         let mut changed = false;
         if let Some(pose) = update.pose {
@@ -451,14 +455,20 @@ mod tests {
     #[test]
     fn one_owner_at_a_time() {
         let (a, b) = sessions();
-        let (alice, bob) = (UserName::parse("alice").unwrap(), UserName::parse("bob").unwrap());
+        let (alice, bob) = (
+            UserName::parse("alice").unwrap(),
+            UserName::parse("bob").unwrap(),
+        );
         let now = Instant::now();
         let mut objects = Objects::default();
         let ball = Claim {
             object: name("ball"),
             ttl: None,
         };
-        assert_eq!(objects.claim(a, &alice, ball, now, LIMITS), Ok(Claimed::Granted));
+        assert_eq!(
+            objects.claim(a, &alice, ball, now, LIMITS),
+            Ok(Claimed::Granted)
+        );
         assert_eq!(
             objects.claim(b, &bob, ball, now, LIMITS),
             Err(Refusal::ObjectHeld {
@@ -466,7 +476,10 @@ mod tests {
                 owner: "alice".into()
             })
         );
-        assert_eq!(objects.claim(a, &alice, ball, now, LIMITS), Ok(Claimed::Refreshed));
+        assert_eq!(
+            objects.claim(a, &alice, ball, now, LIMITS),
+            Ok(Claimed::Refreshed)
+        );
         let release = Release {
             object: name("ball"),
             remove: false,
@@ -486,7 +499,10 @@ mod tests {
                 owner: None
             })
         );
-        assert_eq!(objects.claim(b, &bob, ball, now, LIMITS), Ok(Claimed::Granted));
+        assert_eq!(
+            objects.claim(b, &bob, ball, now, LIMITS),
+            Ok(Claimed::Granted)
+        );
         assert_eq!(objects.owners(), [(name("ball"), Some(b))]);
     }
 
@@ -501,13 +517,19 @@ mod tests {
             object: name(object),
             ttl: ttl.map(Duration::from_secs),
         };
-        objects.claim(a, &alice, claim("x", Some(5)), now, LIMITS).unwrap();
-        objects.claim(a, &alice, claim("y", Some(2)), now, LIMITS).unwrap();
+        objects
+            .claim(a, &alice, claim("x", Some(5)), now, LIMITS)
+            .unwrap();
+        objects
+            .claim(a, &alice, claim("y", Some(2)), now, LIMITS)
+            .unwrap();
         assert_eq!(
             objects.claim(a, &alice, claim("z", None), now, LIMITS),
             Err(Refusal::TooManyClaims { max: 2 })
         );
-        objects.claim(b, &bob, claim("z", None), now, LIMITS).unwrap();
+        objects
+            .claim(b, &bob, claim("z", None), now, LIMITS)
+            .unwrap();
         assert_eq!(
             objects.claim(b, &bob, claim("w", None), now, LIMITS),
             Err(Refusal::TooManyObjects { max: 3 })
@@ -517,7 +539,9 @@ mod tests {
         let expired = objects.expire(now + Duration::from_secs(2));
         assert_eq!(expired, [(name("y"), alice.clone())]);
         // A refresh without a TTL holds the object until it is released.
-        objects.claim(a, &alice, claim("x", None), now, LIMITS).unwrap();
+        objects
+            .claim(a, &alice, claim("x", None), now, LIMITS)
+            .unwrap();
         assert_eq!(objects.next_expiry(), None);
         assert_eq!(objects.release_all_of(a), [name("x")]);
         assert_eq!(objects.release_all_of(a), Vec::<Label>::new());

@@ -223,7 +223,9 @@ pub enum Refusal {
         max: usize,
     },
     /// A claim of a new object past `--max-objects`.
-    #[error("This room holds its limit of {max} objects; release one with \"remove\": true first.")]
+    #[error(
+        "This room holds its limit of {max} objects; release one with \"remove\": true first."
+    )]
     TooManyObjects {
         /// The limit.
         max: usize,

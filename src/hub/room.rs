@@ -48,9 +48,10 @@ pub(crate) struct Member {
     parts: Vec<(Label, Pose)>,
     /// The pose changed since the last tick.
     pose_changed: bool,
-    /// With interest management: the members whose pose this member was last sent (sorted),
-    /// so one coming into range is sent in full and one going out gets `out_of_range`.
-    visible: Vec<SessionId>,
+    /// With interest management: the members whose pose this member was last sent, by index
+    /// in `members` (kept right when members leave), so one coming into range is sent in full
+    /// and one going out gets `out_of_range`.
+    visible: Vec<u32>,
     /// The member gets every pose at its next tick instead of the changes (it just joined, or
     /// its queue drained after ticks were skipped).
     needs_snapshot: bool,
@@ -167,6 +168,19 @@ impl Room {
     pub fn remove(&mut self, session: SessionId) -> Option<Member> {
         let at = self.index.remove(&session)?;
         self.roster_changed = true;
+        // The last member moves into the leaver's place: the lists of who saw whom follow.
+        let (gone, moved) = (at as u32, self.members.len() as u32 - 1);
+        for member in &mut self.members {
+            if member.visible.is_empty() {
+                continue;
+            }
+            member.visible.retain(|&i| i != gone);
+            for i in &mut member.visible {
+                if *i == moved {
+                    *i = gone;
+                }
+            }
+        }
         let member = self.members.swap_remove(at);
         if let Some(moved) = self.members.get(at) {
             self.index.insert(moved.session, at);
@@ -318,13 +332,15 @@ impl Room {
         let Transform { head, parts } = transform;
         if !parts.is_empty() {
             let has = |name: &Label| member.parts.binary_search_by(|(n, _)| n.cmp(name)).is_ok();
-            let count = parts.iter().fold(member.parts.len(), |count, (name, pose)| {
-                match (has(name), pose) {
-                    (false, Some(_)) => count + 1,
-                    (true, None) => count - 1,
-                    _ => count,
-                }
-            });
+            let count = parts
+                .iter()
+                .fold(member.parts.len(), |count, (name, pose)| {
+                    match (has(name), pose) {
+                        (false, Some(_)) => count + 1,
+                        (true, None) => count - 1,
+                        _ => count,
+                    }
+                });
             if count > max_parts {
                 return Err(PoseError::TooManyParts {
                     count,
@@ -517,24 +533,32 @@ impl Room {
         let mut poses: Vec<Option<Bytes>> = vec![None; count];
         let mut gone: Vec<Option<Bytes>> = vec![None; count];
         let mut all_objects: Option<Vec<Bytes>> = None;
+        // Per receiver, who it saw last tick and who it sees now: marked with the receiver's
+        // number, so the marks need no clearing between receivers.
+        let mut saw = vec![0u32; count];
+        let mut sees = vec![0u32; count];
         let mut seen = Vec::new();
         let mut payload: Vec<Bytes> = Vec::new();
         for receiver in 0..count {
             let Some(conn) = self.members[receiver].conn.filter(|&c| reachable(Some(c))) else {
                 continue;
             };
+            let mark = receiver as u32 + 1;
             let fresh = self.members[receiver].needs_snapshot;
-            let previous = std::mem::take(&mut self.members[receiver].visible);
+            let mut previous = std::mem::take(&mut self.members[receiver].visible);
+            for &i in &previous {
+                if let Some(slot) = saw.get_mut(i as usize) {
+                    *slot = mark;
+                }
+            }
             selector.visible(receiver, &mut seen);
-            let mut visible: Vec<SessionId> = seen
-                .iter()
-                .map(|&i| self.members[i as usize].session)
-                .collect();
-            visible.sort_unstable();
             payload.clear();
             for &i in &seen {
-                let other = &self.members[i as usize];
-                let entering = fresh || previous.binary_search(&other.session).is_err();
+                let Some(other) = self.members.get(i as usize) else {
+                    continue;
+                };
+                sees[i as usize] = mark;
+                let entering = fresh || saw[i as usize] != mark;
                 if !(entering || other.pose_changed) {
                     continue;
                 }
@@ -544,19 +568,15 @@ impl Room {
                 }
                 payload.extend(slot.iter().cloned());
             }
-            for session in &previous {
-                if visible.binary_search(session).is_ok() {
-                    continue;
-                }
-                // Gone from the room, or detached: its leave or away event said so.
-                let Some(&at) = self.index.get(session) else {
+            for &i in &previous {
+                let Some(other) = self.members.get(i as usize) else {
                     continue;
                 };
-                let other = &self.members[at];
-                if other.pose.is_none() {
+                // A detached member has no pose: its away event said so.
+                if sees[i as usize] == mark || other.pose.is_none() {
                     continue;
                 }
-                let event = gone[at].get_or_insert_with(|| {
+                let event = gone[i as usize].get_or_insert_with(|| {
                     encode_event(time, other.user.as_str(), "out_of_range", "")
                 });
                 payload.push(event.clone());
@@ -571,8 +591,10 @@ impl Room {
             if !payload.is_empty() {
                 outbox.send(conn, encode_user_frame(self.name.as_str(), false, &payload));
             }
+            previous.clear();
+            previous.extend_from_slice(&seen);
             let member = &mut self.members[receiver];
-            member.visible = visible;
+            member.visible = previous;
             member.needs_snapshot = false;
         }
         self.selector = Some(selector);

@@ -30,13 +30,17 @@ pub enum BadObject {
         kind: &'static str,
     },
     /// `data.object` is not an object name.
-    #[error("Invalid {kind}: data.object must be an object name: 1 to {MAX_LABEL} of A-Z a-z 0-9 _ - .")]
+    #[error(
+        "Invalid {kind}: data.object must be an object name: 1 to {MAX_LABEL} of A-Z a-z 0-9 _ - ."
+    )]
     Name {
         /// claim, release or object.
         kind: &'static str,
     },
     /// `data.ttl` is not a number of seconds in range.
-    #[error("Invalid claim: data.ttl must be a number of seconds above 0 and at most {MAX_TTL_SECS}.")]
+    #[error(
+        "Invalid claim: data.ttl must be a number of seconds above 0 and at most {MAX_TTL_SECS}."
+    )]
     Ttl,
     /// `data.remove` is not a boolean.
     #[error("Invalid release: data.remove must be true or false.")]
@@ -214,7 +218,10 @@ mod tests {
         let claim = Claim::parse(&raw(r#"{"object":"ball","ttl":2.5,"x":1e999}"#)).unwrap();
         assert_eq!(claim.object.as_str(), "ball");
         assert_eq!(claim.ttl, Some(Duration::from_millis(2500)));
-        assert_eq!(Claim::parse(&raw(r#"{"object":"ball"}"#)).unwrap().ttl, None);
+        assert_eq!(
+            Claim::parse(&raw(r#"{"object":"ball"}"#)).unwrap().ttl,
+            None
+        );
         for bad in ["0", "-1", "\"5\"", "1e999", "86401", "null"] {
             let data = raw(&format!(r#"{{"object":"ball","ttl":{bad}}}"#));
             assert_eq!(Claim::parse(&data), Err(BadObject::Ttl), "{bad}");
@@ -235,7 +242,10 @@ mod tests {
             ("{}", BadObject::Shape { kind: "claim" }),
             (r#"{"object":5}"#, BadObject::Name { kind: "claim" }),
             (r#"{"object":"a b"}"#, BadObject::Name { kind: "claim" }),
-            (r#"{"object":"","ttl":-1}"#, BadObject::Name { kind: "claim" }),
+            (
+                r#"{"object":"","ttl":-1}"#,
+                BadObject::Name { kind: "claim" },
+            ),
         ] {
             assert_eq!(Claim::parse(&raw(data)), Err(error), "{data}");
         }
@@ -247,18 +257,16 @@ mod tests {
 
     #[test]
     fn object_updates() {
-        let data = raw(r#"{"object":"ball","pos":{"x":1,"y":2,"z":3},"rot":{"x":0,"y":0,"z":0,"w":1},"state":{"held":
-true}}"#);
+        let data = raw(
+            r#"{"object":"ball","pos":{"x":1,"y":2,"z":3},"rot":{"x":0,"y":0,"z":0,"w":1},"state":{"held":
+true}}"#,
+        );
         let update = ObjectUpdate::parse(&data, 1024).unwrap();
         assert_eq!(update.pose.unwrap().pos.z, 3.0);
         assert_eq!(update.state.unwrap().get(), r#"{"held": true}"#);
         let data = raw(r#"{"object":"door","state":"open"}"#);
         assert_eq!(ObjectUpdate::parse(&data, 1024).unwrap().pose, None);
-        let text = |data: &str| {
-            ObjectUpdate::parse(&raw(data), 16)
-                .unwrap_err()
-                .to_string()
-        };
+        let text = |data: &str| ObjectUpdate::parse(&raw(data), 16).unwrap_err().to_string();
         assert_eq!(
             text(r#"{"object":"ball"}"#),
             r#"Invalid object: data needs "pos" and "rot", or "state", or all three."#

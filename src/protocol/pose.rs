@@ -86,7 +86,9 @@ pub enum PoseError {
         at: Field,
     },
     /// `data.parts` is not an object of named parts (or names one part twice).
-    #[error("Invalid transform: data.parts must be an object of named parts, each a pose or null.")]
+    #[error(
+        "Invalid transform: data.parts must be an object of named parts, each a pose or null."
+    )]
     Parts,
     /// A key of `data.parts` that is not a part name.
     #[error("Invalid transform: {} in data.parts is not a part name: use 1 to {MAX_LABEL} of A-Z a-z 0-9 _ - .", Quote(.name))]
@@ -372,9 +374,7 @@ impl<'de> Deserialize<'de> for PartKey {
 
             fn visit_str<E>(self, name: &str) -> Result<PartKey, E> {
                 // Only a refused name is copied, and only as much as the 422 quotes.
-                Ok(PartKey(
-                    Label::parse(name).ok_or_else(|| super::echo(name)),
-                ))
+                Ok(PartKey(Label::parse(name).ok_or_else(|| super::echo(name))))
             }
         }
         deserializer.deserialize_str(Key)
@@ -518,7 +518,10 @@ mod tests {
         };
         assert_eq!(
             serde_json::to_string(&with_hand).unwrap(),
-            format!(r#"{},"parts":{{"left_hand":{bare}}}}}"#, &bare[..bare.len() - 1])
+            format!(
+                r#"{},"parts":{{"left_hand":{bare}}}}}"#,
+                &bare[..bare.len() - 1]
+            )
         );
     }
 
@@ -528,7 +531,8 @@ mod tests {
             let data = raw(&format!(r#"{{{HEAD},"parts":{parts}}}"#));
             Transform::parse(&data, max).unwrap_err().to_string()
         };
-        let hand = |x: &str| format!(r#"{{"pos":{{"x":{x},"y":1,"z":0}},"rot":{{"x":0,"y":0,"z":0}}}}"#);
+        let hand =
+            |x: &str| format!(r#"{{"pos":{{"x":{x},"y":1,"z":0}},"rot":{{"x":0,"y":0,"z":0}}}}"#);
         assert_eq!(
             text(&format!(r#"{{"left_hand":{}}}"#, hand("\"a\"")), 8),
             "Invalid transform: data.parts.left_hand.pos.x must be a finite number."

@@ -89,6 +89,16 @@ enum Load {
         /// Chat msgs per second per room on the side.
         #[arg(long, default_value_t = 10.0)]
         chat_rate: f64,
+        /// Tracked parts each headset sends beside its head (2: left_hand and right_hand).
+        #[arg(long, default_value_t = 0)]
+        parts: usize,
+        /// Server interest management: each member gets its K nearest members' poses (0: off).
+        #[arg(long, default_value_t = 0)]
+        interest_nearest: usize,
+        /// Server interest management: each member gets the poses within this many metres
+        /// (0: off). Headsets stand 2 m apart on a square in each room.
+        #[arg(long, default_value_t = 0.0)]
+        interest_radius: f64,
     },
     /// Logged-in connections doing nothing: memory per connection, connect+login rate.
     Idle {
@@ -133,6 +143,8 @@ struct Settings {
     held_rooms: Option<(usize, usize)>,
     /// `--data-dir`; `None`: `--ephemeral`.
     data_dir: Option<std::path::PathBuf>,
+    /// `--interest-nearest` and `--interest-radius` (vr), when on.
+    interest: (Option<usize>, Option<f64>),
 }
 
 impl Settings {
@@ -143,10 +155,22 @@ impl Settings {
             capacity: Some(connections + 100),
             held_rooms: None,
             data_dir: s.data_dir.clone(),
+            interest: (None, None),
         };
         match load {
             Load::Chat { rooms, members, .. } => capacity(rooms * members),
-            Load::Vr { headsets, .. } => capacity(*headsets),
+            Load::Vr {
+                headsets,
+                interest_nearest,
+                interest_radius,
+                ..
+            } => Settings {
+                interest: (
+                    (*interest_nearest > 0).then_some(*interest_nearest),
+                    (*interest_radius > 0.0).then_some(*interest_radius),
+                ),
+                ..capacity(*headsets)
+            },
             Load::Idle { connections } => capacity(*connections),
             Load::Attack { kind, .. } => Settings {
                 fps: s.fps,
@@ -155,6 +179,7 @@ impl Settings {
                 // Room owners hold 64 rooms each, all from 127.0.0.1.
                 held_rooms: (*kind == Kind::Rooms).then_some((100, 5000)),
                 data_dir: s.data_dir.clone(),
+                interest: (None, None),
             },
         }
     }
@@ -172,6 +197,12 @@ impl Settings {
         if let Some((per_user, per_ip)) = self.held_rooms {
             flags.push(("--max-held-rooms", per_user.to_string()));
             flags.push(("--max-held-rooms-per-ip", per_ip.to_string()));
+        }
+        if let Some(k) = self.interest.0 {
+            flags.push(("--interest-nearest", k.to_string()));
+        }
+        if let Some(radius) = self.interest.1 {
+            flags.push(("--interest-radius", radius.to_string()));
         }
         let mut flags: Vec<String> = flags
             .into_iter()
@@ -203,6 +234,8 @@ impl Settings {
             config.max_held_rooms_per_ip = per_ip;
         }
         config.data_dir.clone_from(&self.data_dir);
+        config.interest_nearest = self.interest.0;
+        config.interest_radius = self.interest.1;
         config
     }
 }
@@ -243,6 +276,9 @@ fn main() -> ExitCode {
             room_size,
             hz,
             chat_rate,
+            parts,
+            interest_nearest,
+            interest_radius,
         } => {
             let load = VrLoad {
                 headsets: *headsets,
@@ -251,6 +287,9 @@ fn main() -> ExitCode {
                 fps: s.fps,
                 chat_rate: *chat_rate,
                 seconds: s.seconds,
+                parts: *parts,
+                interest_nearest: *interest_nearest,
+                interest_radius: *interest_radius,
             };
             ("vr", scenarios::vr(&target, &load))
         }
