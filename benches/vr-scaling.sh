@@ -2,13 +2,13 @@
 # The VR scaling series behind the plots in BENCHMARKS.md: server CPU, server-side tick jitter
 # and bytes out against headsets, for head-only avatars, heads with two hands, and one big room
 # with and without interest management. 3 runs of 10 s per point (~12 minutes on 2 cores);
-# RUNS and SECONDS override that (RUNS=1 SECONDS=2 for a smoke run). Every run stops by itself.
+# RUNS and RUN_SECONDS override that (RUNS=1 RUN_SECONDS=2 for a smoke run). Every run stops by itself.
 #   bash benches/vr-scaling.sh                  # writes target/vr-scaling.jsonl and benches/plots/*.svg
 #   NOTE="my laptop" bash benches/vr-scaling.sh # a note under each plot's title
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${RUNS:-3}
-seconds=${SECONDS_PER_RUN:-${SECONDS:-10}}
+seconds=${RUN_SECONDS:-10}
 cargo build --release --bin roomcast --bin roomcast-bench
 bench=target/release/roomcast-bench
 out=target/vr-scaling.jsonl
