@@ -389,10 +389,12 @@ impl Hub {
         if self.conns.heard(conn, now).is_none() {
             return;
         }
-        // Charged before parsing, so a flood costs its sender, not the server. A transform is
-        // recognised by its bytes; one that turns out not to be one pays the message bucket too.
-        let transform_like =
-            body.len() <= MAX_TRANSFORM_BYTES && memmem::find(body, b"\"transform\"").is_some();
+        // Charged before parsing, so a flood costs its sender, not the server. A transform (or
+        // a shared object's update, streamed like one) is recognised by its bytes; one that
+        // turns out not to be one pays the message bucket too.
+        let transform_like = body.len() <= MAX_TRANSFORM_BYTES
+            && (memmem::find(body, b"\"transform\"").is_some()
+                || memmem::find(body, b"\"object\"").is_some());
         let charge = if transform_like {
             self.conns.charge_transform(conn, now)
         } else {
@@ -405,7 +407,7 @@ impl Hub {
         let is_transform = matches!(
             request,
             Ok(Request::Room {
-                kind: RoomKind::Transform,
+                kind: RoomKind::Transform | RoomKind::Object,
                 ..
             })
         );

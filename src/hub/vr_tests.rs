@@ -931,3 +931,26 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn object_updates_stream_on_the_transform_bucket() {
+    let mut h = Harness::new(Config {
+        rate_limit: 1.0,
+        burst: 5.0,
+        ..Config::default()
+    });
+    let [a, b] = members(&mut h, "vr", &["a", "b"])[..] else {
+        unreachable!()
+    };
+    h.send(a, claim("vr", "ball"));
+    h.take(a);
+    h.take(b);
+    // 40 updates at once: far past the message burst of 5, within the transform burst of 60.
+    for i in 0..40 {
+        h.send(a, object("vr", "ball", i as f64, json!(null)));
+    }
+    assert!(h.take(a).is_empty(), "no 429");
+    h.advance(TICK);
+    let events = h.events(b);
+    assert_eq!(events[0]["data"]["pos"]["x"], 39.0);
+}
