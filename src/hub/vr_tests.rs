@@ -197,7 +197,7 @@ fn too_many_parts_is_422_and_changes_nothing() {
     let three = json!({"a": hand(0.0), "b": hand(0.0), "c": hand(0.0)});
     assert_eq!(
         refusal(&mut h, with_parts("vr", 1.0, three)),
-        "Invalid transform: data.parts would give you 3 tracked parts; at most 2 (drop one with null first)."
+        "Invalid transform: data.parts names 3 parts; at most 2."
     );
     h.send(
         a,

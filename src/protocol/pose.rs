@@ -96,7 +96,15 @@ pub enum PoseError {
         /// The key as sent (quoted cut in the text).
         name: String,
     },
-    /// More parts than `--max-parts`, in the message or once applied to the user's parts.
+    /// A `data.parts` naming more parts than `--max-parts` (drops included).
+    #[error("Invalid transform: data.parts names {count} parts; at most {max}.")]
+    PartsListed {
+        /// Parts named.
+        count: usize,
+        /// `--max-parts`.
+        max: usize,
+    },
+    /// More parts than `--max-parts` once applied to the user's parts.
     #[error("Invalid transform: data.parts would give you {count} tracked parts; at most {max} (drop one with null first).")]
     TooManyParts {
         /// Parts the user would have.
@@ -217,7 +225,7 @@ impl Transform {
         let written: PartsWritten<'_> =
             serde_json::from_str(raw_parts.get()).map_err(|_| PoseError::Parts)?;
         if written.0.len() > max_parts {
-            return Err(PoseError::TooManyParts {
+            return Err(PoseError::PartsListed {
                 count: written.0.len(),
                 max: max_parts,
             });
@@ -558,7 +566,7 @@ mod tests {
         }
         assert_eq!(
             text(r#"{"a":null,"b":null,"c":null}"#, 2),
-            "Invalid transform: data.parts would give you 3 tracked parts; at most 2 (drop one with null first)."
+            "Invalid transform: data.parts names 3 parts; at most 2."
         );
         let long = "x".repeat(5000);
         let err = text(&format!(r#"{{"{long}":null}}"#), 8);
