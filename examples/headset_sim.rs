@@ -368,7 +368,15 @@ fn write_poses(
                 true => with_hands(head),
                 false => Transform::head(head),
             };
-            let body = json!({"room": headset.room, "type": "transform", "data": data}).to_string();
+            let body = serde_json::to_string(&data).map(|data| {
+                format!(
+                    r#"{{"room":{},"type":"transform","data":{data}}}"#,
+                    json!(headset.room)
+                )
+            });
+            let Ok(body) = body else {
+                continue; // plain numbers and names always serialize
+            };
             match headset.writer.send_body(body.as_bytes()) {
                 Ok(()) => {
                     counters.poses_sent.fetch_add(1, Ordering::Relaxed);
