@@ -16,7 +16,9 @@ use roomcast::config::Config;
 use roomcast::frame::Frame;
 use roomcast::hub::testing::Harness;
 use roomcast::hub::ConnId;
-use roomcast::protocol::{check_portable, decode_request, encode_event, encode_user_frame, Pose};
+use roomcast::protocol::{
+    check_portable, decode_request, encode_event, encode_user_frame, Pose, Transform,
+};
 use roomcast::transport::tls::{TlsConfig, TlsSession};
 use roomcast::transport::{framed, line, ws, Transport, TransportKind};
 
@@ -28,7 +30,8 @@ criterion_group!(
     parse_pose,
     encode_event_frame,
     hub,
-    tls_encrypt
+    tls_encrypt,
+    vr
 );
 criterion_main!(benches);
 
@@ -214,6 +217,102 @@ fn hub(c: &mut Criterion) {
     group.finish();
 }
 
+/// VR rooms (issue 15): `vr/parse_hands` (a transform with two hands), and one tick of every
+/// member's changed pose: `vr/tick_20_hands` (head and two hands, 20 members), `vr/tick_200`
+/// (200 members, every pose to everyone), `vr/tick_200_nearest20` and `vr/tick_200_radius3`
+/// (interest management: each member gets its 20 nearest, or those within 3 m; members stand
+/// 2 m apart on a square).
+fn vr(c: &mut Criterion) {
+    let mut group = c.benchmark_group("vr");
+    let hands = raw(&hands_data(1.25, 0.0, 0.0));
+    assert!(Transform::parse(&hands, 8).is_ok());
+    group.bench_function("parse_hands", |b| {
+        b.iter(|| Transform::parse(black_box(&hands), 8))
+    });
+    let square = |i: usize| ((i % 15) as f64 * 2.0, (i / 15) as f64 * 2.0);
+    let cases: [(&str, usize, bool, Config); 4] = [
+        ("tick_20_hands", 20, true, Config::default()),
+        ("tick_200", 200, false, Config::default()),
+        (
+            "tick_200_nearest20",
+            200,
+            false,
+            Config {
+                interest_nearest: Some(20),
+                ..Config::default()
+            },
+        ),
+        (
+            "tick_200_radius3",
+            200,
+            false,
+            Config {
+                interest_radius: Some(3.0),
+                ..Config::default()
+            },
+        ),
+    ];
+    for (name, count, with_hands, config) in cases {
+        let mut room = Lobby::with(count, config);
+        let poses = [0.0, 0.25].map(|dx| {
+            (0..count)
+                .map(|i| {
+                    let (x, z) = square(i);
+                    let data = match with_hands {
+                        true => hands_data(x + dx, 1.6, z),
+                        false => head_data(x + dx, z),
+                    };
+                    format!(r#"{{"room":"lobby","type":"transform","data":{data}}}"#).into_bytes()
+                })
+                .collect::<Vec<_>>()
+        });
+        let mut which = 0;
+        for _ in 0..3 {
+            room.set_poses(&poses[which]);
+            which ^= 1;
+            room.tick();
+        }
+        group.throughput(Throughput::Elements(count as u64));
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut timed = Duration::ZERO;
+                for _ in 0..iters {
+                    room.set_poses(&poses[which]);
+                    which ^= 1;
+                    let start = Instant::now();
+                    black_box(room.tick());
+                    timed += start.elapsed();
+                }
+                timed
+            })
+        });
+    }
+    group.finish();
+}
+
+/// A head pose at (x, 1.6, z).
+fn head_data(x: f64, z: f64) -> String {
+    format!(
+        r#"{{"pos":{{"x":{x:?},"y":1.6,"z":{z:?}}},"rot":{{"x":0.0,"y":0.7071,"z":0.0,"w":0.7071}}}}"#
+    )
+}
+
+/// A head at (x, y, z) and two hands beside it.
+fn hands_data(x: f64, y: f64, z: f64) -> String {
+    let hand = |dx: f64| {
+        format!(
+            r#"{{"pos":{{"x":{:?},"y":1.2,"z":{:?}}},"rot":{{"x":0.0,"y":0.7071,"z":0.0,"w":0.7071}}}}"#,
+            x + dx,
+            z + 0.3
+        )
+    };
+    format!(
+        r#"{{"pos":{{"x":{x:?},"y":{y:?},"z":{z:?}}},"rot":{{"x":0.0,"y":0.7071,"z":0.0,"w":0.7071}},"parts":{{"left_hand":{},"right_hand":{}}}}}"#,
+        hand(-0.2),
+        hand(0.2)
+    )
+}
+
 /// A hub whose members are all logged in (and so in the lobby), driven by the shared harness.
 struct Lobby {
     h: Harness,
@@ -223,9 +322,15 @@ struct Lobby {
 impl Lobby {
     /// `count` users logged in, rate limit off, every output drained.
     fn new(count: usize) -> Lobby {
+        Lobby::with(count, Config::default())
+    }
+
+    /// [`Lobby::new`] with `config` (its rate limit turned off).
+    fn with(count: usize, config: Config) -> Lobby {
         let config = Config {
             rate_limit: 0.0,
-            ..Config::default()
+            max_room_members: count.max(1000),
+            ..config
         };
         let mut h = Harness::new(config);
         let members = (0..count).map(|i| h.user(&format!("user{i:03}"))).collect();

@@ -1,5 +1,6 @@
 //! Simulated VR headsets: each logs in, joins a room and streams a pose moving on a circle,
-//! while counting the transform events the server sends back.
+//! with its two hands (protocol.md §11; `--no-hands` sends the head only), while counting the
+//! transform events the server sends back.
 //!
 //! ```text
 //! cargo run --release --example headset_sim -- --headsets 50 --hz 90 --rooms 5 --seconds 10
@@ -23,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use roomcast::client::{Client, ClientError, ClientWriter};
-use roomcast::protocol::{Pose, Rotation, Vec3};
+use roomcast::protocol::{Label, Pose, Rotation, Transform, Vec3};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -59,6 +60,9 @@ struct Args {
     /// Server address.
     #[arg(long, default_value = "127.0.0.1:42069")]
     addr: String,
+    /// Send the head only, without the two hands.
+    #[arg(long)]
+    no_hands: bool,
 }
 
 /// Shared by every thread; the main thread prints differences of these.
@@ -174,12 +178,13 @@ fn run(args: &Args) -> Result<(), String> {
     let duration = Duration::from_secs_f64(args.seconds);
     let period = Duration::from_secs_f64(1.0 / args.hz);
     let mut writer_threads = Vec::with_capacity(writers);
+    let hands = !args.no_hands;
     for group in groups {
         let counters = Arc::clone(&counters);
         let total = count;
         let handle = thread::Builder::new()
             .name("writer".into())
-            .spawn(move || write_poses(group, total, start, duration, period, &counters))
+            .spawn(move || write_poses(group, total, start, duration, period, hands, &counters))
             .map_err(|err| format!("cannot start a writer thread: {err}"))?;
         writer_threads.push(handle);
     }
@@ -346,6 +351,7 @@ fn write_poses(
     start: Instant,
     duration: Duration,
     period: Duration,
+    hands: bool,
     counters: &Counters,
 ) {
     let mut tick: u32 = 0;
@@ -357,8 +363,20 @@ fn write_poses(
         }
         let t = elapsed.as_secs_f64();
         for headset in group.iter_mut().filter(|h| h.alive) {
-            let pose = circle_pose(headset.index, total, t);
-            let body = json!({"room": headset.room, "type": "transform", "data": pose}).to_string();
+            let head = circle_pose(headset.index, total, t);
+            let data = match hands {
+                true => with_hands(head),
+                false => Transform::head(head),
+            };
+            let body = serde_json::to_string(&data).map(|data| {
+                format!(
+                    r#"{{"room":{},"type":"transform","data":{data}}}"#,
+                    json!(headset.room)
+                )
+            });
+            let Ok(body) = body else {
+                continue; // plain numbers and names always serialize
+            };
             match headset.writer.send_body(body.as_bytes()) {
                 Ok(()) => {
                     counters.poses_sent.fetch_add(1, Ordering::Relaxed);
@@ -398,6 +416,27 @@ fn circle_pose(index: usize, total: usize, t: f64) -> Pose {
             z: 0.0,
             w: Some((yaw / 2.0).cos()),
         },
+    }
+}
+
+/// The head and two hands held beside it, 0.2 m to each side, 0.4 m below and in front.
+fn with_hands(head: Pose) -> Transform {
+    let hand = |name: &str, side: f64| {
+        // Both names are literals within the part-name rule.
+        let name = Label::parse(name).expect("a valid part name");
+        let pose = Pose {
+            pos: Vec3 {
+                x: head.pos.x + side,
+                y: head.pos.y - 0.4,
+                z: head.pos.z + 0.3,
+            },
+            rot: head.rot,
+        };
+        (name, Some(pose))
+    };
+    Transform {
+        head,
+        parts: vec![hand("left_hand", -0.2), hand("right_hand", 0.2)],
     }
 }
 

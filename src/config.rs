@@ -91,6 +91,25 @@ pub struct Config {
     /// How costly password hashes are: the argon2 crate's recommended costs, or the cheapest
     /// (tests only: such hashes protect nothing).
     pub hash_cost: HashCost,
+
+    // VR rooms: tracked parts, interest management, shared objects (protocol.md §11-§13).
+    /// Tracked parts one user may have beside its head (hands, controllers, a tool); 0 allows
+    /// head-only transforms.
+    pub max_parts: usize,
+    /// Interest management by distance: each member receives the poses of the members whose
+    /// head is within this many metres of its own. `None` (the default) sends every pose to
+    /// every member.
+    pub interest_radius: Option<f64>,
+    /// Interest management by count: each member receives the poses of its K nearest members
+    /// (and its own). With `interest_radius` too, the K nearest within the radius.
+    pub interest_nearest: Option<usize>,
+    /// Shared objects one room may hold (claimed once, until removed or the room goes); 0
+    /// turns shared objects off.
+    pub max_objects: usize,
+    /// Largest `state` of a shared object, in bytes as sent.
+    pub max_object_state: usize,
+    /// Objects one user may hold at once in one room.
+    pub max_claims: usize,
 }
 
 /// Where TLS's certificate chain and private key are (`--tls-cert`, `--tls-key`).
@@ -146,6 +165,12 @@ impl Default for Config {
             accounts_only: false,
             max_accounts: 100_000,
             hash_cost: HashCost::Standard,
+            max_parts: 8,
+            interest_radius: None,
+            interest_nearest: None,
+            max_objects: 64,
+            max_object_state: 1024,
+            max_claims: 8,
         }
     }
 }
@@ -194,6 +219,11 @@ pub enum ConfigError {
     /// A login timeout of zero would close every connection at once.
     #[error("--login-timeout must be above 0 seconds")]
     LoginTimeout,
+    /// An interest radius that is not a distance.
+    #[error(
+        "--interest-radius must be a finite number of metres above 0 (0 turns it off), got {0}"
+    )]
+    InterestRadius(f64),
     /// A memory budget too small to hold the queues of a few clients.
     #[error("--max-memory must be at least 4 x --max-outbuf ({min} bytes), got {value}")]
     MemoryTooSmall {
@@ -262,6 +292,17 @@ impl Config {
         }
         if self.login_timeout.is_zero() {
             return Err(ConfigError::LoginTimeout);
+        }
+        if let Some(radius) = self.interest_radius {
+            if !(radius.is_finite() && radius > 0.0) {
+                return Err(ConfigError::InterestRadius(radius));
+            }
+        }
+        if self.interest_nearest == Some(0) {
+            return Err(ConfigError::Zero {
+                flag: "interest-nearest",
+                value: 0,
+            });
         }
         let min_memory = 4 * self.max_outbuf;
         if self.max_memory < min_memory {
@@ -364,5 +405,30 @@ mod tests {
             ..Config::default()
         };
         assert_eq!(config.validate(), Ok(()), "idle timeout 0 is off");
+    }
+
+    #[test]
+    fn interest_settings_are_checked() {
+        for radius in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            let config = Config {
+                interest_radius: Some(radius),
+                ..Config::default()
+            };
+            assert!(
+                matches!(config.validate(), Err(ConfigError::InterestRadius(_))),
+                "{radius}"
+            );
+        }
+        let config = Config {
+            interest_radius: Some(5.0),
+            interest_nearest: Some(20),
+            ..Config::default()
+        };
+        assert_eq!(config.validate(), Ok(()));
+        let config = Config {
+            interest_nearest: Some(0),
+            ..Config::default()
+        };
+        assert!(config.validate().is_err());
     }
 }

@@ -131,6 +131,25 @@ struct Args {
     /// Accounts the server may hold.
     #[arg(long, default_value_t = 100_000)]
     max_accounts: usize,
+    // VR rooms: tracked parts, interest management, shared objects.
+    /// Tracked parts one user may have beside its head (0: head-only transforms).
+    #[arg(long, default_value_t = 8)]
+    max_parts: usize,
+    /// Each member receives the poses of members within this many metres of its head (0: off).
+    #[arg(long, default_value_t = 0.0)]
+    interest_radius: f64,
+    /// Each member receives the poses of its K nearest members (0: off).
+    #[arg(long, default_value_t = 0)]
+    interest_nearest: usize,
+    /// Shared objects one room may hold (0 turns shared objects off).
+    #[arg(long, default_value_t = 64)]
+    max_objects: usize,
+    /// Largest state of a shared object, in bytes.
+    #[arg(long, default_value_t = 1024)]
+    max_object_state: usize,
+    /// Objects one user may hold at once in one room.
+    #[arg(long, default_value_t = 8)]
+    max_claims: usize,
     /// Log level; RUST_LOG, when set, refines it (e.g. RUST_LOG=roomcast=debug).
     #[arg(long, default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"])]
     log_level: String,
@@ -220,6 +239,12 @@ impl Args {
             accounts_only: self.accounts_only,
             max_accounts: self.max_accounts,
             hash_cost: roomcast::config::HashCost::Standard,
+            max_parts: self.max_parts,
+            interest_radius: (self.interest_radius != 0.0).then_some(self.interest_radius),
+            interest_nearest: (self.interest_nearest != 0).then_some(self.interest_nearest),
+            max_objects: self.max_objects,
+            max_object_state: self.max_object_state,
+            max_claims: self.max_claims,
         }
     }
 

@@ -90,13 +90,19 @@ pub enum MessageType {
     Game,
     /// Room `history`.
     History,
+    /// Room `claim` (a shared object).
+    Claim,
+    /// Room `release` (a shared object).
+    Release,
+    /// Room `object` (a shared object's update).
+    Object,
     /// A frame that did not parse as any of the above (answered 400).
     Malformed,
 }
 
 impl MessageType {
     /// Every type, in label order.
-    pub const ALL: [MessageType; 15] = [
+    pub const ALL: [MessageType; 18] = [
         MessageType::Login,
         MessageType::Resume,
         MessageType::Logout,
@@ -111,6 +117,9 @@ impl MessageType {
         MessageType::Transform,
         MessageType::Game,
         MessageType::History,
+        MessageType::Claim,
+        MessageType::Release,
+        MessageType::Object,
         MessageType::Malformed,
     ];
 
@@ -131,6 +140,9 @@ impl MessageType {
             MessageType::Transform => "transform",
             MessageType::Game => "game",
             MessageType::History => "history",
+            MessageType::Claim => "claim",
+            MessageType::Release => "release",
+            MessageType::Object => "object",
             MessageType::Malformed => "malformed",
         }
     }

@@ -1,4 +1,4 @@
-//! protocol.md §10, transports on one port: sniffing, WebSocket, the HTTP endpoints and TLS, over
+//! protocol.md §1.5-§1.8, transports on one port: sniffing, WebSocket, the HTTP endpoints and TLS, over
 //! real sockets on 127.0.0.1.
 
 mod support;

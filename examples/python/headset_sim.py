@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""A simulated VR headset: streams a pose moving on a circle, prints everyone else's.
+"""A simulated VR headset: streams a pose moving on a circle, with its two hands, and prints
+everyone else's (protocol.md §11: tracked parts).
 
     python3 examples/python/headset_sim.py --user quest1 --room vr
-    python3 examples/python/headset_sim.py --user quest2 --room vr --radius 2
+    python3 examples/python/headset_sim.py --user quest2 --room vr --radius 2 --no-hands
 
 It sends at the headset's rate (90 Hz by default); the server coalesces and sends the room the
 latest pose of each user once per tick (its --fps, 20 by default), so the lines printed for
@@ -45,12 +46,25 @@ def pose_at(t, radius, period, height):
     return pos, rot
 
 
+def hands_at(pos, rot):
+    """Two hands held in front of the head: 0.2 m to each side, 0.4 m below, 0.3 m ahead."""
+    x, y, z = pos
+    return {
+        "left_hand": ((x - 0.2, y - 0.4, z + 0.3), rot),
+        "right_hand": ((x + 0.2, y - 0.4, z + 0.3), rot),
+    }
+
+
 def format_pose(event):
     pos, rot = event["data"]["pos"], event["data"]["rot"]
     angles = ", ".join(f"{rot[k]:+.3f}" for k in ("x", "y", "z", "w") if k in rot)
+    parts = "".join(
+        f" {name}=({part['pos']['x']:+.3f}, {part['pos']['y']:+.3f}, {part['pos']['z']:+.3f})"
+        for name, part in sorted(event["data"].get("parts", {}).items())
+    )
     return (
         f"{time.strftime('%H:%M:%S')} #{event['room']} {event['user']} "
-        f"pos=({pos['x']:+.3f}, {pos['y']:+.3f}, {pos['z']:+.3f}) rot=({angles})"
+        f"pos=({pos['x']:+.3f}, {pos['y']:+.3f}, {pos['z']:+.3f}) rot=({angles}){parts}"
     )
 
 
@@ -87,7 +101,8 @@ def run(client, args, stats):
             return
         if now >= next_send:
             pos, rot = pose_at(now - start, args.radius, args.period, args.height)
-            client.transform(args.room, pos, rot)
+            parts = None if args.no_hands else hands_at(pos, rot)
+            client.transform(args.room, pos, rot, parts)
             stats.sent += 1
             next_send += period
             if next_send < now:  # Fell behind (a pause, a slow machine): skip, do not burst.
@@ -111,6 +126,9 @@ def main():
     parser.add_argument("--radius", type=float, default=1.0, help="circle radius, metres")
     parser.add_argument("--period", type=float, default=4.0, help="seconds per lap")
     parser.add_argument("--height", type=float, default=1.6, help="eye height, metres")
+    parser.add_argument(
+        "--no-hands", action="store_true", help="send the head only, without the two hands"
+    )
     parser.add_argument(
         "--no-reconnect",
         action="store_true",

@@ -826,11 +826,47 @@ class Client:
         """Says something (any JSON value) to everyone in the room, yourself included."""
         self._room(room, "msg", data)
 
-    def transform(self, room, pos, rot):
+    def transform(self, room, pos, rot, parts=None):
         """Streams a pose. ``pos`` is (x, y, z) or a dict; ``rot`` is Euler (x, y, z) or a
         quaternion (x, y, z, w), or a dict. The server sends the room the latest pose of each
-        user once per tick, so sending faster than its fps costs bandwidth, nothing else."""
-        self._room(room, "transform", {"pos": vec3(pos), "rot": rotation(rot)})
+        user once per tick, so sending faster than its fps costs bandwidth, nothing else.
+
+        ``parts`` maps tracked parts beside the head (``"left_hand"``, ``"right_hand"``, ...)
+        to ``(pos, rot)`` pairs, or to ``None`` to drop a part (a hand that lost tracking);
+        parts left out stay as they were (protocol.md §11)."""
+        data = {"pos": vec3(pos), "rot": rotation(rot)}
+        if parts:
+            data["parts"] = {
+                name: None if part is None else {"pos": vec3(part[0]), "rot": rotation(part[1])}
+                for name, part in parts.items()
+            }
+        self._room(room, "transform", data)
+
+    def claim(self, room, obj, ttl=None):
+        """Asks to become the only owner of shared object ``obj`` (for ``ttl`` seconds, when
+        given; claiming again refreshes it). Everyone gets a ``claim`` event; if someone else
+        holds it, a 409 error frame names the owner (protocol.md §13)."""
+        data = {"object": obj}
+        if ttl is not None:
+            data["ttl"] = ttl
+        self._room(room, "claim", data)
+
+    def release(self, room, obj, remove=False):
+        """Gives up shared object ``obj`` (and forgets it with ``remove=True``)."""
+        data = {"object": obj}
+        if remove:
+            data["remove"] = True
+        self._room(room, "release", data)
+
+    def object(self, room, obj, pos=None, rot=None, state=None):
+        """Moves shared object ``obj`` (its owner only): a pose (``pos`` and ``rot``, as for
+        ``transform``) and/or any JSON ``state``. Coalesced and sent on the tick."""
+        data = {"object": obj}
+        if pos is not None or rot is not None:
+            data["pos"], data["rot"] = vec3(pos), rotation(rot)
+        if state is not None:
+            data["state"] = state
+        self._room(room, "object", data)
 
     def game(self, room, data):
         """A game command: ``{"start": "tictactoe"}``, ``{"join": True}``, ``{"move": 4}``,

@@ -69,7 +69,10 @@ fuzz_target!(|data: &[u8]| {
                 whole_runs[0].error,
                 Some(DecodeError::Unrecognized { first: seen, .. }) if seen == first
             );
-            assert!(refused && whole_runs[0].frames.is_empty(), "{first:#x} not refused");
+            assert!(
+                refused && whole_runs[0].frames.is_empty(),
+                "{first:#x} not refused"
+            );
             None
         }
     };

@@ -30,8 +30,12 @@ fuzz_target!(|body: &[u8]| {
     let text = std::str::from_utf8(body).expect("accepted a body that is not UTF-8");
     assert!(text.trim_start().starts_with('{'), "accepted a non-object");
     match request {
-        Request::Ping | Request::Rooms => {}
-        Request::Login { user, .. } => {
+        Request::Ping
+        | Request::Rooms { .. }
+        | Request::Resume { .. }
+        | Request::Logout
+        | Request::Password { .. } => {}
+        Request::Login { user, .. } | Request::Register { user, .. } => {
             let _ = UserName::parse(&user);
         }
         Request::Room { room, kind, data } => {

@@ -20,6 +20,8 @@
 //! | `room.rs` | one room: members, batch and flush, history, poses and the tick, its game |
 //! | `history.rs` | a room's kept events and the frames a joiner gets, counted in a total |
 //! | `directory.rs` | the rooms list: name order, pages, the first page encoded once |
+//! | `interest.rs` | interest management: whose poses each member receives at a tick |
+//! | `objects.rs` | shared objects: claims, releases, TTLs, owner-only updates |
 //! | [`outbox`] | [`Output`] and the ordering rule: a direct reply first flushes its rooms |
 //! | `refusal.rs` | every refusal: its code and text |
 //! | [`testing`] | the scripted-clients harness for unit tests, fuzzing and benches |
@@ -29,7 +31,9 @@ mod conns;
 mod directory;
 mod history;
 pub mod ids;
+mod interest;
 mod lifecycle;
+mod objects;
 pub mod outbox;
 mod refusal;
 mod room;
@@ -37,7 +41,7 @@ mod session;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -50,8 +54,9 @@ use crate::clock::{Ticker, WallClock};
 use crate::config::Config;
 use crate::frame::Frame;
 use crate::protocol::{
-    decode_request, echo, encode_event, encode_reply, encode_user_frame, one_line, Code,
-    GameCommand, HistoryQuery, Pose, Problem, Request, RoomKind, RoomName, LOBBY,
+    decode_request, echo, encode_event, encode_reply, encode_user_frame, one_line, Claim, Code,
+    GameCommand, HistoryQuery, ObjectUpdate, Problem, Release, Request, RoomKind, RoomName,
+    Transform, LOBBY,
 };
 use crate::quiet::Tally;
 use crate::stats::{MessageType, Stats};
@@ -60,6 +65,7 @@ use directory::Directory;
 use history::{History, HistoryBytes};
 use ids::Table;
 pub use ids::{ConnId, RoomId, SessionId};
+use interest::Rule;
 use outbox::{Outbox, Pending};
 pub use outbox::{Output, Record, Work};
 pub use refusal::Refusal;
@@ -139,22 +145,36 @@ enum Action<'a> {
     Leave,
     List,
     Msg(&'a RawValue),
-    Transform(Pose),
+    Transform(Transform),
     Game(GameCommand),
     History(HistoryQuery),
+    Claim(Claim),
+    Release(Release),
+    Object(ObjectUpdate<'a>),
 }
 
 impl<'a> Action<'a> {
-    fn parse(kind: RoomKind, data: Option<&'a RawValue>) -> Result<Action<'a>, Refusal> {
+    fn parse(
+        kind: RoomKind,
+        data: Option<&'a RawValue>,
+        config: &Config,
+    ) -> Result<Action<'a>, Refusal> {
         Ok(match (kind, data) {
             (RoomKind::Join, _) => Action::Join,
             (RoomKind::Leave, _) => Action::Leave,
             (RoomKind::List, _) => Action::List,
             (RoomKind::Msg, Some(data)) => Action::Msg(data),
-            (RoomKind::Transform, Some(data)) => Action::Transform(Pose::parse(data)?),
+            (RoomKind::Transform, Some(data)) => {
+                Action::Transform(Transform::parse(data, config.max_parts)?)
+            }
             (RoomKind::Game, Some(data)) => Action::Game(GameCommand::parse(data)?),
             (RoomKind::History, Some(data)) => Action::History(HistoryQuery::parse(data)?),
-            (RoomKind::Msg | RoomKind::Transform | RoomKind::Game | RoomKind::History, None) => {
+            (RoomKind::Claim, Some(data)) => Action::Claim(Claim::parse(data)?),
+            (RoomKind::Release, Some(data)) => Action::Release(Release::parse(data)?),
+            (RoomKind::Object, Some(data)) => {
+                Action::Object(ObjectUpdate::parse(data, config.max_object_state)?)
+            }
+            (_, None) => {
                 return Err(Refusal::MissingData {
                     kind: kind.as_str(),
                 })
@@ -199,6 +219,8 @@ pub struct Hub {
     timeouts: Tally,
     /// Rooms with pose work for the next tick.
     tick_rooms: Vec<RoomId>,
+    /// When each room's earliest object claim runs out (its TTL), earliest first.
+    claim_deadlines: BTreeSet<(Instant, RoomId)>,
     ticker: Ticker,
     /// Coarse timer for login and idle timeouts; a per-connection timer heap would cost more
     /// than a scan at this cadence.
@@ -252,6 +274,7 @@ impl Hub {
             logins: Tally::new("logins and logouts", log::Level::Info),
             timeouts: Tally::new("connections timed out", log::Level::Info),
             tick_rooms: Vec::new(),
+            claim_deadlines: BTreeSet::new(),
             shutting_down: false,
         }
     }
@@ -290,6 +313,7 @@ impl Hub {
 
     /// Runs whatever is due at `now`: the pose tick, login and idle timeouts.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.expire_claims(now);
         // The ticker only moves while there is pose work: after a quiet spell its deadline has
         // passed, so the first pose goes out at once, in the first pass that sees it, whether or
         // not the loop woke for something else meanwhile.
@@ -335,7 +359,8 @@ impl Hub {
         let tick = (!self.tick_rooms.is_empty()).then(|| self.ticker.deadline());
         let watching = self.conns.len() > 0 || self.sessions.detached_count() > 0;
         let housekeeping = watching.then(|| self.housekeeping.deadline());
-        tick.into_iter().chain(housekeeping).min()
+        let claims = self.claim_deadlines.first().map(|&(at, _)| at);
+        tick.into_iter().chain(housekeeping).chain(claims).min()
     }
 
     /// Connections the hub holds (logged in or not).
@@ -382,10 +407,12 @@ impl Hub {
         if self.conns.heard(conn, now).is_none() {
             return;
         }
-        // Charged before parsing, so a flood costs its sender, not the server. A transform is
-        // recognised by its bytes; one that turns out not to be one pays the message bucket too.
-        let transform_like =
-            body.len() <= MAX_TRANSFORM_BYTES && memmem::find(body, b"\"transform\"").is_some();
+        // Charged before parsing, so a flood costs its sender, not the server. A transform (or
+        // a shared object's update, streamed like one) is recognised by its bytes; one that
+        // turns out not to be one pays the message bucket too.
+        let transform_like = body.len() <= MAX_TRANSFORM_BYTES
+            && (memmem::find(body, b"\"transform\"").is_some()
+                || memmem::find(body, b"\"object\"").is_some());
         let charge = if transform_like {
             self.conns.charge_transform(conn, now)
         } else {
@@ -399,7 +426,7 @@ impl Hub {
         let is_transform = matches!(
             request,
             Ok(Request::Room {
-                kind: RoomKind::Transform,
+                kind: RoomKind::Transform | RoomKind::Object,
                 ..
             })
         );
@@ -436,7 +463,8 @@ impl Hub {
             Ok(Request::Logout) => self.logout(now, conn),
             Ok(Request::Room { room, kind, data }) => {
                 if let Err(refusal) = self.room_request(now, conn, &room, kind, data) {
-                    let detail = context(Some(&room), Some(kind.as_str()));
+                    let mut detail = context(Some(&room), Some(kind.as_str()));
+                    refusal.extend_detail(&mut detail);
                     self.refuse(now, conn, refusal, &detail);
                 }
             }
@@ -490,7 +518,7 @@ impl Hub {
         let session_id = state.session.ok_or(Refusal::NotLoggedIn)?;
         let name = RoomName::parse(room)?;
         // Parse what the message asks for before looking at membership: 422 precedes 404.
-        let action = Action::parse(kind, data)?;
+        let action = Action::parse(kind, data, &self.config)?;
         if let Action::Join = action {
             return self.join(now, session_id, name);
         }
@@ -518,14 +546,18 @@ impl Hub {
                 let time = self.time(now);
                 self.publish(room_id, time, user.as_str(), "msg", &*data);
             }
-            Action::Transform(pose) => {
+            Action::Transform(transform) => {
                 if self.rooms[room_id].pose_pending(session_id) {
                     self.outbox.stats.poses_superseded(1);
                 }
-                if self.rooms[room_id].set_pose(session_id, pose) {
+                let max_parts = self.config.max_parts;
+                if self.rooms[room_id].set_pose(session_id, transform, max_parts)? {
                     self.queue_tick(room_id);
                 }
             }
+            Action::Claim(claim) => self.claim(now, room_id, session_id, &user, claim)?,
+            Action::Release(release) => self.release(now, room_id, session_id, &user, release)?,
+            Action::Object(update) => self.update_object(room_id, session_id, update)?,
             Action::Game(command) => {
                 let state = self.rooms[room_id].play(now, &user, command)?;
                 let time = self.time(now);
@@ -674,6 +706,8 @@ impl Hub {
         let Some(member) = room.remove(session) else {
             return;
         };
+        let released = room.drop_claims(session);
+        let claim_deadline = room.claim_deadline();
         let unheld = room.unhold(session);
         let emptied = room.is_empty();
         self.directory.changed();
@@ -692,6 +726,7 @@ impl Hub {
             } else {
                 self.remove_room(room_id);
             }
+            self.unschedule_claims(room_id, claim_deadline);
             return;
         }
         let user = member.user.as_str();
@@ -701,6 +736,7 @@ impl Hub {
         if let Some(state) = self.rooms[room_id].leave_game(now, &member.user) {
             self.publish(room_id, time, user, "game", state);
         }
+        self.announce_releases(now, room_id, &member.user, released);
     }
 
     /// A new room, not yet in the rooms list.
@@ -819,7 +855,7 @@ impl Hub {
             };
             let conns = &self.conns;
             let reachable = |conn: Option<ConnId>| conn.is_some_and(|c| conns.reachable(c));
-            room.tick(time, &mut self.outbox, reachable);
+            room.tick(time, &mut self.outbox, reachable, Rule::of(&self.config));
         }
     }
 
@@ -974,6 +1010,9 @@ fn message_type(request: &Result<Request<'_>, crate::protocol::BadRequest>) -> M
             RoomKind::Transform => MessageType::Transform,
             RoomKind::Game => MessageType::Game,
             RoomKind::History => MessageType::History,
+            RoomKind::Claim => MessageType::Claim,
+            RoomKind::Release => MessageType::Release,
+            RoomKind::Object => MessageType::Object,
         },
     }
 }
@@ -992,3 +1031,5 @@ fn context(room: Option<&str>, kind: Option<&str>) -> Map<String, Value> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod vr_tests;

@@ -8,7 +8,8 @@ use serde_json::{Map, Value};
 use crate::frame::Frame;
 use crate::game::{self, GameError};
 use crate::protocol::{
-    encode_reply, BadGameCommand, BadHistoryQuery, BadRequest, Code, NameError, PoseError, Quote,
+    encode_reply, BadGameCommand, BadHistoryQuery, BadObject, BadRequest, Code, Label, NameError,
+    PoseError, Quote,
 };
 
 /// A request the hub refuses; `Display` is the `msg` the client reads.
@@ -194,6 +195,41 @@ pub enum Refusal {
         /// The limit.
         max: usize,
     },
+
+    // Shared objects (hub/objects.rs).
+    /// A claim, release or object message whose data cannot be used.
+    #[error(transparent)]
+    Object(#[from] BadObject),
+    /// A claim of an object another member holds.
+    #[error("Object {} is held by {owner}.", Quote(.object.as_str()))]
+    ObjectHeld {
+        /// The object.
+        object: Label,
+        /// Its owner.
+        owner: String,
+    },
+    /// A release or update of an object the sender does not hold.
+    #[error("You do not hold object {}.", Quote(.object.as_str()))]
+    NotHolder {
+        /// The object.
+        object: Label,
+        /// Who holds it, if anyone.
+        owner: Option<String>,
+    },
+    /// A claim past `--max-claims`.
+    #[error("You hold {max} objects in this room, the most one user may hold; release one first.")]
+    TooManyClaims {
+        /// The limit.
+        max: usize,
+    },
+    /// A claim of a new object past `--max-objects`.
+    #[error(
+        "This room holds its limit of {max} objects; release one with \"remove\": true first."
+    )]
+    TooManyObjects {
+        /// The limit.
+        max: usize,
+    },
 }
 
 impl Refusal {
@@ -218,7 +254,9 @@ impl Refusal {
             Refusal::AlreadyLoggedIn { .. }
             | Refusal::NameTaken { .. }
             | Refusal::AlreadyJoined { .. }
-            | Refusal::GameRunning => Code::Conflict,
+            | Refusal::GameRunning
+            | Refusal::ObjectHeld { .. } => Code::Conflict,
+            Refusal::NotHolder { .. } => Code::Forbidden,
             Refusal::Name(_)
             | Refusal::TooManyRooms { .. }
             | Refusal::RoomFull { .. }
@@ -228,7 +266,10 @@ impl Refusal {
             | Refusal::UnknownGame { .. }
             | Refusal::Game(_)
             | Refusal::HoldingTooMany { .. }
-            | Refusal::AddressHoldingTooMany { .. } => Code::Unprocessable,
+            | Refusal::AddressHoldingTooMany { .. }
+            | Refusal::Object(_)
+            | Refusal::TooManyClaims { .. }
+            | Refusal::TooManyObjects { .. } => Code::Unprocessable,
             Refusal::RateLimited { .. } => Code::TooManyRequests,
             Refusal::RoomLimit { .. }
             | Refusal::ShuttingDown
@@ -237,6 +278,18 @@ impl Refusal {
             | Refusal::LowMemory
             | Refusal::NoToken => Code::Unavailable,
         }
+    }
+
+    /// Adds what this refusal says beyond `{"room":R,"type":K}` to a room message's detail:
+    /// for an object held by someone else, the object and its owner (`null`: nobody).
+    pub fn extend_detail(&self, detail: &mut Map<String, Value>) {
+        let (object, owner) = match self {
+            Refusal::ObjectHeld { object, owner } => (object, Some(owner.as_str())),
+            Refusal::NotHolder { object, owner } => (object, owner.as_deref()),
+            _ => return,
+        };
+        detail.insert("object".into(), object.as_str().into());
+        detail.insert("owner".into(), owner.map_or(Value::Null, Value::from));
     }
 
     /// The error reply, with `detail`.

@@ -1,5 +1,6 @@
 //! One room and the rules that change it: who is in it, its numbered history, the events
-//! waiting to go out as one frame, the members' poses and their tick, and its game.
+//! waiting to go out as one frame, the members' poses (head and tracked parts) and their tick,
+//! its shared objects, and its game.
 //!
 //! Every history event (msg, join, leave, game, away, back) gets the room's next sequence
 //! number, dense and increasing by one, and is kept in the history; state (poses, member
@@ -14,6 +15,8 @@ use serde_json::Value;
 
 use super::history::History;
 use super::ids::{ConnId, RoomId, SessionId};
+use super::interest::{Rule, Selector};
+use super::objects::Objects;
 use super::outbox::{Outbox, Pending, Record};
 use super::refusal::Refusal;
 use crate::frame::Frame;
@@ -21,8 +24,8 @@ use crate::game::{self, Game};
 use serde::Serialize;
 
 use crate::protocol::{
-    encode_event, encode_history_event, encode_user_frame, GameCommand, HistoryRange, Pose,
-    RoomName, UserName,
+    encode_event, encode_history_event, encode_user_frame, Avatar, GameCommand, HistoryRange,
+    Label, Pose, PoseError, RoomName, Transform, UserName, Vec3,
 };
 
 /// Events a room may collect before they are flushed, so a batch frame stays small.
@@ -39,12 +42,31 @@ pub(crate) struct Member {
     /// nothing and its pose is out of the ticks until it resumes).
     pub conn: Option<ConnId>,
     pub user: UserName,
+    /// The head's pose.
     pose: Option<Pose>,
+    /// Tracked parts beside the head, in name order (at most `--max-parts`).
+    parts: Vec<(Label, Pose)>,
     /// The pose changed since the last tick.
     pose_changed: bool,
+    /// With interest management: the members whose pose this member was last sent, by index
+    /// in `members` (kept right when members leave), so one coming into range is sent in full
+    /// and one going out gets `out_of_range`.
+    visible: Vec<u32>,
     /// The member gets every pose at its next tick instead of the changes (it just joined, or
     /// its queue drained after ticks were skipped).
     needs_snapshot: bool,
+}
+
+impl Member {
+    /// The member's transform event: its head and every tracked part. `None` without a pose.
+    fn event(&self, time: f64) -> Option<Bytes> {
+        let head = self.pose.as_ref()?;
+        let avatar = Avatar {
+            head,
+            parts: &self.parts,
+        };
+        Some(encode_event(time, self.user.as_str(), "transform", avatar))
+    }
 }
 
 #[derive(Debug)]
@@ -70,6 +92,14 @@ pub(crate) struct Room {
     /// The member who created the room, while still in it: holds it against their
     /// `max_held_rooms`.
     holder: Option<SessionId>,
+    /// Shared objects and who holds them.
+    objects: Objects,
+    /// This room's entry in the hub's claim clock: when its earliest claim TTL runs out.
+    claim_deadline: Option<Instant>,
+    /// Interest selection and its buffers, made at the first tick with interest management.
+    selector: Option<Selector>,
+    /// Members came or went since the selector last saw their names.
+    roster_changed: bool,
 }
 
 impl Room {
@@ -96,6 +126,10 @@ impl Room {
             game: None,
             turn: None,
             holder: None,
+            objects: Objects::default(),
+            claim_deadline: None,
+            selector: None,
+            roster_changed: true,
         }
     }
 
@@ -123,13 +157,30 @@ impl Room {
             conn: Some(conn),
             user,
             pose: None,
+            parts: Vec::new(),
             pose_changed: false,
+            visible: Vec::new(),
             needs_snapshot: true,
         });
+        self.roster_changed = true;
     }
 
     pub fn remove(&mut self, session: SessionId) -> Option<Member> {
         let at = self.index.remove(&session)?;
+        self.roster_changed = true;
+        // The last member moves into the leaver's place: the lists of who saw whom follow.
+        let (gone, moved) = (at as u32, self.members.len() as u32 - 1);
+        for member in &mut self.members {
+            if member.visible.is_empty() {
+                continue;
+            }
+            member.visible.retain(|&i| i != gone);
+            for i in &mut member.visible {
+                if *i == moved {
+                    *i = gone;
+                }
+            }
+        }
         let member = self.members.swap_remove(at);
         if let Some(moved) = self.members.get(at) {
             self.index.insert(moved.session, at);
@@ -266,22 +317,81 @@ impl Room {
         false
     }
 
-    /// Stores a member's pose; true when it changed and the room needs a tick.
-    pub fn set_pose(&mut self, session: SessionId, pose: Pose) -> bool {
+    /// Stores a member's head pose and applies its part changes (latest-wins per part, `null`
+    /// drops one); true when anything changed and the room needs a tick. Refused whole when
+    /// the member would track more than `max_parts` parts.
+    pub fn set_pose(
+        &mut self,
+        session: SessionId,
+        transform: Transform,
+        max_parts: usize,
+    ) -> Result<bool, PoseError> {
         let Some(member) = self.member_mut(session) else {
-            return false;
+            return Ok(false);
         };
-        if member.pose == Some(pose) {
-            return false;
+        let Transform { head, parts } = transform;
+        if !parts.is_empty() {
+            let has = |name: &Label| member.parts.binary_search_by(|(n, _)| n.cmp(name)).is_ok();
+            let count = parts
+                .iter()
+                .fold(member.parts.len(), |count, (name, pose)| {
+                    match (has(name), pose) {
+                        (false, Some(_)) => count + 1,
+                        (true, None) => count - 1,
+                        _ => count,
+                    }
+                });
+            if count > max_parts {
+                return Err(PoseError::TooManyParts {
+                    count,
+                    max: max_parts,
+                });
+            }
         }
-        member.pose = Some(pose);
-        member.pose_changed = true;
-        true
+        let mut changed = member.pose != Some(head);
+        member.pose = Some(head);
+        for (name, pose) in parts {
+            let at = member.parts.binary_search_by(|(n, _)| n.cmp(&name));
+            match (at, pose) {
+                (Ok(at), Some(pose)) if member.parts[at].1 != pose => {
+                    member.parts[at].1 = pose;
+                    changed = true;
+                }
+                (Ok(_), Some(_)) => {}
+                (Ok(at), None) => {
+                    member.parts.remove(at);
+                    changed = true;
+                }
+                (Err(at), Some(pose)) => {
+                    member.parts.insert(at, (name, pose));
+                    changed = true;
+                }
+                (Err(_), None) => {}
+            }
+        }
+        member.pose_changed |= changed;
+        Ok(changed)
     }
 
-    /// Whether some member has a pose a joiner must be sent.
+    /// Whether a joiner has something to be sent at the next tick: some member's pose, or a
+    /// shared object.
     pub fn has_poses(&self) -> bool {
-        self.members.iter().any(|m| m.pose.is_some())
+        !self.objects.is_empty() || self.members.iter().any(|m| m.pose.is_some())
+    }
+
+    /// The shared objects.
+    pub fn objects_mut(&mut self) -> &mut Objects {
+        &mut self.objects
+    }
+
+    /// Records this room's entry in the hub's claim clock; the one it replaces.
+    pub fn set_claim_deadline(&mut self, at: Option<Instant>) -> Option<Instant> {
+        std::mem::replace(&mut self.claim_deadline, at)
+    }
+
+    /// This room's entry in the hub's claim clock.
+    pub fn claim_deadline(&self) -> Option<Instant> {
+        self.claim_deadline
     }
 
     /// The member's session lost its connection: it gets nothing, and its pose leaves the
@@ -290,7 +400,9 @@ impl Room {
         if let Some(member) = self.member_mut(session) {
             member.conn = None;
             member.pose = None;
+            member.parts.clear();
             member.pose_changed = false;
+            member.visible.clear();
         }
     }
 
@@ -314,18 +426,39 @@ impl Room {
         !std::mem::replace(&mut self.tick_queued, true)
     }
 
-    /// Sends one frame of the poses that changed, encoded once; a member that just joined (or
-    /// drained a backlog) gets every pose instead. Members whose connection cannot take it now
-    /// (`reachable` false) are skipped and keep their snapshot due.
+    /// Sends the poses and objects that changed since the last tick. A member that just
+    /// joined (or drained a backlog) gets every pose and object instead. Members whose
+    /// connection cannot take it now (`reachable` false) are skipped and keep their snapshot
+    /// due. Without interest management (`interest` `None`) every member gets the same frame,
+    /// encoded once; with it, see [`Room::tick_interest`].
     pub fn tick(
         &mut self,
         time: f64,
         outbox: &mut Outbox,
         reachable: impl Fn(Option<ConnId>) -> bool,
+        interest: Option<Rule>,
     ) {
         // Chat produced before the tick reaches members before the poses.
         self.flush(outbox);
         self.tick_queued = false;
+        let objects = self.objects.changes(time);
+        match interest {
+            None => self.tick_everyone(time, outbox, &reachable, objects),
+            Some(rule) => self.tick_interest(time, outbox, &reachable, rule, &objects),
+        }
+        for member in &mut self.members {
+            member.pose_changed = false;
+        }
+    }
+
+    /// One frame of every change, encoded once and shared by every member.
+    fn tick_everyone(
+        &mut self,
+        time: f64,
+        outbox: &mut Outbox,
+        reachable: &impl Fn(Option<ConnId>) -> bool,
+        objects: Vec<Bytes>,
+    ) {
         // The full snapshot is only built when some member will get it; in steady streaming
         // only the changed poses are encoded.
         let wants_snapshot = self
@@ -335,19 +468,22 @@ impl Room {
         let mut changed = Vec::new();
         let mut everyone = Vec::new();
         for member in &self.members {
-            let Some(pose) = &member.pose else {
-                continue;
-            };
             if !(member.pose_changed || wants_snapshot) {
                 continue;
             }
-            let event = encode_event(time, member.user.as_str(), "transform", pose);
+            let Some(event) = member.event(time) else {
+                continue;
+            };
             if member.pose_changed {
                 changed.push(event.clone());
             }
             if wants_snapshot {
                 everyone.push(event);
             }
+        }
+        changed.extend(objects);
+        if wants_snapshot {
+            everyone.extend(self.objects.snapshot(time));
         }
         let name = self.name.as_str();
         let changes = (!changed.is_empty()).then(|| encode_user_frame(name, false, &changed));
@@ -356,7 +492,6 @@ impl Room {
             outbox.stats.pose_tick();
         }
         for member in &mut self.members {
-            member.pose_changed = false;
             if !reachable(member.conn) {
                 if member.conn.is_some() && (changes.is_some() || member.needs_snapshot) {
                     outbox.stats.tick_skipped_backlog();
@@ -381,6 +516,105 @@ impl Room {
                 outbox.send(conn, frame);
             }
         }
+    }
+
+    /// Interest management: each member gets the poses of the members it sees (see
+    /// `interest.rs`). Each pose event is encoded at most once per tick, and each member's
+    /// frame is those shared encoded events put side by side: no JSON is encoded per
+    /// receiver. A member coming into view is sent in full even if it did not move; one going
+    /// out of view is sent once as `out_of_range`. Objects are not filtered: every member gets
+    /// every object change.
+    fn tick_interest(
+        &mut self,
+        time: f64,
+        outbox: &mut Outbox,
+        reachable: &impl Fn(Option<ConnId>) -> bool,
+        rule: Rule,
+        objects: &[Bytes],
+    ) {
+        let mut selector = self.selector.take().unwrap_or_else(|| Selector::new(rule));
+        let positions: Vec<Option<Vec3>> =
+            self.members.iter().map(|m| m.pose.map(|p| p.pos)).collect();
+        let names: Option<Vec<&str>> = self
+            .roster_changed
+            .then(|| self.members.iter().map(|m| m.user.as_str()).collect());
+        selector.prepare(&positions, names.as_deref());
+        self.roster_changed = false;
+        let count = self.members.len();
+        // Encoded on first use, then shared by every receiver.
+        let mut poses: Vec<Option<Bytes>> = vec![None; count];
+        let mut gone: Vec<Option<Bytes>> = vec![None; count];
+        let mut all_objects: Option<Vec<Bytes>> = None;
+        // Per receiver, who it saw last tick and who it sees now: marked with the receiver's
+        // number, so the marks need no clearing between receivers.
+        let mut saw = vec![0u32; count];
+        let mut sees = vec![0u32; count];
+        let mut seen = Vec::new();
+        let mut payload: Vec<Bytes> = Vec::new();
+        for receiver in 0..count {
+            let Some(conn) = self.members[receiver].conn.filter(|&c| reachable(Some(c))) else {
+                continue;
+            };
+            let mark = receiver as u32 + 1;
+            let fresh = self.members[receiver].needs_snapshot;
+            let mut previous = std::mem::take(&mut self.members[receiver].visible);
+            for &i in &previous {
+                if let Some(slot) = saw.get_mut(i as usize) {
+                    *slot = mark;
+                }
+            }
+            selector.visible(receiver, &mut seen);
+            payload.clear();
+            for &i in &seen {
+                let Some(other) = self.members.get(i as usize) else {
+                    continue;
+                };
+                sees[i as usize] = mark;
+                let entering = fresh || saw[i as usize] != mark;
+                if !(entering || other.pose_changed) {
+                    continue;
+                }
+                let slot = &mut poses[i as usize];
+                if slot.is_none() {
+                    *slot = other.event(time);
+                }
+                payload.extend(slot.iter().cloned());
+            }
+            for &i in &previous {
+                let Some(other) = self.members.get(i as usize) else {
+                    continue;
+                };
+                // A detached member has no pose: its away event said so.
+                if sees[i as usize] == mark || other.pose.is_none() {
+                    continue;
+                }
+                let event = gone[i as usize].get_or_insert_with(|| {
+                    encode_event(time, other.user.as_str(), "out_of_range", "")
+                });
+                payload.push(event.clone());
+            }
+            match fresh {
+                true => {
+                    let all = all_objects.get_or_insert_with(|| self.objects.snapshot(time));
+                    payload.extend(all.iter().cloned());
+                }
+                false => payload.extend(objects.iter().cloned()),
+            }
+            if !payload.is_empty() {
+                outbox.send(conn, encode_user_frame(self.name.as_str(), false, &payload));
+            }
+            previous.clear();
+            previous.extend_from_slice(&seen);
+            let member = &mut self.members[receiver];
+            member.visible = previous;
+            member.needs_snapshot = false;
+        }
+        self.selector = Some(selector);
+    }
+
+    /// Ends every claim the member holds here (it is leaving); the objects, in name order.
+    pub fn drop_claims(&mut self, session: SessionId) -> Vec<Label> {
+        self.objects.release_all_of(session)
     }
 
     /// Applies a game command from `user` at `now`; the new state to broadcast, or the

@@ -4,19 +4,24 @@
 //! | file | owns |
 //! |---|---|
 //! | [`names`] | user and room names and their rules |
-//! | [`pose`] | headset poses and their validation |
+//! | [`pose`] | headset poses, tracked parts, and their validation |
+//! | [`object`] | shared objects: claim, release and update messages |
 //! | [`request`] | what clients send: parsing (the 400 rules) and encoding |
 //! | [`reply`] | what the server sends: encoding, and parsing for clients |
 
 pub mod names;
+pub mod object;
 pub mod pose;
 pub mod reply;
 pub mod request;
 
 use serde_json::{Map, Value};
 
-pub use names::{NameError, RoomName, UserName, LOBBY, MAX_ROOM_NAME, MAX_USER_NAME};
-pub use pose::{Pose, PoseError, Rotation, Vec3};
+pub use names::{
+    Label, NameError, RoomName, UserName, LOBBY, MAX_LABEL, MAX_ROOM_NAME, MAX_USER_NAME,
+};
+pub use object::{BadObject, Claim, ObjectUpdate, Release};
+pub use pose::{Avatar, Field, Pose, PoseError, Rotation, Subject, Transform, Vec3};
 pub use reply::{
     encode_event, encode_history_event, encode_reply, encode_user_frame, Event, EventBatch,
     Problem, Reply, ServerMessage,

@@ -93,19 +93,22 @@ fn encode<D: Serialize>(time: f64, user: &str, kind: &str, seq: Option<u64>, dat
 /// A user frame carrying already encoded events of one room, in order.
 ///
 /// `history` marks the frame a joiner gets with the room's past events.
-pub fn encode_user_frame<'e>(
-    room: &str,
-    history: bool,
-    events: impl IntoIterator<Item = &'e Bytes>,
-) -> Frame {
-    let mut buf = Frame::start(64);
+pub fn encode_user_frame<'e, I>(room: &str, history: bool, events: I) -> Frame
+where
+    I: IntoIterator<Item = &'e Bytes>,
+    I::IntoIter: Clone,
+{
+    let events = events.into_iter();
+    // Sized once: a frame of many events would otherwise grow (and copy) itself many times.
+    let size = events.clone().map(|e| e.len() + 1).sum::<usize>() + room.len() + 64;
+    let mut buf = Frame::start(size);
     buf.extend_from_slice(b"{\"info\":\"user\",\"room\":");
     write_json(&mut buf, room);
     if history {
         buf.extend_from_slice(b",\"history\":true");
     }
     buf.extend_from_slice(b",\"payload\":[");
-    for (i, event) in events.into_iter().enumerate() {
+    for (i, event) in events.enumerate() {
         if i > 0 {
             buf.push(b',');
         }

@@ -24,6 +24,12 @@ pub enum RoomKind {
     Game,
     /// Kept events before or after a sequence number.
     History,
+    /// Become the only owner of a shared object.
+    Claim,
+    /// Give up a shared object.
+    Release,
+    /// A shared object's pose and state, from its owner; coalesced and sent on the tick.
+    Object,
 }
 
 impl RoomKind {
@@ -37,6 +43,9 @@ impl RoomKind {
             RoomKind::Transform => "transform",
             RoomKind::Game => "game",
             RoomKind::History => "history",
+            RoomKind::Claim => "claim",
+            RoomKind::Release => "release",
+            RoomKind::Object => "object",
         }
     }
 
@@ -49,16 +58,16 @@ impl RoomKind {
             "transform" => RoomKind::Transform,
             "game" => RoomKind::Game,
             "history" => RoomKind::History,
+            "claim" => RoomKind::Claim,
+            "release" => RoomKind::Release,
+            "object" => RoomKind::Object,
             _ => return None,
         })
     }
 
     /// Whether a message of this kind must carry `data` (join, leave and list need none).
     pub fn needs_data(self) -> bool {
-        matches!(
-            self,
-            RoomKind::Msg | RoomKind::Transform | RoomKind::Game | RoomKind::History
-        )
+        !matches!(self, RoomKind::Join | RoomKind::Leave | RoomKind::List)
     }
 }
 
@@ -428,7 +437,7 @@ fn decode_room<'a>(envelope: &Envelope<'a>) -> Result<Request<'a>, BadRequest> {
     };
     let Some(parsed) = RoomKind::parse(&kind) else {
         return Err(with_context(BadRequest::new(format!(
-            "Unknown type {}: use join, leave, list, msg, transform, game or history.",
+            "Unknown type {}: use join, leave, list, msg, transform, game, history, claim, release or object.",
             Quote(&kind)
         ))));
     };
@@ -454,7 +463,7 @@ fn decode_room<'a>(envelope: &Envelope<'a>) -> Result<Request<'a>, BadRequest> {
 
 /// A parser's error for the client's eyes: serde quotes the offending value, so it is cut like
 /// any other quoted input.
-fn brief(err: &serde_json::Error) -> String {
+pub(crate) fn brief(err: &serde_json::Error) -> String {
     let text = err.to_string();
     match text.char_indices().nth(2 * QUOTE_LIMIT) {
         Some((end, _)) => format!("{}…", &text[..end]),

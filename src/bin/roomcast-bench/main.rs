@@ -143,6 +143,16 @@ enum ServerLoad {
         /// Chat msgs per second per room on the side.
         #[arg(long, default_value_t = 10.0)]
         chat_rate: f64,
+        /// Tracked parts each headset sends beside its head (2: left_hand and right_hand).
+        #[arg(long, default_value_t = 0)]
+        parts: usize,
+        /// Server interest management: each member gets its K nearest members' poses (0: off).
+        #[arg(long, default_value_t = 0)]
+        interest_nearest: usize,
+        /// Server interest management: each member gets the poses within this many metres
+        /// (0: off). Headsets stand 2 m apart on a square in each room.
+        #[arg(long, default_value_t = 0.0)]
+        interest_radius: f64,
     },
     /// Registered users logging in (an argon2id check each, off the event loop) and out, while
     /// one more connection pings every 10 ms: logins per second, and the ping round trips
@@ -203,6 +213,8 @@ struct Settings {
     tls: bool,
     /// `--data-dir`; `None`: `--ephemeral`.
     data_dir: Option<std::path::PathBuf>,
+    /// `--interest-nearest` and `--interest-radius` (vr), when on.
+    interest: (Option<usize>, Option<f64>),
 }
 
 impl Settings {
@@ -214,10 +226,22 @@ impl Settings {
             held_rooms: None,
             tls: s.transport == Transport::Tls,
             data_dir: s.data_dir.clone(),
+            interest: (None, None),
         };
         match load {
             ServerLoad::Chat { rooms, members, .. } => capacity(rooms * members),
-            ServerLoad::Vr { headsets, .. } => capacity(*headsets),
+            ServerLoad::Vr {
+                headsets,
+                interest_nearest,
+                interest_radius,
+                ..
+            } => Settings {
+                interest: (
+                    (*interest_nearest > 0).then_some(*interest_nearest),
+                    (*interest_radius > 0.0).then_some(*interest_radius),
+                ),
+                ..capacity(*headsets)
+            },
             ServerLoad::Idle { connections } => capacity(*connections),
             ServerLoad::Logins { concurrency, .. } => capacity(*concurrency),
             ServerLoad::Attack { kind, .. } => Settings {
@@ -228,6 +252,7 @@ impl Settings {
                 held_rooms: (*kind == Kind::Rooms).then_some((100, 5000)),
                 tls: false,
                 data_dir: s.data_dir.clone(),
+                interest: (None, None),
             },
         }
     }
@@ -249,6 +274,12 @@ impl Settings {
         if self.tls {
             flags.push(("--tls-cert", BENCH_CERT_PATH.to_owned()));
             flags.push(("--tls-key", BENCH_KEY_PATH.to_owned()));
+        }
+        if let Some(k) = self.interest.0 {
+            flags.push(("--interest-nearest", k.to_string()));
+        }
+        if let Some(radius) = self.interest.1 {
+            flags.push(("--interest-radius", radius.to_string()));
         }
         let mut flags: Vec<String> = flags
             .into_iter()
@@ -286,6 +317,8 @@ impl Settings {
             });
         }
         config.data_dir.clone_from(&self.data_dir);
+        config.interest_nearest = self.interest.0;
+        config.interest_radius = self.interest.1;
         config
     }
 }
@@ -350,6 +383,9 @@ fn main() -> ExitCode {
             room_size,
             hz,
             chat_rate,
+            parts,
+            interest_nearest,
+            interest_radius,
         } => {
             let load = VrLoad {
                 headsets: *headsets,
@@ -358,6 +394,9 @@ fn main() -> ExitCode {
                 fps: s.fps,
                 chat_rate: *chat_rate,
                 seconds: s.seconds,
+                parts: *parts,
+                interest_nearest: *interest_nearest,
+                interest_radius: *interest_radius,
             };
             ("vr", scenarios::vr(&target, &load))
         }

@@ -294,6 +294,75 @@ pub struct VrLoad {
     pub fps: f64,
     pub chat_rate: f64,
     pub seconds: f64,
+    /// Tracked parts per headset beside the head.
+    pub parts: usize,
+    /// The server's `--interest-nearest` (0: off); reported with the figures.
+    pub interest_nearest: usize,
+    /// The server's `--interest-radius` (0: off); reported with the figures.
+    pub interest_radius: f64,
+}
+
+/// Metres between neighbours on a room's square of headsets.
+const SPACING: f64 = 2.0;
+/// Radius of the small circle each headset walks around its spot.
+const WALK: f64 = 0.5;
+
+/// What a headset sends besides its send time, by its place in the room and the step of its
+/// walk, spelled once before the load starts: `"x":..,"y":1.6,"z":..` for the head, then the
+/// `,"parts":{...}` to append after its rotation (empty without parts).
+struct Avatars {
+    heads: Vec<[String; 8]>,
+    parts: Vec<[String; 8]>,
+}
+
+impl Avatars {
+    /// Headsets stand on a square, `SPACING` apart, each walking a circle of `WALK` around its
+    /// spot; parts hang beside the head (left_hand, right_hand, then part2, part3, ...).
+    fn new(room_size: usize, parts: usize) -> Avatars {
+        let side = (room_size as f64).sqrt().ceil().max(1.0) as usize;
+        let mut heads = Vec::with_capacity(room_size);
+        let mut bodies = Vec::with_capacity(room_size);
+        for k in 0..room_size {
+            let (home_x, home_z) = ((k % side) as f64 * SPACING, (k / side) as f64 * SPACING);
+            let step = |p: usize| {
+                let (sin, cos) = CIRCLE[p];
+                let (sin, cos): (f64, f64) =
+                    (sin.parse().unwrap_or(0.0), cos.parse().unwrap_or(1.0));
+                (home_x + WALK * cos, home_z + WALK * sin)
+            };
+            heads.push(std::array::from_fn(|p| {
+                let (x, z) = step(p);
+                format!(r#""x":{x:.3},"y":1.6,"z":{z:.3}"#)
+            }));
+            bodies.push(std::array::from_fn(|p| {
+                if parts == 0 {
+                    return String::new();
+                }
+                let (x, z) = step(p);
+                let named: Vec<String> = (0..parts)
+                    .map(|i| {
+                        let name = match i {
+                            0 => "left_hand".to_owned(),
+                            1 => "right_hand".to_owned(),
+                            _ => format!("part{i}"),
+                        };
+                        let side = if i % 2 == 0 { -0.2 } else { 0.2 };
+                        format!(
+                            r#""{name}":{{"pos":{{"x":{:.3},"y":1.2,"z":{:.3}}},"rot":{{"x":0,"y":{},"z":0,"w":1}}}}"#,
+                            x + side,
+                            z + 0.3,
+                            CIRCLE[p].1
+                        )
+                    })
+                    .collect();
+                format!(r#","parts":{{{}}}"#, named.join(","))
+            }));
+        }
+        Avatars {
+            heads,
+            parts: bodies,
+        }
+    }
 }
 
 pub fn vr(target: &Target, load: &VrLoad) -> io::Result<Outcome> {
@@ -306,11 +375,13 @@ pub fn vr(target: &Target, load: &VrLoad) -> io::Result<Outcome> {
     let mut pool = Pool::connect(target.addr(), headsets)?;
     let room_name = |i: usize| format!("vr{}", i / room_size);
     set_up(&mut pool, |i| Some(room_name(i)))?;
+    let avatars = Avatars::new(room_size, load.parts);
 
     let clock = Instant::now();
     let period = 1.0 / load.fps;
     let transform = memmem::Finder::new(br#""type":"transform""#);
-    let pos_x = memmem::Finder::new(br#""pos":{"x":"#);
+    // The send time rides in the head's rot.x, the first rot of a tick frame.
+    let rot_x = memmem::Finder::new(br#""rot":{"x":"#);
     let chat = memmem::Finder::new(br#"{"s":"#);
     let kind = memmem::Finder::new(br#""type":""#);
     let mut poses_sent = 0u64;
@@ -339,7 +410,7 @@ pub fn vr(target: &Target, load: &VrLoad) -> io::Result<Outcome> {
         let running = now < load_until;
         if running {
             let elapsed = now.duration_since(started).as_secs_f64();
-            // Send time in whole microseconds rides in pos.x, for the pose age.
+            // Send time in whole microseconds rides in rot.x, for the pose age.
             let t_us = clock.elapsed().as_micros() as u64;
             for (i, sent) in sent_per_headset.iter_mut().enumerate() {
                 // Headsets start at staggered phases, as real ones do.
@@ -347,12 +418,14 @@ pub fn vr(target: &Target, load: &VrLoad) -> io::Result<Outcome> {
                 let due = ((elapsed * load.hz) + phase) as u64;
                 if *sent < due {
                     *sent = due;
-                    let (sin, cos) = CIRCLE[(due % CIRCLE.len() as u64) as usize];
-                    let room = i / room_size;
+                    let step = (due % CIRCLE.len() as u64) as usize;
+                    let cos = CIRCLE[step].1;
+                    let (room, place) = (i / room_size, i % room_size);
+                    let (head, parts) = (&avatars.heads[place][step], &avatars.parts[place][step]);
                     pool.queue_with(i, |buf| {
                         let _ = write!(
                             buf,
-                            r#"{{"room":"vr{room}","type":"transform","data":{{"pos":{{"x":{t_us},"y":1.6,"z":{sin}}},"rot":{{"x":0,"y":{cos},"z":0,"w":1}}}}}}"#
+                            r#"{{"room":"vr{room}","type":"transform","data":{{"pos":{{{head}}},"rot":{{"x":{t_us},"y":{cos},"z":0,"w":1}}{parts}}}}}"#
                         );
                     });
                     poses_sent += 1;
@@ -378,9 +451,13 @@ pub fn vr(target: &Target, load: &VrLoad) -> io::Result<Outcome> {
             }
         }
         pool.poll(Duration::from_micros(500), |i, body, now| {
-            // Tick frames hold only transforms; anything else is the chat side stream.
+            // Tick frames hold only transforms (and, with interest management, out_of_range);
+            // anything else is the chat side stream.
             let first_type = kind.find(body).map(|at| &body[at + 8..]);
-            if first_type.is_some_and(|rest| rest.starts_with(b"transform")) {
+            let tick = first_type.is_some_and(|rest| {
+                rest.starts_with(b"transform") || rest.starts_with(b"out_of_range")
+            });
+            if tick {
                 pose_events += transform.find_iter(body).count() as u64;
                 if running {
                     if let Some(previous) = last_tick[i] {
@@ -399,7 +476,7 @@ pub fn vr(target: &Target, load: &VrLoad) -> io::Result<Outcome> {
                     }
                 }
                 // One age sample per frame: the first pose's send time.
-                if let Some(start) = pos_x.find(body) {
+                if let Some(start) = rot_x.find(body) {
                     if let Some(sent_us) = leading_f64(&body[start + 11..]) {
                         age.push(clock_micros(clock, now).saturating_sub(sent_us as u64));
                     }
@@ -428,6 +505,12 @@ pub fn vr(target: &Target, load: &VrLoad) -> io::Result<Outcome> {
         chat_lost += seq.lost + seq.duplicated;
     }
     let mut figures = vec![
+        ("headsets", json!(headsets)),
+        ("room_size", json!(room_size)),
+        ("hz", json!(load.hz)),
+        ("parts", json!(load.parts)),
+        ("interest_nearest", json!(load.interest_nearest)),
+        ("interest_radius", json!(load.interest_radius)),
         ("poses_sent_per_s", json!(poses_sent as f64 / load.seconds)),
         (
             "pose_events_delivered_per_s",
