@@ -110,6 +110,30 @@ pub struct Config {
     pub max_object_state: usize,
     /// Objects one user may hold at once in one room.
     pub max_claims: usize,
+
+    /// Cluster mode (`--redis`): several nodes share rooms over one Redis. `None` (the
+    /// default) runs no Redis code at all.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// A cluster member's settings (`--redis`, `--node-id`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// `redis://[:PASSWORD@]HOST:PORT[/DB]`.
+    pub redis_url: String,
+    /// This node's id: 1 to 64 of `A-Z a-z 0-9 _ - .`, unique in the cluster.
+    pub node_id: String,
+}
+
+impl ClusterConfig {
+    /// Whether `id` can name a node: it travels inside Redis keys and channel messages, split
+    /// on spaces and tabs, so it is held to a plain alphabet.
+    pub fn valid_node_id(id: &str) -> bool {
+        (1..=64).contains(&id.len())
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+    }
 }
 
 /// Where TLS's certificate chain and private key are (`--tls-cert`, `--tls-key`).
@@ -168,6 +192,7 @@ impl Default for Config {
             max_parts: 8,
             interest_radius: None,
             interest_nearest: None,
+            cluster: None,
             max_objects: 64,
             max_object_state: 1024,
             max_claims: 8,
@@ -178,6 +203,17 @@ impl Default for Config {
 /// A setting that cannot work; the message names the flag and the accepted range.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ConfigError {
+    /// `--redis` that is not a `redis://` URL.
+    #[error(
+        "--redis must be a URL like redis://HOST:PORT or redis://:PASSWORD@HOST:PORT/DB, got {0:?}"
+    )]
+    RedisUrl(String),
+    /// A node id outside the alphabet.
+    #[error("--node-id must be 1 to 64 of A-Z a-z 0-9 _ - ., got {0:?}")]
+    NodeId(String),
+    /// A setting that does not work across nodes yet.
+    #[error("--{0} cannot be used with --redis: interest management needs every member's position, and a node knows only its own members' positions")]
+    NotInCluster(&'static str),
     /// fps outside (0, 1000] or not a number.
     #[error("--fps must be a number above 0 and at most 1000, got {0}")]
     Fps(f64),
@@ -304,6 +340,22 @@ impl Config {
                 value: 0,
             });
         }
+        if let Some(cluster) = &self.cluster {
+            let url = cluster.redis_url.as_str();
+            let rest = url.strip_prefix("redis://").unwrap_or("");
+            if rest.is_empty() || rest.starts_with('/') {
+                return Err(ConfigError::RedisUrl(url.to_owned()));
+            }
+            if !ClusterConfig::valid_node_id(&cluster.node_id) {
+                return Err(ConfigError::NodeId(cluster.node_id.clone()));
+            }
+            if self.interest_radius.is_some() {
+                return Err(ConfigError::NotInCluster("interest-radius"));
+            }
+            if self.interest_nearest.is_some() {
+                return Err(ConfigError::NotInCluster("interest-nearest"));
+            }
+        }
         let min_memory = 4 * self.max_outbuf;
         if self.max_memory < min_memory {
             return Err(ConfigError::MemoryTooSmall {
@@ -323,6 +375,39 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cluster_settings_are_checked() {
+        let cluster = |url: &str, id: &str| Config {
+            cluster: Some(ClusterConfig {
+                redis_url: url.into(),
+                node_id: id.into(),
+            }),
+            ..Config::default()
+        };
+        assert_eq!(cluster("redis://127.0.0.1:6379/2", "n1").validate(), Ok(()));
+        assert_eq!(cluster("redis://:secret@h:1", "a.b-c_9").validate(), Ok(()));
+        for url in ["http://h:1", "redis://", "redis:///0", "127.0.0.1:6379"] {
+            assert_eq!(
+                cluster(url, "n1").validate(),
+                Err(ConfigError::RedisUrl(url.into()))
+            );
+        }
+        for id in ["", "a b", "n\t1", &"x".repeat(65)] {
+            assert_eq!(
+                cluster("redis://h:1", id).validate(),
+                Err(ConfigError::NodeId(id.into()))
+            );
+        }
+        let interest = Config {
+            interest_radius: Some(5.0),
+            ..cluster("redis://h:1", "n1")
+        };
+        assert_eq!(
+            interest.validate(),
+            Err(ConfigError::NotInCluster("interest-radius"))
+        );
+    }
 
     #[test]
     fn defaults_are_valid() {

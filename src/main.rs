@@ -10,7 +10,7 @@ use std::alloc::System;
 use cap::Cap;
 use clap::Parser;
 use ipnet::IpNet;
-use roomcast::config::TlsFiles;
+use roomcast::config::{ClusterConfig, TlsFiles};
 use roomcast::{Config, Server};
 
 /// Counts every heap byte, so --max-memory is held against what the process really uses.
@@ -150,9 +150,27 @@ struct Args {
     /// Objects one user may hold at once in one room.
     #[arg(long, default_value_t = 8)]
     max_claims: usize,
+    /// Run as a node of a cluster sharing rooms over this Redis:
+    /// redis://[:PASSWORD@]HOST:PORT[/DB]. Without it no Redis code runs.
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
+    /// This node's id in the cluster (1 to 64 of A-Z a-z 0-9 _ - .; default: random).
+    /// Reusing a dead node's id at restart ends what that node left at once.
+    #[arg(long, requires = "redis")]
+    node_id: Option<String>,
     /// Log level; RUST_LOG, when set, refines it (e.g. RUST_LOG=roomcast=debug).
     #[arg(long, default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"])]
     log_level: String,
+}
+
+/// A node id for a node started without `--node-id`: 8 random bytes in hex (the process id
+/// if the system has no randomness to give).
+fn random_node_id() -> String {
+    let mut bytes = [0u8; 8];
+    match getrandom::fill(&mut bytes) {
+        Ok(()) => bytes.iter().map(|b| format!("{b:02x}")).collect(),
+        Err(_) => format!("node-{}", std::process::id()),
+    }
 }
 
 /// $XDG_DATA_HOME/roomcast, else ~/.local/share/roomcast, else ./roomcast-data.
@@ -245,6 +263,10 @@ impl Args {
             max_objects: self.max_objects,
             max_object_state: self.max_object_state,
             max_claims: self.max_claims,
+            cluster: self.redis.as_ref().map(|url| ClusterConfig {
+                redis_url: url.clone(),
+                node_id: self.node_id.clone().unwrap_or_else(random_node_id),
+            }),
         }
     }
 

@@ -108,6 +108,11 @@ impl History {
         self.total.add(event.len());
     }
 
+    /// Forgets every event (a cluster node re-reads the room from Redis).
+    pub fn clear(&mut self) {
+        while self.drop_oldest() {}
+    }
+
     /// Bytes this history holds, cached frames included.
     pub fn bytes(&self) -> usize {
         self.bytes + self.cached

@@ -21,7 +21,7 @@ use crate::protocol::{
     echo, encode_event, encode_user_frame, object, Code, RoomKind, RoomName, UserName, LOBBY,
 };
 
-const ACCESS_GRANTED: &str = "Access granted.";
+pub(super) const ACCESS_GRANTED: &str = "Access granted.";
 const ACCOUNT_CREATED: &str = "Account created.";
 const PASSWORD_CHANGED: &str = "Password changed.";
 const LOGGED_OUT: &str = "Logged out.";
@@ -120,12 +120,33 @@ impl Hub {
     /// and joins the lobby; an account's own session, detached or still open elsewhere, is
     /// taken over instead.
     fn log_in(&mut self, now: Instant, conn: ConnId, user: UserName) -> Result<(), Refusal> {
-        let ip = self.conns.get(conn).ok_or(Refusal::Closing)?.ip;
         if let Some(existing) = self.sessions.by_name(&user.folded()) {
             if self.accounts.get(&user.folded()).is_some() {
                 return self.take_over(now, conn, existing);
             }
         }
+        if self.clustered() {
+            // The name must be free on every node: Redis says, then the session starts.
+            self.cluster_ready()?;
+            if self.sessions.by_name(&user.folded()).is_some() {
+                return Err(Refusal::NameTaken {
+                    user: user.as_str().to_owned(),
+                });
+            }
+            self.claim_name(now, conn, user);
+            return Ok(());
+        }
+        self.start_session(now, conn, user)
+    }
+
+    /// The session starts: 202, then the lobby join.
+    pub(super) fn start_session(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        user: UserName,
+    ) -> Result<(), Refusal> {
+        let ip = self.conns.get(conn).ok_or(Refusal::Closing)?.ip;
         let token = self.new_token()?;
         let session = self.sessions.login(user.clone(), conn, ip, token)?;
         if let Some(state) = self.conns.get_mut(conn) {
@@ -134,6 +155,7 @@ impl Hub {
         if self.logins.note(now) {
             log::info!("{} logged in from {ip}", user.as_str());
         }
+        self.save_session(session, None);
         let detail = self.session_detail(session, false);
         self.reply(now, conn, Code::Accepted, ACCESS_GRANTED, &detail);
         if let Err(refusal) = self.join(now, session, RoomName::lobby()) {
@@ -362,7 +384,7 @@ impl Hub {
 
     /// The 202's detail: who, the token for the next resume, the idle timeout clients must
     /// ping within.
-    fn session_detail(&self, session: SessionId, resumed: bool) -> Map<String, Value> {
+    pub(super) fn session_detail(&self, session: SessionId, resumed: bool) -> Map<String, Value> {
         let Some(session) = self.sessions.get(session) else {
             return Map::new();
         };
@@ -402,6 +424,10 @@ impl Hub {
             return self.refuse(now, conn, refusal, &Map::new());
         }
         let Some(session_id) = self.sessions.by_token(token) else {
+            if self.clustered() {
+                // Another node may keep it (a load balancer sent the reconnect elsewhere).
+                return self.claim_session(now, conn, token, seen);
+            }
             return self.refuse(now, conn, Refusal::SessionExpired, &Map::new());
         };
         let token = match self.new_token() {
@@ -469,7 +495,9 @@ impl Hub {
             self.rooms[room_id].flush(&mut self.outbox);
         }
         self.sessions.attach(session_id, conn);
+        let old = self.sessions.get(session_id).map(|s| s.token().to_owned());
         self.sessions.rotate_token(session_id, token);
+        self.save_session(session_id, old);
         if let Some(state) = self.conns.get_mut(conn) {
             state.session = Some(session_id);
         }
@@ -543,6 +571,9 @@ impl Hub {
             log::info!("{} lost its connection; kept for a resume", user.as_str());
         }
         self.sessions.detach(session_id, now);
+        if let Some(token) = self.sessions.get(session_id).map(|s| s.token().to_owned()) {
+            self.expire_session(&token);
+        }
         let time = self.time(now);
         for room_id in rooms {
             let room = &mut self.rooms[room_id];
@@ -579,9 +610,11 @@ impl Hub {
                 room.flush(&mut self.outbox);
             }
         }
+        let (token, folded) = (session.token().to_owned(), session.user.folded());
         for room_id in session.rooms {
             self.remove_member(now, session_id, room_id, true);
         }
+        self.forget_session(&token, folded);
     }
 
     /// Detached sessions whose grace ran out end now.

@@ -22,11 +22,14 @@
 //! | `directory.rs` | the rooms list: name order, pages, the first page encoded once |
 //! | `interest.rs` | interest management: whose poses each member receives at a tick |
 //! | `objects.rs` | shared objects: claims, releases, TTLs, owner-only updates |
+//! | [`cluster`] | cluster mode (`--redis`): what crosses nodes, in what order, and what a lost node or a lost Redis means |
+//! | `remote.rs` | a room's members on other nodes and their latest poses |
 //! | [`outbox`] | [`Output`] and the ordering rule: a direct reply first flushes its rooms |
 //! | `refusal.rs` | every refusal: its code and text |
 //! | [`testing`] | the scripted-clients harness for unit tests, fuzzing and benches |
 
 mod accounts;
+pub mod cluster;
 mod conns;
 mod directory;
 mod history;
@@ -36,6 +39,7 @@ mod lifecycle;
 mod objects;
 pub mod outbox;
 mod refusal;
+mod remote;
 mod room;
 mod session;
 #[cfg(any(test, feature = "testing"))]
@@ -106,6 +110,8 @@ pub enum Input<'a> {
         /// What it came to.
         done: Done,
     },
+    /// Cluster mode: what Redis answered or sent.
+    Cluster(cluster::ClusterIn),
     /// Tell everyone the server is going away and close every connection.
     Shutdown,
 }
@@ -226,6 +232,8 @@ pub struct Hub {
     /// than a scan at this cadence.
     housekeeping: Ticker,
     shutting_down: bool,
+    /// Cluster mode (`--redis`): the other nodes, through Redis.
+    cluster: Option<cluster::Cluster>,
 }
 
 impl Hub {
@@ -236,7 +244,14 @@ impl Hub {
         let history_bytes = HistoryBytes::default();
         let history = History::new(config.history, config.max_outbuf / 2, history_bytes.clone());
         let persist = config.data_dir.is_some();
-        let lobby = rooms.insert_with(|id| Room::new(id, RoomName::lobby(), history, 1, persist));
+        let cluster = config
+            .cluster
+            .as_ref()
+            .map(|c| cluster::Cluster::new(c.node_id.clone(), now));
+        // With a cluster, histories live in Redis; the store keeps accounts only.
+        let keep_rooms = persist && cluster.is_none();
+        let lobby =
+            rooms.insert_with(|id| Room::new(id, RoomName::lobby(), history, 1, keep_rooms));
         let mut room_ids = HashMap::new();
         room_ids.insert(LOBBY.to_owned(), lobby);
         let mut directory = Directory::default();
@@ -247,7 +262,7 @@ impl Hub {
         };
         let housekeeping_period =
             (shortest_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
-        Hub {
+        let mut hub = Hub {
             ticker: Ticker::new(now, config.tick_period()),
             housekeeping: Ticker::new(now, housekeeping_period),
             conns: Conns::new(&config),
@@ -276,7 +291,16 @@ impl Hub {
             tick_rooms: Vec::new(),
             claim_deadlines: BTreeSet::new(),
             shutting_down: false,
-        }
+            cluster,
+        };
+        hub.watch(lobby);
+        hub
+    }
+
+    /// Rooms keep their history when emptied, and hand their events to the store: with a
+    /// data directory, unless Redis keeps the histories (cluster mode).
+    fn keeps_rooms(&self) -> bool {
+        self.persist && self.cluster.is_none()
     }
 
     /// Feeds one thing that happened at `now`.
@@ -307,6 +331,7 @@ impl Hub {
                 self.low_memory = high;
             }
             Input::Done { id, done } => self.work_done(now, id, done),
+            Input::Cluster(input) => self.cluster_input(now, input),
             Input::Shutdown => self.shutdown(now),
         }
     }
@@ -325,6 +350,7 @@ impl Hub {
             self.expire_detached(now);
             self.accounts.expire(now);
             self.expire_turns(now);
+            self.cluster_timers(now);
             self.logins.flush(now);
             self.timeouts.flush(now);
         }
@@ -360,7 +386,16 @@ impl Hub {
         let watching = self.conns.len() > 0 || self.sessions.detached_count() > 0;
         let housekeeping = watching.then(|| self.housekeeping.deadline());
         let claims = self.claim_deadlines.first().map(|&(at, _)| at);
-        tick.into_iter().chain(housekeeping).chain(claims).min()
+        // The heartbeat runs on the housekeeping tick, which must then run even when idle.
+        let cluster = self
+            .cluster
+            .as_ref()
+            .map(|c| c.deadline().max(self.housekeeping.deadline()));
+        tick.into_iter()
+            .chain(housekeeping)
+            .chain(claims)
+            .chain(cluster)
+            .min()
     }
 
     /// Connections the hub holds (logged in or not).
@@ -442,6 +477,9 @@ impl Hub {
                 self.refuse(now, conn, Refusal::BadRequest(bad), &detail);
             }
             Ok(Request::Ping) => self.reply(now, conn, Code::Ok, PONG, &Map::new()),
+            Ok(Request::Rooms { after, limit }) if self.clustered() => {
+                self.cluster_rooms(now, conn, after, limit)
+            }
             Ok(Request::Rooms { after, limit }) => {
                 let rooms = &self.rooms;
                 let users = |id| rooms.get(id).map_or(0, Room::len);
@@ -532,14 +570,32 @@ impl Hub {
             .ok_or_else(|| Refusal::NotInRoom {
                 room: room.to_owned(),
             })?;
+        if self.clustered() {
+            let unsupported = match action {
+                Action::Claim(_) | Action::Release(_) | Action::Object(_) => Some("Shared objects"),
+                Action::Game(_) => Some("Games"),
+                _ => None,
+            };
+            if let Some(what) = unsupported {
+                return Err(Refusal::NotInCluster { what });
+            }
+        }
         match action {
             Action::Join => {} // joined above
+            Action::Leave if self.clustered() => {
+                self.cluster_ready()?;
+                self.cluster_leave(now, session_id, room_id);
+            }
             Action::Leave => self.leave(now, session_id, room_id),
             Action::List => {
                 let names = self.rooms[room_id].names();
                 let event = encode_event(self.time(now), user.as_str(), "list", names);
                 let frame = encode_user_frame(name.as_str(), false, [&event]);
                 self.send_direct(conn, frame);
+            }
+            Action::Msg(data) if self.clustered() => {
+                let data = one_line(data);
+                self.cluster_msg(now, conn, room_id, user.as_str(), &data)?;
             }
             Action::Msg(data) => {
                 let data = one_line(data);
@@ -598,7 +654,7 @@ impl Hub {
             });
         }
         if let Some(room_id) = existing.filter(|_| !already_in) {
-            if self.rooms[room_id].len() >= self.config.max_room_members {
+            if self.rooms[room_id].cluster_len() >= self.config.max_room_members {
                 return Err(Refusal::RoomFull {
                     room: name.as_str().to_owned(),
                     max: self.config.max_room_members,
@@ -613,6 +669,7 @@ impl Hub {
         if self.low_memory {
             return Err(Refusal::LowMemory);
         }
+        self.cluster_ready()?;
         let (ip, held) = (session.ip, session.held);
         // A room kept for its history (no members) comes back to life as if created anew,
         // with its history and seq where they stopped.
@@ -652,6 +709,10 @@ impl Hub {
                 room_id
             }
         };
+        if self.clustered() {
+            self.cluster_join(now, session_id, conn, &user, room_id);
+            return Ok(());
+        }
         // Events from before the join go to the old members only: the joiner sees them in
         // the history frame.
         let room = &mut self.rooms[room_id];
@@ -709,7 +770,10 @@ impl Hub {
         let released = room.drop_claims(session);
         let claim_deadline = room.claim_deadline();
         let unheld = room.unhold(session);
-        let emptied = room.is_empty();
+        let emptied = match self.cluster.is_some() {
+            true => room.is_idle(),
+            false => room.is_empty(),
+        };
         self.directory.changed();
         if unheld {
             if let Some(session) = self.sessions.get_mut(session) {
@@ -721,7 +785,7 @@ impl Hub {
         }
         if emptied && room_id != self.lobby {
             self.tick_rooms.retain(|&r| r != room_id);
-            if self.persist {
+            if self.keeps_rooms() {
                 self.make_dormant(room_id);
             } else {
                 self.remove_room(room_id);
@@ -747,11 +811,12 @@ impl Hub {
             self.history_bytes.clone(),
         );
         let first_seq = self.seq_floor;
-        let persist = self.persist;
+        let persist = self.keeps_rooms();
         let room_id = self
             .rooms
             .insert_with(|id| Room::new(id, name.clone(), history, first_seq, persist));
         self.room_ids.insert(name.as_str().to_owned(), room_id);
+        self.watch(room_id);
         room_id
     }
 
@@ -762,6 +827,7 @@ impl Hub {
             self.room_ids.remove(room.name().as_str());
             self.directory.remove(room.name().as_str());
             self.seq_floor = self.seq_floor.max(room.next_seq());
+            self.unwatch(room_id, room.name().as_str());
         }
         self.outbox.forget(room_id);
         self.dormant.retain(|&r| r != room_id);
@@ -856,6 +922,7 @@ impl Hub {
             let conns = &self.conns;
             let reachable = |conn: Option<ConnId>| conn.is_some_and(|c| conns.reachable(c));
             room.tick(time, &mut self.outbox, reachable, Rule::of(&self.config));
+            self.publish_poses(room_id);
         }
     }
 
@@ -889,9 +956,14 @@ impl Hub {
         room_id: RoomId,
         time: f64,
         user: &str,
-        kind: &str,
+        kind: &'static str,
         data: D,
     ) {
+        if self.clustered() {
+            // Numbered by Redis, delivered here when it comes back; server-made events are
+            // kept for when Redis is back if it is away.
+            return self.cluster_publish(room_id, time, user, kind, data, 0);
+        }
         self.rooms[room_id].publish(time, user, kind, data, &mut self.outbox);
         self.after_publish();
     }

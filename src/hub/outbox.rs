@@ -61,6 +61,8 @@ pub enum Output {
     },
     /// Hand this to the store to keep.
     Persist(Record),
+    /// Hand this to Redis (cluster mode); what it answers comes back as `Input::Cluster`.
+    Cluster(super::cluster::ClusterOut),
 }
 
 /// Password work for the hashing service (argon2id, off the event loop).
@@ -170,6 +172,11 @@ impl Outbox {
     /// Asks the store to keep a record.
     pub fn persist(&mut self, record: Record) {
         self.queue.push_back(Output::Persist(record));
+    }
+
+    /// Asks Redis for something (cluster mode).
+    pub fn cluster(&mut self, out: super::cluster::ClusterOut) {
+        self.queue.push_back(Output::Cluster(out));
     }
 
     /// Asks the event loop to stop reading a connection until `until`.

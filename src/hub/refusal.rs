@@ -137,6 +137,19 @@ pub enum Refusal {
     /// The server is near its memory budget: no new logins or joins until it recovers.
     #[error("Server is low on memory; try again later.")]
     LowMemory,
+    /// Cluster mode: Redis, which numbers every history event, cannot be reached now.
+    #[error("The cluster's message bus (Redis) is unreachable; try again shortly.")]
+    ClusterDown,
+    /// Cluster mode: a feature that does not work across nodes yet.
+    #[error("{what} are not available when the server runs as a cluster (--redis).")]
+    NotInCluster {
+        /// What, in the plural ("Shared objects").
+        what: &'static str,
+    },
+    /// Cluster mode: the other nodes declared this node dead (it could not reach Redis for
+    /// longer than the dead-node timeout) and ended its sessions; told before closing.
+    #[error("This node lost contact with the cluster; log in again.")]
+    ClusterLost,
     /// A resume with a token that is unknown, used or expired.
     #[error("Session expired.")]
     SessionExpired,
@@ -276,7 +289,10 @@ impl Refusal {
             | Refusal::ServerFull
             | Refusal::AddressFull { .. }
             | Refusal::LowMemory
-            | Refusal::NoToken => Code::Unavailable,
+            | Refusal::NoToken
+            | Refusal::ClusterDown
+            | Refusal::NotInCluster { .. }
+            | Refusal::ClusterLost => Code::Unavailable,
         }
     }
 

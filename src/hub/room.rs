@@ -19,6 +19,7 @@ use super::interest::{Rule, Selector};
 use super::objects::Objects;
 use super::outbox::{Outbox, Pending, Record};
 use super::refusal::Refusal;
+use super::remote::Remotes;
 use crate::frame::Frame;
 use crate::game::{self, Game};
 use serde::Serialize;
@@ -100,6 +101,22 @@ pub(crate) struct Room {
     selector: Option<Selector>,
     /// Members came or went since the selector last saw their names.
     roster_changed: bool,
+
+    // Cluster mode (`--redis`) only; empty otherwise.
+    /// Members on other nodes and their poses.
+    pub remote: Remotes,
+    /// Local users who left and still get the room's events up to their own leave event,
+    /// which comes back from Redis after they left here.
+    departing: Vec<(String, ConnId)>,
+    /// Local joins waiting for their join event.
+    pub joining: usize,
+    /// At its ticks the room hands out its members' changed poses for the other nodes.
+    pub publish_poses: bool,
+    /// The next tick hands out every member's pose, changed or not (another node's member
+    /// joined and has none of them).
+    pub republish_poses: bool,
+    /// What the last tick handed out: each member's name and transform event.
+    pub outgoing: Vec<(String, Bytes)>,
 }
 
 impl Room {
@@ -130,6 +147,12 @@ impl Room {
             claim_deadline: None,
             selector: None,
             roster_changed: true,
+            remote: Remotes::default(),
+            departing: Vec::new(),
+            joining: 0,
+            publish_poses: false,
+            republish_poses: false,
+            outgoing: Vec::new(),
         }
     }
 
@@ -188,11 +211,71 @@ impl Room {
         Some(member)
     }
 
-    /// Member names in plain string order.
+    /// Member names in plain string order, the members on other nodes included.
     pub fn names(&self) -> Vec<&str> {
         let mut names: Vec<&str> = self.members.iter().map(|m| m.user.as_str()).collect();
+        names.extend(self.remote.names());
         names.sort_unstable();
         names
+    }
+
+    /// Members on this node and on the others.
+    pub fn cluster_len(&self) -> usize {
+        self.members.len() + self.remote.len()
+    }
+
+    /// Nothing keeps the room on this node: no member, no join waiting for its event, no
+    /// leaver waiting for its own leave event.
+    pub fn is_idle(&self) -> bool {
+        self.members.is_empty() && self.departing.is_empty() && self.joining == 0
+    }
+
+    /// A history event numbered elsewhere (by Redis), in seq order: kept and batched for the
+    /// members like a local one.
+    pub fn deliver(&mut self, seq: u64, event: Bytes, outbox: &mut Outbox) {
+        self.history.remember(seq, &event);
+        self.next_seq = seq + 1;
+        self.batch(event, outbox);
+    }
+
+    /// The room as Redis has it: its last seq and its kept tail (oldest first) replace what
+    /// this node had.
+    pub fn resync(&mut self, last_seq: u64, tail: impl IntoIterator<Item = (u64, Bytes)>) {
+        self.history.clear();
+        for (seq, event) in tail {
+            self.history.remember(seq, &event);
+        }
+        self.next_seq = last_seq + 1;
+    }
+
+    /// The events a live member missed are gone (Redis lost them, or trimmed them first): it
+    /// is told so and gets the kept history to resynchronize from, and numbering goes on
+    /// after `last_seq`.
+    pub fn skip_to(&mut self, last_seq: u64) {
+        self.next_seq = self.next_seq.max(last_seq + 1);
+    }
+
+    /// Sessions of the members here.
+    pub fn member_sessions(&self) -> Vec<SessionId> {
+        self.members.iter().map(|m| m.session).collect()
+    }
+
+    /// Connections of the members here, for telling them all one thing.
+    pub fn member_conns(&self) -> Vec<ConnId> {
+        self.members.iter().filter_map(|m| m.conn).collect()
+    }
+
+    /// `user` left on `conn`; it gets the room's events until its own leave event.
+    pub fn depart(&mut self, user: &str, conn: ConnId) {
+        self.departing.push((user.to_owned(), conn));
+    }
+
+    /// `user`'s own leave event was delivered (and flushed): it gets nothing more. True if it
+    /// was departing.
+    pub fn departed(&mut self, user: &str) -> bool {
+        let before = self.departing.len();
+        self.departing.retain(|(u, _)| u != user);
+        self.departing.len() != before
     }
 
     /// Publishes a history event: numbers it, encodes it once, keeps it in the history and
@@ -376,7 +459,9 @@ impl Room {
     /// Whether a joiner has something to be sent at the next tick: some member's pose, or a
     /// shared object.
     pub fn has_poses(&self) -> bool {
-        !self.objects.is_empty() || self.members.iter().any(|m| m.pose.is_some())
+        !self.objects.is_empty()
+            || self.members.iter().any(|m| m.pose.is_some())
+            || self.remote.has_poses()
     }
 
     /// The shared objects.
@@ -467,13 +552,18 @@ impl Room {
             .any(|m| m.needs_snapshot && reachable(m.conn));
         let mut changed = Vec::new();
         let mut everyone = Vec::new();
+        let republish = std::mem::take(&mut self.republish_poses) && self.publish_poses;
+        let mut outgoing = Vec::new();
         for member in &self.members {
-            if !(member.pose_changed || wants_snapshot) {
+            if !(member.pose_changed || wants_snapshot || republish) {
                 continue;
             }
             let Some(event) = member.event(time) else {
                 continue;
             };
+            if self.publish_poses && (member.pose_changed || republish) {
+                outgoing.push((member.user.as_str().to_owned(), event.clone()));
+            }
             if member.pose_changed {
                 changed.push(event.clone());
             }
@@ -481,6 +571,10 @@ impl Room {
                 everyone.push(event);
             }
         }
+        self.outgoing = outgoing;
+        let (remote_changed, remote_all) = self.remote.take_changes(wants_snapshot);
+        changed.extend(remote_changed);
+        everyone.extend(remote_all);
         changed.extend(objects);
         if wants_snapshot {
             everyone.extend(self.objects.snapshot(time));
@@ -726,12 +820,15 @@ impl Pending for Room {
         }
         let frame = encode_user_frame(self.name.as_str(), false, &self.batch);
         let recipients = self.members.iter().filter(|m| m.conn.is_some()).count();
+        let recipients = recipients + self.departing.len();
         outbox
             .stats
             .delivered((self.batch.len() * recipients) as u64);
         self.batch.clear();
         self.batch_bytes = 0;
-        for conn in self.members.iter().filter_map(|member| member.conn) {
+        let members = self.members.iter().filter_map(|member| member.conn);
+        let departing = self.departing.iter().map(|&(_, conn)| conn);
+        for conn in members.chain(departing) {
             outbox.send(conn, frame.clone());
         }
     }

@@ -47,6 +47,8 @@ pub struct Harness {
     pub work: Vec<(u64, Work)>,
     /// Records handed to the store, in order.
     pub persisted: Vec<Record>,
+    /// Requests to Redis (cluster mode), in order, until a test takes them.
+    pub cluster: Vec<super::cluster::ClusterOut>,
     config: Config,
     peer: IpAddr,
     next_serial: u64,
@@ -77,6 +79,7 @@ impl Harness {
             held: HashMap::new(),
             work: Vec::new(),
             persisted: Vec::new(),
+            cluster: Vec::new(),
             peer: IpAddr::from([127, 0, 0, 1]),
             config,
             next_serial: 0,
@@ -266,6 +269,7 @@ impl Harness {
                 }
                 Output::Work { id, work } => self.work.push((id, work)),
                 Output::Persist(record) => self.persisted.push(record),
+                Output::Cluster(out) => self.cluster.push(out),
             }
         }
         for (conn, waiting) in released {

@@ -356,6 +356,10 @@ impl Server {
                         for (id, done) in answers.into_iter().flatten() {
                             self.hub.handle(now, Input::Done { id, done });
                         }
+                        let cluster = self.services.as_ref().map(Services::cluster_answers);
+                        for input in cluster.into_iter().flatten() {
+                            self.hub.handle(now, Input::Cluster(input));
+                        }
                     }
                     Token(key) => {
                         log::trace!("{key}: {event:?}");
@@ -1237,6 +1241,11 @@ impl Server {
                 Output::Persist(record) => {
                     if let Some(services) = &mut self.services {
                         services.persist(now, record);
+                    }
+                }
+                Output::Cluster(out) => {
+                    if let Some(services) = &mut self.services {
+                        services.cluster(&mut self.hub, now, out);
                     }
                 }
                 Output::Hold { conn: id } => {

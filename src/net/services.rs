@@ -1,6 +1,6 @@
-//! The event loop's side of the services: it starts them, hands them the hub's `Work` and
-//! `Persist` outputs without ever waiting, and brings the hashing service's answers back into
-//! the loop through its `mio::Waker`.
+//! The event loop's side of the services: it starts them, hands them the hub's `Work`,
+//! `Persist` and `Cluster` outputs without ever waiting, and brings the hashing service's and
+//! Redis's answers back into the loop through its `mio::Waker`.
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -9,10 +9,16 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 
 use crate::config::{Config, HashCost};
-use crate::hub::{Done, Hub, Record, Work};
+use crate::hub::cluster::{ClusterIn, ClusterOut, Publish};
+use crate::hub::{Done, Hub, Input, Record, Work};
 use crate::quiet::Tally;
 use crate::services::hasher::{Hasher, HasherConfig, Job, Outcome};
+use crate::services::redis::{Bridge, BridgeConfig, BridgeError};
 use crate::services::store::{Store, StoreConfig, StoreError, Write};
+
+/// Channel messages waiting for the loop at most; past it, room events and poses are dropped
+/// (a dropped event leaves a gap the hub reads back from the room's stream).
+const MAX_CLUSTER_BACKLOG: usize = 200_000;
 
 /// Writes the store's queue can hold: about 20 ms of its writer's work at the ~200,000 writes
 /// a second it manages alone (`roomcast-bench store`). The loop stops reading clients at half
@@ -39,6 +45,9 @@ fn behind(was_behind: bool, backlog: u64) -> bool {
 /// Answers of the hashing service, waiting for the loop.
 type Answers = Arc<Mutex<VecDeque<(u64, Outcome)>>>;
 
+/// What Redis said, waiting for the loop.
+type ClusterAnswers = Arc<Mutex<VecDeque<ClusterIn>>>;
+
 /// The store (when there is a data directory) and the hashing pool.
 pub struct Services {
     store: Option<Store>,
@@ -48,6 +57,10 @@ pub struct Services {
     /// Clients are not read: the store is behind (see [`Services::store_is_behind`]).
     store_behind: bool,
     behind_since: Tally,
+    /// Cluster mode: the Redis bridge and what it said.
+    bridge: Option<Bridge>,
+    cluster_answers: ClusterAnswers,
+    cluster_lost: Tally,
 }
 
 impl Services {
@@ -56,10 +69,40 @@ impl Services {
     pub fn start(
         config: &Config,
         hub: &mut Hub,
-        wake: impl Fn() + Send + Sync + 'static,
+        wake: impl Fn() + Send + Sync + Clone + 'static,
     ) -> Result<Services, StartError> {
         let store = match &config.data_dir {
             Some(dir) => Some(open_store(dir, config, hub)?),
+            None => None,
+        };
+        let cluster_answers: ClusterAnswers = Arc::default();
+        let bridge = match &config.cluster {
+            Some(cluster) => {
+                let queue = Arc::clone(&cluster_answers);
+                let wake = wake.clone();
+                let bridge_config = BridgeConfig {
+                    url: cluster.redis_url.clone(),
+                    node: cluster.node_id.clone(),
+                    stream_len: config.history.max(1000),
+                };
+                let bridge = Bridge::start(bridge_config, move |input| {
+                    let mut queue = lock(&queue);
+                    let droppable =
+                        matches!(input, ClusterIn::Event { .. } | ClusterIn::Poses { .. });
+                    if droppable && queue.len() >= MAX_CLUSTER_BACKLOG {
+                        return;
+                    }
+                    queue.push_back(input);
+                    drop(queue);
+                    wake();
+                })
+                .map_err(StartError::Redis)?;
+                log::info!(
+                    "cluster node {}: rooms are shared over Redis; the store keeps accounts only",
+                    cluster.node_id
+                );
+                Some(bridge)
+            }
             None => None,
         };
         let answers: Answers = Arc::default();
@@ -83,7 +126,38 @@ impl Services {
                 "times clients were not read while the store caught up",
                 log::Level::Info,
             ),
+            bridge,
+            cluster_answers,
+            cluster_lost: Tally::new("requests to Redis lost (queue full)", log::Level::Warn),
         })
+    }
+
+    /// Hands a request to Redis; a full queue fails it at once (the hub answers 503).
+    pub fn cluster(&mut self, hub: &mut Hub, now: std::time::Instant, out: ClusterOut) {
+        let Some(bridge) = &self.bridge else {
+            return;
+        };
+        let Err((_, out)) = bridge.submit(out) else {
+            return;
+        };
+        if self.cluster_lost.note(now) {
+            log::warn!("the queue to Redis is full: a request was dropped");
+        }
+        let op = match out {
+            ClusterOut::Publish(Publish { op, .. })
+            | ClusterOut::ClaimName { op, .. }
+            | ClusterOut::ClaimSession { op, .. }
+            | ClusterOut::Rooms { op, .. } => op,
+            _ => 0,
+        };
+        if op != 0 {
+            hub.handle(now, Input::Cluster(ClusterIn::Failed { op }));
+        }
+    }
+
+    /// What Redis said since the last call, for the hub.
+    pub fn cluster_answers(&self) -> Vec<ClusterIn> {
+        lock(&self.cluster_answers).drain(..).collect()
     }
 
     /// Hands password work to the pool; a full pool answers `Busy` at once.
@@ -153,6 +227,7 @@ impl Services {
     pub fn flush_tallies(&mut self, now: std::time::Instant) {
         self.lost_writes.flush(now);
         self.behind_since.flush(now);
+        self.cluster_lost.flush(now);
     }
 
     /// The hashing service's answers since the last call, for the hub.
@@ -175,6 +250,9 @@ impl Services {
 
     /// Flushes the store and stops the workers.
     pub fn shutdown(self) {
+        if let Some(bridge) = self.bridge {
+            bridge.shutdown();
+        }
         if let Some(store) = self.store {
             if let Err(err) = store.shutdown() {
                 log::error!("the store did not shut down cleanly: {err}");
@@ -192,11 +270,23 @@ fn open_store(dir: &Path, config: &Config, hub: &mut Hub) -> Result<Store, Start
         queue: STORE_QUEUE,
     };
     let (store, restored) = Store::open(dir, store_config).map_err(StartError::Store)?;
-    let (accounts, rooms) = (restored.accounts.len(), restored.rooms.len());
+    let (accounts, room_count) = (
+        restored.accounts.len(),
+        match config.cluster {
+            Some(_) => 0,
+            None => restored.rooms.len(),
+        },
+    );
     for account in restored.accounts {
         hub.restore_account(&account.name, &account.phc);
     }
-    for room in restored.rooms {
+    // A cluster keeps room histories in Redis: the store's (from a run without --redis) are
+    // left alone.
+    let rooms = match config.cluster {
+        Some(_) => Vec::new(),
+        None => restored.rooms,
+    };
+    for room in rooms {
         let events = room
             .events
             .into_iter()
@@ -204,7 +294,7 @@ fn open_store(dir: &Path, config: &Config, hub: &mut Hub) -> Result<Store, Start
         hub.restore_room(&room.name, room.last_seq, events);
     }
     log::info!(
-        "data in {}: {accounts} accounts, {rooms} rooms restored",
+        "data in {}: {accounts} accounts, {room_count} rooms restored",
         dir.display()
     );
     Ok(store)
@@ -226,6 +316,9 @@ pub enum StartError {
     /// The hashing threads could not be started.
     #[error("cannot start the password hashing threads: {0}")]
     Hasher(std::io::Error),
+    /// Redis cannot be used (cluster mode).
+    #[error("{0}")]
+    Redis(#[from] BridgeError),
 }
 
 #[cfg(test)]

@@ -1,0 +1,1087 @@
+//! The Redis bridge (cluster mode, `--redis`): carries the hub's [`ClusterOut`] requests to
+//! Redis and brings back [`ClusterIn`] answers and channel messages, on two threads of its
+//! own, so the event loop never waits on Redis.
+//!
+//! - The **command thread** owns one connection. It takes requests from a bounded queue
+//!   (a full queue is answered at once: [`Full`]), sends each batch of consecutive requests
+//!   as one pipeline (so a busy room costs one round trip per batch, not per event), and hands
+//!   each answer to `deliver`. Requests on one connection are carried out in order, so the
+//!   events one node publishes in a room keep their order.
+//! - The **subscriber thread** owns a second connection in pub/sub mode: the rooms' channels
+//!   (subscribed and unsubscribed on the command thread's request, confirmed before the room
+//!   is read, so no event falls between the read and the subscription) and this node's control
+//!   channel.
+//!
+//! **Redis lost.** When either connection fails, `deliver` gets [`ClusterIn::Down`] (once per
+//! outage); both reconnect with a backoff from 100 ms to 2 s. Meanwhile requests a client
+//! waits for fail at once ([`ClusterIn::Failed`]), events the server made itself (leave, away,
+//! back) and session bookkeeping are kept (up to [`MAX_RETRY`]) and sent first when Redis is
+//! back, and the rest (poses, heartbeats) is dropped. Once both connections are back and the
+//! channels subscribed again, `deliver` gets [`ClusterIn::Up`] and the hub reads every room's
+//! stream from where it stopped.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use redis::{Client, Connection, Pipeline, Script, Value};
+
+use super::redis_scripts::{self as scripts, node_key, parse_room_channel, room_key};
+use crate::hub::cluster::{ClusterIn, ClusterOut, Publish, DEAD_AFTER};
+
+/// Requests the queue from the loop holds.
+pub const QUEUE: usize = 65_536;
+/// Requests sent in one pipeline at most.
+const BATCH: usize = 512;
+/// Server-made events and session changes kept while Redis is away; past it the oldest go
+/// (logged).
+pub const MAX_RETRY: usize = 100_000;
+/// First and longest wait between reconnection attempts.
+const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(2));
+/// How long a connection attempt, or one answer, may take before Redis counts as lost.
+const IO_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often the subscriber looks at its requests when no message arrives.
+const SUBSCRIBER_POLL: Duration = Duration::from_millis(200);
+/// The oldest Redis that has every command the scripts use.
+const MIN_VERSION: (u32, u32) = (6, 2);
+
+/// Where and who: what the bridge needs to start.
+#[derive(Debug, Clone)]
+pub struct BridgeConfig {
+    /// `redis://...`.
+    pub url: String,
+    /// This node's id.
+    pub node: String,
+    /// Events each room's stream keeps (`MAXLEN ~`).
+    pub stream_len: usize,
+}
+
+/// The queue to the bridge is full: the request was not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the queue to Redis is full")]
+pub struct Full;
+
+/// Why the bridge could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BridgeError {
+    /// The URL is not one the redis crate reads.
+    #[error("--redis {url:?} cannot be used: {source}")]
+    Url {
+        /// The URL.
+        url: String,
+        /// Why.
+        source: redis::RedisError,
+    },
+    /// Redis did not answer at start-up.
+    #[error("cannot reach Redis at {url}: {source}")]
+    Unreachable {
+        /// The URL (without its password).
+        url: String,
+        /// Why.
+        source: redis::RedisError,
+    },
+    /// Redis answered, but is too old.
+    #[error("Redis at {url} is version {version}; roomcast needs {}.{} or later", MIN_VERSION.0, MIN_VERSION.1)]
+    TooOld {
+        /// The URL.
+        url: String,
+        /// What it said.
+        version: String,
+    },
+    /// A thread could not be started.
+    #[error("cannot start the Redis threads: {0}")]
+    Thread(std::io::Error),
+}
+
+type Deliver = Arc<dyn Fn(ClusterIn) + Send + Sync>;
+
+/// Subscription state shared by the two threads.
+#[derive(Default)]
+struct Subscriptions {
+    /// Channels that should be subscribed (restored after a reconnect).
+    wanted: BTreeSet<String>,
+    /// Changes not yet made, each acknowledged once made (or failed).
+    requests: VecDeque<(Vec<String>, Vec<String>, SyncSender<bool>)>,
+}
+
+struct Shared {
+    subs: Mutex<Subscriptions>,
+    /// The subscriber is connected and subscribed to every wanted channel.
+    subscriber_up: AtomicBool,
+    stop: AtomicBool,
+}
+
+/// The running bridge. Dropping it stops it.
+pub struct Bridge {
+    queue: Option<SyncSender<ClusterOut>>,
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Bridge {
+    /// Connects (failing at once if Redis cannot be reached, or is older than 6.2), reaps what
+    /// an earlier run with this node id left, registers the node, and starts both threads.
+    /// `deliver` is called on the bridge's threads; it should only hand the input over.
+    pub fn start(
+        config: BridgeConfig,
+        deliver: impl Fn(ClusterIn) + Send + Sync + 'static,
+    ) -> Result<Bridge, BridgeError> {
+        let shown = hide_password(&config.url);
+        let client = Client::open(config.url.as_str()).map_err(|source| BridgeError::Url {
+            url: shown.clone(),
+            source,
+        })?;
+        let unreachable = |source| BridgeError::Unreachable {
+            url: shown.clone(),
+            source,
+        };
+        let mut con = connect(&client).map_err(unreachable)?;
+        let version = server_version(&mut con).map_err(unreachable)?;
+        if version_of(&version) < MIN_VERSION {
+            return Err(BridgeError::TooOld {
+                url: shown.clone(),
+                version,
+            });
+        }
+        let shared = Arc::new(Shared {
+            subs: Mutex::new(Subscriptions::default()),
+            subscriber_up: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+        });
+        lock(&shared.subs).wanted.insert(node_key(&config.node));
+        let mut commands = Commands::new(
+            config,
+            client.clone(),
+            Arc::new(deliver),
+            Arc::clone(&shared),
+        );
+        commands.prepare(&mut con).map_err(unreachable)?;
+        let leaves = commands.reap(&mut con, true).map_err(unreachable)?;
+        if leaves > 0 {
+            log::info!(
+                "node {}: {leaves} members of an earlier run with this id left their rooms",
+                commands.config.node
+            );
+        }
+        commands.con = Some(con);
+        let (sender, receiver) = mpsc::sync_channel(QUEUE);
+        let mut bridge = Bridge {
+            queue: Some(sender),
+            shared: Arc::clone(&shared),
+            threads: Vec::new(),
+        };
+        let subscriber = Subscriber {
+            client,
+            node: commands.config.node.clone(),
+            deliver: Arc::clone(&commands.deliver),
+            shared: Arc::clone(&shared),
+        };
+        let thread = thread::Builder::new()
+            .name("roomcast-redis-sub".into())
+            .spawn(move || subscriber.run())
+            .map_err(BridgeError::Thread)?;
+        bridge.threads.push(thread);
+        let thread = thread::Builder::new()
+            .name("roomcast-redis".into())
+            .spawn(move || commands.run(receiver))
+            .map_err(BridgeError::Thread)?;
+        bridge.threads.push(thread);
+        Ok(bridge)
+    }
+
+    /// Queues a request without blocking.
+    pub fn submit(&self, out: ClusterOut) -> Result<(), (Full, ClusterOut)> {
+        let Some(queue) = &self.queue else {
+            return Err((Full, out));
+        };
+        match queue.try_send(out) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(out) | TrySendError::Disconnected(out)) => Err((Full, out)),
+        }
+    }
+
+    /// Stops both threads; requests still queued are dropped. Takes at most about
+    /// [`SUBSCRIBER_POLL`] plus one round trip.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.queue = None;
+        for thread in self.threads.drain(..) {
+            if thread.join().is_err() {
+                log::error!("a Redis thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The command thread's state.
+struct Commands {
+    config: BridgeConfig,
+    client: Client,
+    con: Option<Connection>,
+    deliver: Deliver,
+    shared: Arc<Shared>,
+    scripts: Arc<Scripts>,
+    /// What waits for Redis to come back.
+    retry: VecDeque<ClusterOut>,
+    /// Rooms whose sync waits for Redis (subscribed, not yet read), with their history count.
+    syncs: Vec<(String, usize)>,
+    /// Not connected (or not subscribed) since the last time both connections were up.
+    down: bool,
+    /// The hub was told Down (and so must be told Up).
+    told_down: bool,
+    /// The node was registered by its last heartbeat (a later one that finds it unregistered
+    /// means the others reaped it).
+    registered: bool,
+}
+
+/// The scripts, with their hashes for `EVALSHA` (loaded on every connection).
+struct Scripts {
+    publish: Script,
+    sync: Script,
+    claim_name: Script,
+    release_name: Script,
+    save_session: Script,
+    claim_session: Script,
+    heartbeat: Script,
+    reap: Script,
+    rooms: Script,
+}
+
+impl Scripts {
+    fn new() -> Scripts {
+        Scripts {
+            publish: Script::new(scripts::PUBLISH),
+            sync: Script::new(scripts::SYNC),
+            claim_name: Script::new(scripts::CLAIM_NAME),
+            release_name: Script::new(scripts::RELEASE_NAME),
+            save_session: Script::new(scripts::SAVE_SESSION),
+            claim_session: Script::new(scripts::CLAIM_SESSION),
+            heartbeat: Script::new(scripts::HEARTBEAT),
+            reap: Script::new(scripts::REAP),
+            rooms: Script::new(scripts::ROOMS),
+        }
+    }
+
+    fn all(&self) -> [&Script; 9] {
+        [
+            &self.publish,
+            &self.sync,
+            &self.claim_name,
+            &self.release_name,
+            &self.save_session,
+            &self.claim_session,
+            &self.heartbeat,
+            &self.reap,
+            &self.rooms,
+        ]
+    }
+}
+
+/// What to do with one pipelined answer.
+enum Answer {
+    Ignore,
+    Publish { op: u64 },
+    Fetch { room: String, after: u64 },
+    ClaimName { op: u64 },
+    ClaimSession { op: u64 },
+    Rooms { op: u64 },
+    Heartbeat,
+    Reap,
+}
+
+impl Commands {
+    fn new(config: BridgeConfig, client: Client, deliver: Deliver, shared: Arc<Shared>) -> Self {
+        Commands {
+            config,
+            client,
+            con: None,
+            deliver,
+            shared,
+            scripts: Arc::new(Scripts::new()),
+            retry: VecDeque::new(),
+            syncs: Vec::new(),
+            // Until the subscriber is up; the hub is not told about the start.
+            down: true,
+            told_down: false,
+            registered: false,
+        }
+    }
+
+    /// Loads the scripts, lists the lobby and beats once (a fresh connection).
+    fn prepare(&mut self, con: &mut Connection) -> redis::RedisResult<()> {
+        for script in self.scripts.all() {
+            script.load(con)?;
+        }
+        redis::cmd("ZADD")
+            .arg("roomcast:rooms")
+            .arg(0)
+            .arg("lobby")
+            .exec(con)?;
+        Ok(())
+    }
+
+    /// Reaps dead nodes (or, with `own`, what an earlier run with this id left).
+    fn reap(&self, con: &mut Connection, own: bool) -> redis::RedisResult<i64> {
+        self.scripts
+            .reap
+            .arg(&self.config.node)
+            .arg("0.0")
+            .arg(self.config.stream_len)
+            .arg(if own { "1" } else { "0" })
+            .invoke(con)
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    fn run(mut self, receiver: Receiver<ClusterOut>) {
+        // The subscriber connects right after the start: the first requests wait for it.
+        let started = Instant::now();
+        while !self.shared().subscriber_up.load(Ordering::SeqCst) && started.elapsed() < IO_TIMEOUT
+        {
+            thread::sleep(Duration::from_millis(2));
+        }
+        let mut backoff = BACKOFF.0;
+        let mut next_attempt = Instant::now();
+        loop {
+            if self.shared().stop.load(Ordering::SeqCst) {
+                return;
+            }
+            let subscriber_up = self.shared().subscriber_up.load(Ordering::SeqCst);
+            if self.con.is_none() || !subscriber_up {
+                self.went_down();
+            }
+            if self.con.is_none() && Instant::now() >= next_attempt {
+                match connect(&self.client).and_then(|mut con| {
+                    self.prepare(&mut con)?;
+                    Ok(con)
+                }) {
+                    Ok(con) => {
+                        self.con = Some(con);
+                        backoff = BACKOFF.0;
+                    }
+                    Err(err) => {
+                        log::debug!("Redis still unreachable: {err}");
+                        next_attempt = Instant::now() + backoff;
+                        backoff = (backoff * 2).min(BACKOFF.1);
+                    }
+                }
+            }
+            if self.down && self.con.is_some() && subscriber_up {
+                self.came_back();
+            }
+            let first = match receiver.recv_timeout(BACKOFF.0) {
+                Ok(out) => out,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
+            let mut batch = vec![first];
+            while batch.len() < BATCH {
+                match receiver.try_recv() {
+                    Ok(out) => batch.push(out),
+                    Err(_) => break,
+                }
+            }
+            self.carry_out(batch);
+        }
+    }
+
+    /// Redis is lost: said once.
+    fn went_down(&mut self) {
+        if !self.down {
+            self.down = true;
+            self.told_down = true;
+            log::warn!("Redis connection lost; reconnecting");
+            (self.deliver)(ClusterIn::Down);
+        }
+    }
+
+    /// Both connections are back: what waited goes first (kept requests, then the reads of
+    /// rooms subscribed meanwhile), then the hub hears.
+    fn came_back(&mut self) {
+        self.down = false;
+        let waiting: Vec<ClusterOut> = self.retry.drain(..).collect();
+        let count = waiting.len();
+        self.carry_out(waiting);
+        for (room, history) in std::mem::take(&mut self.syncs) {
+            self.subscription(ClusterOut::Subscribe { room, history });
+        }
+        if self.down {
+            return; // lost again meanwhile
+        }
+        if std::mem::take(&mut self.told_down) {
+            log::info!("Redis connection back ({count} kept requests sent)");
+            (self.deliver)(ClusterIn::Up);
+        }
+    }
+
+    /// Carries out a batch: runs of pipelinable requests as one pipeline each, subscriptions
+    /// on their own.
+    fn carry_out(&mut self, batch: Vec<ClusterOut>) {
+        let mut run = Vec::new();
+        for out in batch {
+            match out {
+                ClusterOut::Subscribe { .. } | ClusterOut::Unsubscribe { .. } => {
+                    self.pipeline(std::mem::take(&mut run));
+                    self.subscription(out);
+                }
+                other => run.push(other),
+            }
+        }
+        self.pipeline(run);
+    }
+
+    /// Subscribes (confirmed by the subscriber before the room is read) or unsubscribes.
+    fn subscription(&mut self, out: ClusterOut) {
+        let (room, subscribe, history) = match &out {
+            ClusterOut::Subscribe { room, history } => (room.clone(), true, *history),
+            ClusterOut::Unsubscribe { room } => (room.clone(), false, 0),
+            _ => return,
+        };
+        let channels = vec![room_key(&room, "events"), room_key(&room, "poses")];
+        let (ack, acked) = mpsc::sync_channel(1);
+        {
+            let mut subs = lock(&self.shared().subs);
+            let (sub, unsub) = match subscribe {
+                true => (channels, Vec::new()),
+                false => (Vec::new(), channels),
+            };
+            for channel in &sub {
+                subs.wanted.insert(channel.clone());
+            }
+            for channel in &unsub {
+                subs.wanted.remove(channel);
+            }
+            subs.requests.push_back((sub, unsub, ack));
+        }
+        if !subscribe {
+            // The subscriber applies it when it can; nothing waits.
+            return;
+        }
+        let waited = Instant::now();
+        while !self.shared().subscriber_up.load(Ordering::SeqCst) && waited.elapsed() < IO_TIMEOUT {
+            thread::sleep(Duration::from_millis(5));
+        }
+        if self.con.is_none() || self.down && !self.shared().subscriber_up.load(Ordering::SeqCst) {
+            // Read once Redis is back (the subscriber subscribes when it reconnects).
+            self.syncs.retain(|(r, _)| *r != room);
+            self.syncs.push((room, history));
+            return;
+        }
+        // Wake the subscriber, which may be waiting for a message.
+        let woke = self.with_con(|con, node| {
+            redis::cmd("PUBLISH")
+                .arg(node_key(node))
+                .arg("wake")
+                .exec(con)
+        });
+        let confirmed = woke.is_ok() && matches!(acked.recv_timeout(IO_TIMEOUT), Ok(true));
+        if !confirmed {
+            // The subscriber is lost: read once it is back.
+            self.syncs.retain(|(r, _)| *r != room);
+            self.syncs.push((room, history));
+            return;
+        }
+        let scripts = Arc::clone(&self.scripts);
+        let synced = self.with_con(|con, _| {
+            let value: Value = scripts
+                .sync
+                .key(room_key(&room, "seq"))
+                .key(room_key(&room, "history"))
+                .key(room_key(&room, "members"))
+                .arg(history)
+                .invoke(con)?;
+            Ok(value)
+        });
+        match synced {
+            Ok(value) => match read_sync(&room, value) {
+                Some(input) => (self.deliver)(input),
+                None => log::error!(
+                    "Redis answered the sync of room {room:?} in a shape roomcast does not know"
+                ),
+            },
+            Err(err) => {
+                log::debug!("sync of room {room:?} failed: {err}");
+                self.syncs.push((room, history));
+            }
+        }
+    }
+
+    /// Runs `f` on the connection; a failure drops the connection (Redis counts as lost).
+    fn with_con<T>(
+        &mut self,
+        f: impl FnOnce(&mut Connection, &str) -> redis::RedisResult<T>,
+    ) -> redis::RedisResult<T> {
+        let Some(con) = self.con.as_mut() else {
+            return Err(redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                "Redis is unreachable",
+            )));
+        };
+        let result = f(con, &self.config.node);
+        if let Err(err) = &result {
+            if is_connection_error(err) {
+                log::debug!("Redis: {err}");
+                self.con = None;
+                self.went_down();
+            }
+        }
+        result
+    }
+
+    /// Sends a run of requests as one pipeline and hands out the answers. While Redis is away
+    /// each request fails, waits, or is dropped (see the module doc).
+    fn pipeline(&mut self, run: Vec<ClusterOut>) {
+        if run.is_empty() {
+            return;
+        }
+        if self.con.is_none() || self.down {
+            for out in run {
+                self.unreachable(out);
+            }
+            return;
+        }
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        let mut answers = Vec::with_capacity(run.len());
+        for out in &run {
+            answers.push(self.add(&mut pipe, out));
+        }
+        let result: redis::RedisResult<Vec<Value>> = self.with_con(|con, _| pipe.query(con));
+        match result {
+            Ok(values) => {
+                for (answer, value) in answers.into_iter().zip(values) {
+                    self.answer(answer, value);
+                }
+            }
+            Err(err) => {
+                if !is_connection_error(&err) {
+                    log::error!("Redis refused a pipeline: {err}");
+                }
+                // Which of them Redis carried out is unknown: waited-for requests fail (a msg
+                // may have gone through), server-made ones are sent again (a leave is then
+                // skipped by its script; an away or back may be numbered twice).
+                for out in run {
+                    self.unreachable(out);
+                }
+            }
+        }
+    }
+
+    /// A request Redis cannot take now.
+    fn unreachable(&mut self, out: ClusterOut) {
+        let keep = match &out {
+            ClusterOut::Publish(Publish { op, retry, .. }) => {
+                if !retry {
+                    (self.deliver)(ClusterIn::Failed { op: *op });
+                }
+                *retry
+            }
+            ClusterOut::ClaimName { op, .. }
+            | ClusterOut::ClaimSession { op, .. }
+            | ClusterOut::Rooms { op, .. } => {
+                (self.deliver)(ClusterIn::Failed { op: *op });
+                false
+            }
+            ClusterOut::ReleaseName { .. }
+            | ClusterOut::SaveSession { .. }
+            | ClusterOut::ExpireSession { .. }
+            | ClusterOut::DropSession { .. } => true,
+            _ => false,
+        };
+        if keep {
+            if self.retry.len() >= MAX_RETRY {
+                self.retry.pop_front();
+                log::warn!("Redis away too long: a kept request was dropped");
+            }
+            self.retry.push_back(out);
+        }
+    }
+
+    /// Adds one request to the pipeline; how to read its answer.
+    fn add(&self, pipe: &mut Pipeline, out: &ClusterOut) -> Answer {
+        let node = self.config.node.as_str();
+        let evalsha = |pipe: &mut Pipeline, script: &Script, keys: &[&str]| {
+            let cmd = pipe.cmd("EVALSHA").arg(script.get_hash()).arg(keys.len());
+            for key in keys {
+                cmd.arg(*key);
+            }
+        };
+        match out {
+            ClusterOut::Publish(p) => {
+                let keys = [
+                    room_key(&p.room, "seq"),
+                    room_key(&p.room, "history"),
+                    room_key(&p.room, "events"),
+                    room_key(&p.room, "members"),
+                    "roomcast:rooms".to_owned(),
+                    format!("roomcast:user:{}:rooms", p.folded),
+                ];
+                let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+                evalsha(pipe, &self.scripts.publish, &keys);
+                pipe.arg(p.mode.as_str())
+                    .arg(node)
+                    .arg(p.op)
+                    .arg(p.kind)
+                    .arg(&p.user)
+                    .arg(&p.prefix[..])
+                    .arg(&p.suffix[..])
+                    .arg(p.floor)
+                    .arg(self.config.stream_len)
+                    .arg(&p.room);
+                Answer::Publish { op: p.op }
+            }
+            ClusterOut::Fetch { room, after, count } => {
+                pipe.cmd("XRANGE")
+                    .arg(room_key(room, "history"))
+                    .arg(format!("{}-0", after + 1))
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(*count);
+                Answer::Fetch {
+                    room: room.clone(),
+                    after: *after,
+                }
+            }
+            ClusterOut::Poses { room, payload } => {
+                pipe.cmd("PUBLISH")
+                    .arg(room_key(room, "poses"))
+                    .arg(&payload[..])
+                    .ignore();
+                Answer::Ignore
+            }
+            ClusterOut::ClaimName { op, folded, user } => {
+                let ukey = format!("roomcast:user:{folded}");
+                let users = format!("{}:users", node_key(node));
+                evalsha(pipe, &self.scripts.claim_name, &[&ukey, &users]);
+                pipe.arg(node).arg(user).arg(folded);
+                Answer::ClaimName { op: *op }
+            }
+            ClusterOut::ReleaseName { folded } => {
+                let ukey = format!("roomcast:user:{folded}");
+                let users = format!("{}:users", node_key(node));
+                let rooms = format!("{ukey}:rooms");
+                evalsha(pipe, &self.scripts.release_name, &[&ukey, &users, &rooms]);
+                pipe.arg(node).arg(folded).ignore();
+                Answer::Ignore
+            }
+            ClusterOut::SaveSession { token, folded, old } => {
+                let new_key = format!("roomcast:session:{token}");
+                let old_key = old
+                    .as_ref()
+                    .map_or(new_key.clone(), |old| format!("roomcast:session:{old}"));
+                let sessions = format!("{}:sessions", node_key(node));
+                evalsha(
+                    pipe,
+                    &self.scripts.save_session,
+                    &[&new_key, &old_key, &sessions],
+                );
+                pipe.arg(folded)
+                    .arg(token)
+                    .arg(old.as_deref().unwrap_or(""))
+                    .ignore();
+                Answer::Ignore
+            }
+            ClusterOut::ExpireSession { token, ttl } => {
+                pipe.cmd("PEXPIRE")
+                    .arg(format!("roomcast:session:{token}"))
+                    .arg(ttl.as_millis().max(1) as u64)
+                    .ignore();
+                Answer::Ignore
+            }
+            ClusterOut::DropSession { token } => {
+                pipe.cmd("DEL")
+                    .arg(format!("roomcast:session:{token}"))
+                    .ignore();
+                pipe.cmd("SREM")
+                    .arg(format!("{}:sessions", node_key(node)))
+                    .arg(token)
+                    .ignore();
+                Answer::Ignore
+            }
+            ClusterOut::ClaimSession { op, token } => {
+                let key = format!("roomcast:session:{token}");
+                evalsha(pipe, &self.scripts.claim_session, &[&key]);
+                pipe.arg(token).arg(node);
+                Answer::ClaimSession { op: *op }
+            }
+            ClusterOut::Rooms { op, after, limit } => {
+                evalsha(pipe, &self.scripts.rooms, &[]);
+                pipe.arg(after.as_deref().unwrap_or("")).arg(*limit);
+                Answer::Rooms { op: *op }
+            }
+            ClusterOut::Heartbeat => {
+                let beat = node_key(node);
+                evalsha(pipe, &self.scripts.heartbeat, &[&beat, "roomcast:nodes"]);
+                pipe.arg(node).arg(DEAD_AFTER.as_millis() as u64);
+                Answer::Heartbeat
+            }
+            ClusterOut::Reap { time } => {
+                evalsha(pipe, &self.scripts.reap, &[]);
+                pipe.arg(node)
+                    .arg(time)
+                    .arg(self.config.stream_len)
+                    .arg("0");
+                Answer::Reap
+            }
+            ClusterOut::Subscribe { .. } | ClusterOut::Unsubscribe { .. } => {
+                // Not pipelined (see carry_out); a harmless placeholder keeps answers aligned.
+                pipe.cmd("PING");
+                Answer::Ignore
+            }
+        }
+    }
+
+    /// Hands one answer to the hub.
+    fn answer(&mut self, answer: Answer, value: Value) {
+        if let Value::ServerError(err) = &value {
+            log::error!("Redis refused a request: {err:?}");
+            match answer {
+                Answer::Publish { op }
+                | Answer::ClaimName { op }
+                | Answer::ClaimSession { op }
+                | Answer::Rooms { op }
+                    if op != 0 =>
+                {
+                    (self.deliver)(ClusterIn::Failed { op })
+                }
+                _ => {}
+            }
+            return;
+        }
+        let input = match answer {
+            Answer::Ignore | Answer::Publish { .. } => return,
+            Answer::Fetch { room, after } => ClusterIn::Fetched {
+                events: read_stream(&value),
+                room,
+                after,
+            },
+            Answer::ClaimName { op } => ClusterIn::NameClaimed {
+                op,
+                ok: matches!(value, Value::Int(1)),
+            },
+            Answer::ClaimSession { op } => ClusterIn::SessionClaimed {
+                op,
+                found: read_claimed(&value),
+            },
+            Answer::Rooms { op } => {
+                let (rooms, more) = read_rooms(&value);
+                ClusterIn::Rooms { op, rooms, more }
+            }
+            Answer::Heartbeat => {
+                let known = matches!(value, Value::Int(1));
+                let reaped = self.registered && !known;
+                self.registered = true;
+                if reaped {
+                    ClusterIn::Reaped
+                } else {
+                    return;
+                }
+            }
+            Answer::Reap => {
+                if let Value::Int(leaves) = value {
+                    if leaves > 0 {
+                        log::info!("reaped dead nodes: {leaves} members left their rooms");
+                    }
+                }
+                return;
+            }
+        };
+        (self.deliver)(input);
+    }
+}
+
+/// The subscriber thread's state.
+struct Subscriber {
+    client: Client,
+    node: String,
+    deliver: Deliver,
+    shared: Arc<Shared>,
+}
+
+impl Subscriber {
+    fn run(self) {
+        let mut backoff = BACKOFF.0;
+        while !self.shared.stop.load(Ordering::SeqCst) {
+            match self.session() {
+                Ok(()) => return,
+                Err(err) => {
+                    self.shared.subscriber_up.store(false, Ordering::SeqCst);
+                    self.fail_requests();
+                    log::debug!("Redis subscriber: {err}");
+                    thread::sleep(backoff);
+                    backoff = (backoff * 2).min(BACKOFF.1);
+                }
+            }
+        }
+    }
+
+    /// Pending subscription changes fail (their channels stay wanted: subscribed on
+    /// reconnect).
+    fn fail_requests(&self) {
+        for (_, _, ack) in lock(&self.shared.subs).requests.drain(..) {
+            let _ = ack.try_send(false);
+        }
+    }
+
+    /// One connection's life: subscribe to every wanted channel, then read messages and make
+    /// the subscription changes asked for, until the connection fails (or the bridge stops:
+    /// `Ok`).
+    fn session(&self) -> redis::RedisResult<()> {
+        let mut con = connect(&self.client)?;
+        let mut pubsub = con.as_pubsub();
+        let wanted: Vec<String> = lock(&self.shared.subs).wanted.iter().cloned().collect();
+        if !wanted.is_empty() {
+            pubsub.subscribe(&wanted)?;
+        }
+        pubsub.set_read_timeout(Some(SUBSCRIBER_POLL))?;
+        self.shared.subscriber_up.store(true, Ordering::SeqCst);
+        loop {
+            if self.shared.stop.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            loop {
+                let request = lock(&self.shared.subs).requests.pop_front();
+                let Some((sub, unsub, ack)) = request else {
+                    break;
+                };
+                if !sub.is_empty() {
+                    pubsub.subscribe(&sub)?;
+                }
+                if !unsub.is_empty() {
+                    pubsub.unsubscribe(&unsub)?;
+                }
+                let _ = ack.try_send(true);
+            }
+            let message = match pubsub.get_message() {
+                Ok(message) => message,
+                Err(err) if err.is_timeout() => continue,
+                Err(err) => return Err(err),
+            };
+            let channel = message.get_channel_name();
+            let payload = Bytes::copy_from_slice(message.get_payload_bytes());
+            if let Some((room, events)) = parse_room_channel(channel) {
+                let room = room.to_owned();
+                (self.deliver)(match events {
+                    true => ClusterIn::Event { room, payload },
+                    false => ClusterIn::Poses { room, payload },
+                });
+            } else if channel == node_key(&self.node) {
+                let text = String::from_utf8_lossy(&payload);
+                let mut words = text.split(' ');
+                if let (Some("drop"), Some(token), Some(node)) =
+                    (words.next(), words.next(), words.next())
+                {
+                    (self.deliver)(ClusterIn::SessionTaken {
+                        token: token.to_owned(),
+                        node: node.to_owned(),
+                    });
+                }
+            }
+        }
+    }
+}
+
+fn connect(client: &Client) -> redis::RedisResult<Connection> {
+    let con = client.get_connection_with_timeout(IO_TIMEOUT)?;
+    con.set_read_timeout(Some(IO_TIMEOUT))?;
+    con.set_write_timeout(Some(IO_TIMEOUT))?;
+    Ok(con)
+}
+
+fn server_version(con: &mut Connection) -> redis::RedisResult<String> {
+    let info: String = redis::cmd("INFO").arg("server").query(con)?;
+    Ok(info
+        .lines()
+        .find_map(|line| line.strip_prefix("redis_version:"))
+        .unwrap_or("unknown")
+        .trim()
+        .to_owned())
+}
+
+/// `major.minor` of a version string; (0, 0) when unreadable.
+fn version_of(version: &str) -> (u32, u32) {
+    let mut parts = version.split('.').map(|p| p.parse().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}
+
+/// The URL as logs may show it.
+fn hide_password(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn is_connection_error(err: &redis::RedisError) -> bool {
+    err.is_io_error()
+        || err.is_timeout()
+        || err.is_connection_dropped()
+        || err.is_unrecoverable_error()
+}
+
+fn bytes_of(value: &Value) -> Option<Bytes> {
+    match value {
+        Value::BulkString(bytes) => Some(Bytes::copy_from_slice(bytes)),
+        Value::SimpleString(text) => Some(Bytes::copy_from_slice(text.as_bytes())),
+        _ => None,
+    }
+}
+
+fn string_of(value: &Value) -> Option<String> {
+    bytes_of(value).map(|b| String::from_utf8_lossy(&b).into_owned())
+}
+
+fn int_of(value: &Value) -> Option<i64> {
+    match value {
+        Value::Int(n) => Some(*n),
+        other => string_of(other)?.parse().ok(),
+    }
+}
+
+/// The `e` field of each entry of an `XRANGE`/`XREVRANGE` answer, in the answer's order.
+fn read_stream(value: &Value) -> Vec<Bytes> {
+    let Value::Array(entries) = value else {
+        return Vec::new();
+    };
+    entries
+        .iter()
+        .filter_map(|entry| {
+            let Value::Array(parts) = entry else {
+                return None;
+            };
+            let Value::Array(fields) = parts.get(1)? else {
+                return None;
+            };
+            fields
+                .chunks(2)
+                .find(|pair| string_of(&pair[0]).as_deref() == Some("e"))
+                .and_then(|pair| pair.get(1).and_then(bytes_of))
+        })
+        .collect()
+}
+
+fn read_sync(room: &str, value: Value) -> Option<ClusterIn> {
+    let Value::Array(parts) = value else {
+        return None;
+    };
+    let last_seq = u64::try_from(int_of(parts.first()?)?).ok()?;
+    let mut events = read_stream(parts.get(1)?);
+    events.reverse();
+    let Value::Array(flat) = parts.get(2)? else {
+        return None;
+    };
+    let members = flat
+        .chunks(2)
+        .filter_map(|pair| Some((string_of(pair.first()?)?, string_of(pair.get(1)?)?)))
+        .collect();
+    Some(ClusterIn::Synced {
+        room: room.to_owned(),
+        last_seq,
+        events,
+        members,
+    })
+}
+
+fn read_claimed(value: &Value) -> Option<(String, Vec<String>)> {
+    let Value::Array(parts) = value else {
+        return None;
+    };
+    let name = string_of(parts.first()?)?;
+    let rooms = match parts.get(1) {
+        Some(Value::Array(rooms)) => rooms.iter().filter_map(string_of).collect(),
+        _ => Vec::new(),
+    };
+    Some((name, rooms))
+}
+
+fn read_rooms(value: &Value) -> (Vec<(String, usize)>, bool) {
+    let Value::Array(parts) = value else {
+        return (Vec::new(), false);
+    };
+    let more = parts.first().and_then(int_of) == Some(1);
+    let rooms = match parts.get(1) {
+        Some(Value::Array(flat)) => flat
+            .chunks(2)
+            .filter_map(|pair| {
+                let count = usize::try_from(int_of(pair.get(1)?)?).ok()?;
+                Some((string_of(pair.first()?)?, count))
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    (rooms, more)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A thread that panicked while holding it left plain values behind: keep them.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_stay_out_of_logs_and_versions_are_read() {
+        assert_eq!(hide_password("redis://:hunter2@h:1/0"), "redis://***@h:1/0");
+        assert_eq!(hide_password("redis://h:1"), "redis://h:1");
+        assert_eq!(version_of("7.0.15"), (7, 0));
+        assert!(version_of("6.0.9") < MIN_VERSION);
+        assert_eq!(version_of("x"), (0, 0));
+    }
+
+    #[test]
+    fn answers_are_read_from_their_redis_shapes() {
+        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let entry = |id: &str, e: &str| {
+            Value::Array(vec![bulk(id), Value::Array(vec![bulk("e"), bulk(e)])])
+        };
+        let stream = Value::Array(vec![entry("2-0", "b"), entry("1-0", "a")]);
+        assert_eq!(read_stream(&stream), [Bytes::from("b"), Bytes::from("a")]);
+        let sync = Value::Array(vec![
+            Value::Int(2),
+            stream,
+            Value::Array(vec![bulk("alice"), bulk("n1")]),
+        ]);
+        assert_eq!(
+            read_sync("r", sync),
+            Some(ClusterIn::Synced {
+                room: "r".into(),
+                last_seq: 2,
+                events: vec![Bytes::from("a"), Bytes::from("b")],
+                members: vec![("alice".into(), "n1".into())],
+            })
+        );
+        let claimed = Value::Array(vec![bulk("Alice"), Value::Array(vec![bulk("lobby")])]);
+        assert_eq!(
+            read_claimed(&claimed),
+            Some(("Alice".into(), vec!["lobby".into()]))
+        );
+        assert_eq!(read_claimed(&Value::Nil), None);
+        let rooms = Value::Array(vec![
+            Value::Int(1),
+            Value::Array(vec![bulk("a"), Value::Int(3)]),
+        ]);
+        assert_eq!(read_rooms(&rooms), (vec![("a".into(), 3)], true));
+    }
+}

@@ -1,0 +1,266 @@
+//! What a roomcast cluster keeps in Redis, and the Lua scripts that change it atomically.
+//!
+//! Every change that must happen once across the cluster (numbering an event, taking a name,
+//! moving a session, reaping a dead node) is one script, so no two nodes can interleave in it.
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `roomcast:{R}:seq` | string | room R's last seq |
+//! | `roomcast:{R}:history` | stream | R's events, entry id `SEQ-0`, field `e` = the payload (`SEQ NODE OP TYPE USER\n` + event), capped `MAXLEN ~` |
+//! | `roomcast:{R}:members` | hash | member name -> node |
+//! | `roomcast:{R}:events` | channel | each payload, as it is numbered |
+//! | `roomcast:{R}:poses` | channel | a node's changed poses at its tick |
+//! | `roomcast:rooms` | sorted set (score 0) | rooms with members, and the lobby, in name (byte) order |
+//! | `roomcast:user:{folded}` | string | `NODE\tNAME`: who holds a user name |
+//! | `roomcast:user:{folded}:rooms` | set | the rooms that user is in |
+//! | `roomcast:session:{token}` | string | the folded user name of a session (TTL = resume grace once detached) |
+//! | `roomcast:nodes` | set | registered node ids |
+//! | `roomcast:node:{id}` | string, TTL | the node's heartbeat |
+//! | `roomcast:node:{id}:users` | set | folded names the node holds |
+//! | `roomcast:node:{id}:sessions` | set | tokens of the node's sessions |
+//! | `roomcast:node:{id}` | channel | to the node: `wake`, `drop TOKEN NODE` (a session resumed elsewhere) |
+//!
+//! A room key is `roomcast:{` + name + `}:` + suffix: a room name may hold any character but
+//! control characters, yet two (name, suffix) pairs never make the same key, because no
+//! suffix holds `}:`.
+
+/// The key of a room's `suffix` (`seq`, `history`, `members`, `events`, `poses`).
+pub fn room_key(room: &str, suffix: &str) -> String {
+    format!("roomcast:{{{room}}}:{suffix}")
+}
+
+/// The room of a channel name and whether it is its events channel (else poses).
+pub fn parse_room_channel(channel: &str) -> Option<(&str, bool)> {
+    let inner = channel.strip_prefix("roomcast:{")?;
+    if let Some(room) = inner.strip_suffix("}:events") {
+        return Some((room, true));
+    }
+    inner.strip_suffix("}:poses").map(|room| (room, false))
+}
+
+/// A node's control channel (and heartbeat key).
+pub fn node_key(node: &str) -> String {
+    format!("roomcast:node:{node}")
+}
+
+/// Numbers one history event and publishes it: `INCR` (never at or below the node's floor),
+/// the event between its prefix and suffix, `XADD` to the capped stream, the membership
+/// change of its mode, `PUBLISH`. A `leave` or `member` event of a user who is not a member on
+/// this node is skipped (-1): a session another node took over, or that was reaped, leaves no
+/// second time.
+///
+/// KEYS: seq, history, events, members, rooms, user rooms.
+/// ARGV: mode, node, op, type, user, prefix, suffix, floor, maxlen, room.
+pub const PUBLISH: &str = r#"
+local mode, node, user, room = ARGV[1], ARGV[2], ARGV[5], ARGV[10]
+if mode == 'leave' or mode == 'member' then
+  if redis.call('HGET', KEYS[4], user) ~= node then return -1 end
+end
+local seq = redis.call('INCR', KEYS[1])
+local floor = tonumber(ARGV[8])
+if seq <= floor then
+  seq = floor + 1
+  redis.call('SET', KEYS[1], seq)
+end
+local payload = seq .. ' ' .. node .. ' ' .. ARGV[3] .. ' ' .. ARGV[4] .. ' ' .. user .. '\n' .. ARGV[6] .. seq .. ARGV[7]
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[9], seq .. '-0', 'e', payload)
+if mode == 'join' then
+  redis.call('HSET', KEYS[4], user, node)
+  redis.call('ZADD', KEYS[5], 0, room)
+  redis.call('SADD', KEYS[6], room)
+elseif mode == 'leave' then
+  redis.call('HDEL', KEYS[4], user)
+  redis.call('SREM', KEYS[6], room)
+  if room ~= 'lobby' and redis.call('HLEN', KEYS[4]) == 0 then
+    redis.call('ZREM', KEYS[5], room)
+  end
+end
+redis.call('PUBLISH', KEYS[3], payload)
+return seq
+"#;
+
+/// A room as it is now, read at one instant: its last seq, its last events (newest first)
+/// and its members.
+///
+/// KEYS: seq, history, members. ARGV: count.
+pub const SYNC: &str = r#"
+local seq = tonumber(redis.call('GET', KEYS[1]) or '0')
+local tail = {}
+if tonumber(ARGV[1]) > 0 then
+  tail = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', ARGV[1])
+end
+return {seq, tail, redis.call('HGETALL', KEYS[3])}
+"#;
+
+/// Takes a user name for a node, if nobody holds it (ignoring ASCII case): 1, else 0.
+///
+/// KEYS: the name's key, the node's names. ARGV: node, name, folded.
+pub const CLAIM_NAME: &str = r#"
+if redis.call('SET', KEYS[1], ARGV[1] .. '\t' .. ARGV[2], 'NX') then
+  redis.call('SADD', KEYS[2], ARGV[3])
+  return 1
+end
+return 0
+"#;
+
+/// Frees a user name the node holds (a session ended there).
+///
+/// KEYS: the name's key, the node's names, the name's rooms. ARGV: node, folded.
+pub const RELEASE_NAME: &str = r#"
+local v = redis.call('GET', KEYS[1])
+if v and string.sub(v, 1, #ARGV[1] + 1) == ARGV[1] .. '\t' then
+  redis.call('DEL', KEYS[1], KEYS[3])
+end
+redis.call('SREM', KEYS[2], ARGV[2])
+return 1
+"#;
+
+/// Keeps a session's token (replacing its old one): what a resume on another node looks up.
+///
+/// KEYS: the new token's key, the old one's (or the new one again), the node's sessions.
+/// ARGV: folded name, new token, old token (or "").
+pub const SAVE_SESSION: &str = r#"
+if ARGV[3] ~= '' then
+  redis.call('DEL', KEYS[2])
+  redis.call('SREM', KEYS[3], ARGV[3])
+end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('SADD', KEYS[3], ARGV[2])
+return 1
+"#;
+
+/// A resume on node B of a session node A keeps: moves the name, the memberships and the
+/// session to B, tells A to drop its copy, and returns the name and the rooms; nil when the
+/// token is unknown or its holder is gone.
+///
+/// KEYS: the token's key. ARGV: token, node B.
+pub const CLAIM_SESSION: &str = r#"
+local folded = redis.call('GET', KEYS[1])
+if not folded then return false end
+redis.call('DEL', KEYS[1])
+local ukey = 'roomcast:user:' .. folded
+local v = redis.call('GET', ukey)
+if not v then return false end
+local tab = string.find(v, '\t', 1, true)
+if not tab then return false end
+local a, name, b = string.sub(v, 1, tab - 1), string.sub(v, tab + 1), ARGV[2]
+redis.call('SREM', 'roomcast:node:' .. a .. ':sessions', ARGV[1])
+redis.call('SREM', 'roomcast:node:' .. a .. ':users', folded)
+redis.call('SET', ukey, b .. '\t' .. name)
+redis.call('SADD', 'roomcast:node:' .. b .. ':users', folded)
+local moved = {}
+for _, room in ipairs(redis.call('SMEMBERS', ukey .. ':rooms')) do
+  local mkey = 'roomcast:{' .. room .. '}:members'
+  if redis.call('HGET', mkey, name) == a then
+    redis.call('HSET', mkey, name, b)
+    table.insert(moved, room)
+  end
+end
+if a ~= b then
+  redis.call('PUBLISH', 'roomcast:node:' .. a, 'drop ' .. ARGV[1] .. ' ' .. b)
+end
+return {name, moved}
+"#;
+
+/// The node is alive for `ttl` ms more, and registered: 1 if it already was, 0 if it was
+/// not (it is new, or the others reaped it).
+///
+/// KEYS: the heartbeat key, the node set. ARGV: node, ttl ms.
+pub const HEARTBEAT: &str = r#"
+local known = redis.call('SISMEMBER', KEYS[2], ARGV[1])
+redis.call('SET', KEYS[1], '1', 'PX', ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[1])
+return known
+"#;
+
+/// Reaps every registered node whose heartbeat lapsed (or, with ARGV[4] = 1, the node
+/// ARGV[1] itself, at its start: what a previous run with its id left): one leave event per
+/// member it had, through the same numbering as [`PUBLISH`] (the reaping node's id in the
+/// header, op 0), its names and sessions freed, and it is unregistered. Atomic, so each leave
+/// happens once however many survivors run it. Returns the number of leaves.
+///
+/// ARGV: node, time (JSON), maxlen, self.
+pub const REAP: &str = r#"
+local me, time, maxlen = ARGV[1], ARGV[2], ARGV[3]
+local leaves = 0
+local function reap(id)
+  for _, folded in ipairs(redis.call('SMEMBERS', 'roomcast:node:' .. id .. ':users')) do
+    local ukey = 'roomcast:user:' .. folded
+    local v = redis.call('GET', ukey)
+    if v and string.sub(v, 1, #id + 1) == id .. '\t' then
+      local name = string.sub(v, #id + 2)
+      for _, room in ipairs(redis.call('SMEMBERS', ukey .. ':rooms')) do
+        local rk = 'roomcast:{' .. room .. '}:'
+        if redis.call('HGET', rk .. 'members', name) == id then
+          local seq = redis.call('INCR', rk .. 'seq')
+          local payload = seq .. ' ' .. me .. ' 0 leave ' .. name .. '\n{"time":' .. time ..
+            ',"user":"' .. name .. '","type":"leave","seq":' .. seq .. ',"data":""}'
+          redis.call('XADD', rk .. 'history', 'MAXLEN', '~', maxlen, seq .. '-0', 'e', payload)
+          redis.call('HDEL', rk .. 'members', name)
+          if room ~= 'lobby' and redis.call('HLEN', rk .. 'members') == 0 then
+            redis.call('ZREM', 'roomcast:rooms', room)
+          end
+          redis.call('PUBLISH', rk .. 'events', payload)
+          leaves = leaves + 1
+        end
+      end
+      redis.call('DEL', ukey, ukey .. ':rooms')
+    end
+  end
+  for _, token in ipairs(redis.call('SMEMBERS', 'roomcast:node:' .. id .. ':sessions')) do
+    redis.call('DEL', 'roomcast:session:' .. token)
+  end
+  redis.call('DEL', 'roomcast:node:' .. id .. ':users', 'roomcast:node:' .. id .. ':sessions')
+  redis.call('SREM', 'roomcast:nodes', id)
+end
+if ARGV[4] == '1' then
+  reap(me)
+else
+  for _, id in ipairs(redis.call('SMEMBERS', 'roomcast:nodes')) do
+    if id ~= me and redis.call('EXISTS', 'roomcast:node:' .. id) == 0 then
+      reap(id)
+    end
+  end
+end
+return leaves
+"#;
+
+/// One page of rooms after a name (exclusive), with their member counts: `{more, {name,
+/// count, ...}}`.
+///
+/// ARGV: after (or ""), limit.
+pub const ROOMS: &str = r#"
+local min = '-'
+if ARGV[1] ~= '' then min = '(' .. ARGV[1] end
+local limit = tonumber(ARGV[2])
+local names = redis.call('ZRANGEBYLEX', 'roomcast:rooms', min, '+', 'LIMIT', 0, limit + 1)
+local out = {}
+for i, name in ipairs(names) do
+  if i > limit then break end
+  table.insert(out, name)
+  table.insert(out, redis.call('HLEN', 'roomcast:{' .. name .. '}:members'))
+end
+local more = 0
+if #names > limit then more = 1 end
+return {more, out}
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_keys_and_channels_round_trip() {
+        assert_eq!(room_key("lobby", "seq"), "roomcast:{lobby}:seq");
+        let odd = "a}:events";
+        assert_eq!(
+            parse_room_channel(&room_key(odd, "poses")),
+            Some((odd, false))
+        );
+        assert_eq!(
+            parse_room_channel(&room_key("cafe ☕", "events")),
+            Some(("cafe ☕", true))
+        );
+        assert_eq!(parse_room_channel("roomcast:node:n1"), None);
+    }
+}
