@@ -380,12 +380,6 @@ impl Cluster {
             .min();
         ops.map_or(self.next_beat, |at| at.min(self.next_beat))
     }
-
-    /// Requests in flight (tests, metrics).
-    #[cfg(test)]
-    pub fn ops_in_flight(&self) -> usize {
-        self.ops.len()
-    }
 }
 
 /// One event's header, as the publish script wrote it.
@@ -1021,15 +1015,15 @@ impl Hub {
         match header.kind {
             "join" => self.apply_join(now, room_id, seq, &header, event, mine),
             "leave" => {
-                self.rooms[room_id].deliver(seq, event, &mut self.outbox);
                 let room = &mut self.rooms[room_id];
+                room.deliver(seq, event, &mut self.outbox);
                 if mine {
                     // The leaver gets its own leave event, then nothing more.
                     room.flush(&mut self.outbox);
                     room.departed(header.user);
-                } else {
-                    room.remote.remove(header.user);
                 }
+                // A member of another node (or of a dead node this node reaped).
+                room.remote.remove(header.user);
                 self.drop_if_idle(room_id);
             }
             kind => {

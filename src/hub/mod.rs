@@ -1102,6 +1102,8 @@ fn context(room: Option<&str>, kind: Option<&str>) -> Map<String, Value> {
 }
 
 #[cfg(test)]
+mod cluster_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod vr_tests;

@@ -9,11 +9,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 
 use crate::config::{Config, HashCost};
-use crate::hub::cluster::{ClusterIn, ClusterOut, Publish};
+use crate::hub::cluster::{ClusterIn, ClusterOut};
 use crate::hub::{Done, Hub, Input, Record, Work};
 use crate::quiet::Tally;
 use crate::services::hasher::{Hasher, HasherConfig, Job, Outcome};
-use crate::services::redis::{Bridge, BridgeConfig, BridgeError};
+use crate::services::redis::{Bridge, BridgeConfig, BridgeError, Full};
 use crate::services::store::{Store, StoreConfig, StoreError, Write};
 
 /// Channel messages waiting for the loop at most; past it, room events and poses are dropped
@@ -137,19 +137,12 @@ impl Services {
         let Some(bridge) = &self.bridge else {
             return;
         };
-        let Err((_, out)) = bridge.submit(out) else {
+        let Err(Full { op }) = bridge.submit(out) else {
             return;
         };
         if self.cluster_lost.note(now) {
             log::warn!("the queue to Redis is full: a request was dropped");
         }
-        let op = match out {
-            ClusterOut::Publish(Publish { op, .. })
-            | ClusterOut::ClaimName { op, .. }
-            | ClusterOut::ClaimSession { op, .. }
-            | ClusterOut::Rooms { op, .. } => op,
-            _ => 0,
-        };
         if op != 0 {
             hub.handle(now, Input::Cluster(ClusterIn::Failed { op }));
         }

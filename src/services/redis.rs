@@ -63,7 +63,21 @@ pub struct BridgeConfig {
 /// The queue to the bridge is full: the request was not taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the queue to Redis is full")]
-pub struct Full;
+pub struct Full {
+    /// The request's op, when someone waits for its answer (else 0): to be failed.
+    pub op: u64,
+}
+
+/// The op of a request someone waits for (0 for the others).
+fn waiting_op(out: &ClusterOut) -> u64 {
+    match out {
+        ClusterOut::Publish(Publish { op, .. })
+        | ClusterOut::ClaimName { op, .. }
+        | ClusterOut::ClaimSession { op, .. }
+        | ClusterOut::Rooms { op, .. } => *op,
+        _ => 0,
+    }
+}
 
 /// Why the bridge could not start.
 #[derive(Debug, thiserror::Error)]
@@ -194,13 +208,14 @@ impl Bridge {
     }
 
     /// Queues a request without blocking.
-    pub fn submit(&self, out: ClusterOut) -> Result<(), (Full, ClusterOut)> {
+    pub fn submit(&self, out: ClusterOut) -> Result<(), Full> {
+        let op = waiting_op(&out);
         let Some(queue) = &self.queue else {
-            return Err((Full, out));
+            return Err(Full { op });
         };
         match queue.try_send(out) {
             Ok(()) => Ok(()),
-            Err(TrySendError::Full(out) | TrySendError::Disconnected(out)) => Err((Full, out)),
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => Err(Full { op }),
         }
     }
 
