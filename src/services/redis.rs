@@ -181,6 +181,8 @@ impl Bridge {
                 commands.config.node
             );
         }
+        // Registered before anything else: a node killed in its first second is reaped too.
+        commands.beat(&mut con).map_err(unreachable)?;
         commands.con = Some(con);
         let (sender, receiver) = mpsc::sync_channel(QUEUE);
         let mut bridge = Bridge {
@@ -360,6 +362,21 @@ impl Commands {
             .invoke(con)
     }
 
+    /// One heartbeat, outside a pipeline (at start).
+    fn beat(&mut self, con: &mut Connection) -> redis::RedisResult<()> {
+        let node = &self.config.node;
+        let _: i64 = self
+            .scripts
+            .heartbeat
+            .key(node_key(node))
+            .key("roomcast:nodes")
+            .arg(node)
+            .arg(DEAD_AFTER.as_millis() as u64)
+            .invoke(con)?;
+        self.registered = true;
+        Ok(())
+    }
+
     fn shared(&self) -> &Shared {
         &self.shared
     }
@@ -418,6 +435,8 @@ impl Commands {
 
     /// Redis is lost: said once.
     fn went_down(&mut self) {
+        // Both connections start afresh: the command one may be as dead as the other.
+        self.con = None;
         if !self.down {
             self.down = true;
             self.told_down = true;
@@ -575,11 +594,19 @@ impl Commands {
         pipe.ignore_errors();
         let mut answers = Vec::with_capacity(run.len());
         for out in &run {
-            answers.push(self.add(&mut pipe, out));
+            // Requests whose replies are ignored leave no answer: the replies line up.
+            answers.extend(self.add(&mut pipe, out));
         }
         let result: redis::RedisResult<Vec<Value>> = self.with_con(|con, _| pipe.query(con));
         match result {
             Ok(values) => {
+                if values.len() != answers.len() {
+                    log::error!(
+                        "Redis answered {} replies for {} requests",
+                        values.len(),
+                        answers.len()
+                    );
+                }
                 for (answer, value) in answers.into_iter().zip(values) {
                     self.answer(answer, value);
                 }
@@ -628,8 +655,9 @@ impl Commands {
         }
     }
 
-    /// Adds one request to the pipeline; how to read its answer.
-    fn add(&self, pipe: &mut Pipeline, out: &ClusterOut) -> Answer {
+    /// Adds one request to the pipeline; how to read its answer (`None`: its replies are
+    /// ignored, and `query` leaves them out).
+    fn add(&self, pipe: &mut Pipeline, out: &ClusterOut) -> Option<Answer> {
         let node = self.config.node.as_str();
         let evalsha = |pipe: &mut Pipeline, script: &Script, keys: &[&str]| {
             let cmd = pipe.cmd("EVALSHA").arg(script.get_hash()).arg(keys.len());
@@ -659,7 +687,7 @@ impl Commands {
                     .arg(p.floor)
                     .arg(self.config.stream_len)
                     .arg(&p.room);
-                Answer::Publish { op: p.op }
+                Some(Answer::Publish { op: p.op })
             }
             ClusterOut::Fetch { room, after, count } => {
                 pipe.cmd("XRANGE")
@@ -668,24 +696,24 @@ impl Commands {
                     .arg("+")
                     .arg("COUNT")
                     .arg(*count);
-                Answer::Fetch {
+                Some(Answer::Fetch {
                     room: room.clone(),
                     after: *after,
-                }
+                })
             }
             ClusterOut::Poses { room, payload } => {
                 pipe.cmd("PUBLISH")
                     .arg(room_key(room, "poses"))
                     .arg(&payload[..])
                     .ignore();
-                Answer::Ignore
+                None
             }
             ClusterOut::ClaimName { op, folded, user } => {
                 let ukey = format!("roomcast:user:{folded}");
                 let users = format!("{}:users", node_key(node));
                 evalsha(pipe, &self.scripts.claim_name, &[&ukey, &users]);
                 pipe.arg(node).arg(user).arg(folded);
-                Answer::ClaimName { op: *op }
+                Some(Answer::ClaimName { op: *op })
             }
             ClusterOut::ReleaseName { folded } => {
                 let ukey = format!("roomcast:user:{folded}");
@@ -693,7 +721,7 @@ impl Commands {
                 let rooms = format!("{ukey}:rooms");
                 evalsha(pipe, &self.scripts.release_name, &[&ukey, &users, &rooms]);
                 pipe.arg(node).arg(folded).ignore();
-                Answer::Ignore
+                None
             }
             ClusterOut::SaveSession { token, folded, old } => {
                 let new_key = format!("roomcast:session:{token}");
@@ -710,14 +738,14 @@ impl Commands {
                     .arg(token)
                     .arg(old.as_deref().unwrap_or(""))
                     .ignore();
-                Answer::Ignore
+                None
             }
             ClusterOut::ExpireSession { token, ttl } => {
                 pipe.cmd("PEXPIRE")
                     .arg(format!("roomcast:session:{token}"))
                     .arg(ttl.as_millis().max(1) as u64)
                     .ignore();
-                Answer::Ignore
+                None
             }
             ClusterOut::DropSession { token } => {
                 pipe.cmd("DEL")
@@ -727,24 +755,24 @@ impl Commands {
                     .arg(format!("{}:sessions", node_key(node)))
                     .arg(token)
                     .ignore();
-                Answer::Ignore
+                None
             }
             ClusterOut::ClaimSession { op, token } => {
                 let key = format!("roomcast:session:{token}");
                 evalsha(pipe, &self.scripts.claim_session, &[&key]);
                 pipe.arg(token).arg(node);
-                Answer::ClaimSession { op: *op }
+                Some(Answer::ClaimSession { op: *op })
             }
             ClusterOut::Rooms { op, after, limit } => {
                 evalsha(pipe, &self.scripts.rooms, &[]);
                 pipe.arg(after.as_deref().unwrap_or("")).arg(*limit);
-                Answer::Rooms { op: *op }
+                Some(Answer::Rooms { op: *op })
             }
             ClusterOut::Heartbeat => {
                 let beat = node_key(node);
                 evalsha(pipe, &self.scripts.heartbeat, &[&beat, "roomcast:nodes"]);
                 pipe.arg(node).arg(DEAD_AFTER.as_millis() as u64);
-                Answer::Heartbeat
+                Some(Answer::Heartbeat)
             }
             ClusterOut::Reap { time } => {
                 evalsha(pipe, &self.scripts.reap, &[]);
@@ -752,12 +780,12 @@ impl Commands {
                     .arg(time)
                     .arg(self.config.stream_len)
                     .arg("0");
-                Answer::Reap
+                Some(Answer::Reap)
             }
             ClusterOut::Subscribe { .. } | ClusterOut::Unsubscribe { .. } => {
                 // Not pipelined (see carry_out); a harmless placeholder keeps answers aligned.
                 pipe.cmd("PING");
-                Answer::Ignore
+                Some(Answer::Ignore)
             }
         }
     }

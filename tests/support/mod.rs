@@ -3,6 +3,7 @@
 #![allow(dead_code)] // Each test binary uses a different part of this module.
 
 pub mod proxy;
+pub mod redis;
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
