@@ -15,13 +15,11 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::process::Command;
 use std::sync::OnceLock;
-use std::thread::{self, JoinHandle};
+use std::thread::{self};
 use std::time::{Duration, Instant};
 
 use roomcast::client::{Client, ClientError, Event, ServerMessage};
@@ -29,19 +27,18 @@ use roomcast::config::HashCost;
 use roomcast::protocol::{Pose, Rotation, Vec3};
 use roomcast::{Config, ServerHandle};
 use serde_json::json;
+use support::program::{Program, STEP_TIMEOUT};
 use support::proxy::Proxy;
 
 /// Longest a C# program may run before it is killed and the test fails.
 const CHILD_TIMEOUT: Duration = Duration::from_secs(30);
-/// Longest to wait for one expected line or event.
-const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[test]
 fn csharp_unit_tests_pass() {
     let Some(dir) = built("csharp_unit_tests_pass") else {
         return;
     };
-    let mut tests = Mono::spawn(dir, "RoomcastTests.exe", &["unit".into()], false);
+    let mut tests = mono(dir, "RoomcastTests.exe", &["unit".into()], false);
     assert_all_passed(&tests.finish());
 }
 
@@ -59,7 +56,7 @@ fn csharp_client_against_the_server() {
     let mut args = address_args(proxy.addr);
     args.extend(["--direct-port".into(), server.addr.port().to_string()]);
     args.insert(0, "live".into());
-    let mut alice = Mono::spawn(dir, "RoomcastTests.exe", &args, false);
+    let mut alice = mono(dir, "RoomcastTests.exe", &args, false);
 
     alice.wait_for_line("step: joined den");
     wait_for_event(&mut bob, |room, e| {
@@ -147,7 +144,7 @@ fn csharp_client_logs_in_afresh_when_its_session_expired() {
     let mut args = address_args(proxy.addr);
     args.extend(["--password".into(), "carol's password".into()]);
     args.insert(0, "expired".into());
-    let mut carol = Mono::spawn(dir, "RoomcastTests.exe", &args, false);
+    let mut carol = mono(dir, "RoomcastTests.exe", &args, false);
 
     carol.wait_for_line("step: joined den");
     wait_for_event(&mut bob, |room, e| {
@@ -183,7 +180,7 @@ fn csharp_client_registers_and_logs_in_to_an_account() {
     });
     let mut args = address_args(server.addr);
     args.insert(0, "accounts".into());
-    let mut dora = Mono::spawn(dir, "RoomcastTests.exe", &args, false);
+    let mut dora = mono(dir, "RoomcastTests.exe", &args, false);
     dora.wait_for_line("step: done");
     assert_all_passed(&dora.finish());
 
@@ -213,7 +210,7 @@ fn csharp_unity_example_moves_an_avatar_smoothly() {
     let mut bob = watcher(server.addr, "bob", "vr");
     let mut args = address_args(server.addr);
     args.insert(0, "unity".into());
-    let mut rig = Mono::spawn(dir, "RoomcastTests.exe", &args, false);
+    let mut rig = mono(dir, "RoomcastTests.exe", &args, false);
 
     rig.wait_for_line("step: rig running");
     // The rig's head pose arrives as transform data; its hands travel under "parts", which
@@ -272,7 +269,7 @@ fn csharp_chat_console_example() {
     let mut bob = watcher(server.addr, "bob", "den");
     let mut args = address_args(server.addr);
     args.extend(["--user", "alice", "--room", "den"].map(String::from));
-    let mut alice = Mono::spawn(dir, "ChatConsole.exe", &args, true);
+    let mut alice = mono(dir, "ChatConsole.exe", &args, true);
 
     alice.wait_for_line("* alice joined #den");
     alice.send_line("hello from the console ☕");
@@ -301,7 +298,7 @@ fn csharp_chat_console_example() {
         if register {
             args.push("--register".into());
         }
-        Mono::spawn(dir, "ChatConsole.exe", &args, true)
+        mono(dir, "ChatConsole.exe", &args, true)
     };
     let mut carol = console("carol", "carol's password", true);
     carol.wait_for_line("* logged in as carol");
@@ -550,168 +547,13 @@ fn wait_for_event(client: &mut Client, matches: impl Fn(&str, &Event) -> bool) -
 
 // --- a C# program under Mono ----------------------------------------------------------------
 
-/// A running C# program: stdin piped (or empty), stdout read line by line on a thread.
-struct Mono {
-    name: String,
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: Receiver<String>,
-    stdout: Vec<String>,
-    stderr: Option<JoinHandle<String>>,
-    started: Instant,
-}
-
-impl Mono {
-    fn spawn(dir: &Path, exe: &str, args: &[String], piped_stdin: bool) -> Mono {
-        let mut child = Command::new("mono")
-            .arg(dir.join(exe))
-            .args(args)
-            .stdin(if piped_stdin {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|err| panic!("cannot start mono {exe}: {err}"));
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let mut stderr = child.stderr.take().expect("stderr is piped");
-        let (tx, lines) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let stderr = thread::spawn(move || {
-            let mut text = String::new();
-            let _ = stderr.read_to_string(&mut text);
-            text
-        });
-        Mono {
-            name: format!(
-                "{exe} {}",
-                args.first().map(String::as_str).unwrap_or_default()
-            ),
-            child,
-            stdin,
-            lines,
-            stdout: Vec::new(),
-            stderr: Some(stderr),
-            started: Instant::now(),
-        }
-    }
-
-    fn send_line(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().expect("stdin is piped and open");
-        if let Err(err) = writeln!(stdin, "{line}").and_then(|()| stdin.flush()) {
-            let transcript = self.transcript();
-            panic!("{}: cannot write {line:?}: {err}\n{transcript}", self.name);
-        }
-    }
-
-    /// Reads stdout until a line contains `needle`, and returns that line.
-    fn wait_for_line(&mut self, needle: &str) -> String {
-        let deadline = Instant::now() + STEP_TIMEOUT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.stdout.push(line.clone());
-                    if line.starts_with("FAIL") {
-                        let transcript = self.transcript();
-                        panic!("{}: {line}\n{transcript}", self.name);
-                    }
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    let transcript = self.transcript();
-                    panic!(
-                        "{}: no line with {needle:?} within {STEP_TIMEOUT:?}\n{transcript}",
-                        self.name
-                    );
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    let transcript = self.transcript();
-                    panic!(
-                        "{}: exited before printing {needle:?}\n{transcript}",
-                        self.name
-                    );
-                }
-            }
-        }
-    }
-
-    /// Closes stdin, waits for a successful exit (killing the child past its deadline) and
-    /// returns every stdout line.
-    fn finish(&mut self) -> Vec<String> {
-        self.stdin = None;
-        let status = self.wait_until(self.started + CHILD_TIMEOUT);
-        let Some(status) = status else {
-            let transcript = self.transcript();
-            panic!(
-                "{}: still running after {CHILD_TIMEOUT:?}; killed\n{transcript}",
-                self.name
-            );
-        };
-        self.drain_stdout();
-        if !status.success() {
-            let transcript = self.transcript();
-            panic!("{}: exited with {status}\n{transcript}", self.name);
-        }
-        self.stdout.clone()
-    }
-
-    fn wait_until(&mut self, deadline: Instant) -> Option<ExitStatus> {
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(status)) => return Some(status),
-                Ok(None) if Instant::now() >= deadline => return None,
-                Ok(None) => thread::sleep(Duration::from_millis(10)),
-                Err(err) => panic!("{}: cannot wait: {err}", self.name),
-            }
-        }
-    }
-
-    /// Collects the rest of stdout; the reader thread ends when the child's stdout closes.
-    fn drain_stdout(&mut self) {
-        while let Ok(line) = self.lines.recv_timeout(STEP_TIMEOUT) {
-            self.stdout.push(line);
-        }
-    }
-
-    /// Kills the child if it still runs and returns its stdout and stderr, for a failure.
-    fn transcript(&mut self) -> String {
-        self.kill();
-        self.drain_stdout();
-        let stderr = self
-            .stderr
-            .take()
-            .and_then(|reader| reader.join().ok())
-            .unwrap_or_default();
-        format!(
-            "--- stdout of {} ---\n{}\n--- stderr ---\n{stderr}",
-            self.name,
-            self.stdout.join("\n")
-        )
-    }
-
-    fn kill(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-impl Drop for Mono {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// Starts a C# program under Mono; a stdout line starting with "FAIL" fails any wait.
+fn mono(dir: &Path, exe: &str, args: &[String], piped_stdin: bool) -> Program {
+    let mut command = Command::new("mono");
+    command.arg(dir.join(exe)).args(args);
+    let name = format!(
+        "{exe} {}",
+        args.first().map(String::as_str).unwrap_or_default()
+    );
+    Program::spawn(command, name, piped_stdin, CHILD_TIMEOUT).failing_on("FAIL")
 }

@@ -12,25 +12,21 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::thread::{self, JoinHandle};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use roomcast::client::{Client, ClientError, ServerMessage};
 use roomcast::config::HashCost;
 use roomcast::{Config, Server, ServerHandle};
 use serde_json::json;
+use support::program::{Program, STEP_TIMEOUT};
 use support::proxy::Proxy;
 
 const PYTHON: &str = "python3";
 /// Longest a child may run before it is killed and the test fails.
 const CHILD_TIMEOUT: Duration = Duration::from_secs(20);
-/// Longest to wait for one expected line or event.
-const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[test]
 fn selftest_passes_against_the_server() {
@@ -38,7 +34,7 @@ fn selftest_passes_against_the_server() {
         return;
     }
     let server = TestServer::start(Config::default());
-    let mut selftest = Script::spawn("selftest.py", &server.port_args(), false);
+    let mut selftest = script("selftest.py", &server.port_args(), false);
     let stdout = selftest.finish();
     let last = stdout.last().map(String::as_str).unwrap_or_default();
     assert!(
@@ -61,9 +57,9 @@ fn chat_users_see_each_others_messages() {
         args.extend(["--user", user, "--room", "den"].map(String::from));
         args
     };
-    let mut alice = Script::spawn("chat.py", &chat_args("alice"), true);
+    let mut alice = script("chat.py", &chat_args("alice"), true);
     alice.wait_for_line("* alice joined #den");
-    let mut bob = Script::spawn("chat.py", &chat_args("bob"), true);
+    let mut bob = script("chat.py", &chat_args("bob"), true);
     bob.wait_for_line("* bob joined #den");
     alice.wait_for_line("* bob joined #den");
 
@@ -106,7 +102,7 @@ fn chat_logs_out_on_ctrl_c() {
     }
     let server = TestServer::start(Config::default());
     let mut bob = watcher(server.addr, "bob", "den");
-    let mut alice = Script::spawn("chat.py", &chat_args(&server.port_args(), "alice"), true);
+    let mut alice = script("chat.py", &chat_args(&server.port_args(), "alice"), true);
     alice.wait_for_line("* alice joined #den");
     wait_for_event(&mut bob, |room, e| room == "den" && e.kind == "join");
     alice.interrupt();
@@ -139,7 +135,7 @@ fn chat_rooms_lists_every_page_and_who_lists_members() {
         builder.join(&format!("room-{n:03}")).expect("join");
     }
     builder.ping().expect("the joins are done");
-    let mut alice = Script::spawn("chat.py", &chat_args(&server.port_args(), "alice"), true);
+    let mut alice = script("chat.py", &chat_args(&server.port_args(), "alice"), true);
     alice.wait_for_line("* alice joined #den");
     alice.send_line("/rooms");
     let header = alice.wait_for_line(" rooms:");
@@ -165,7 +161,7 @@ fn chat_resumes_after_a_connection_cut_mid_frame() {
     let server = TestServer::start(Config::default());
     let proxy = Proxy::start(server.addr);
     let mut bob = watcher(server.addr, "bob", "den");
-    let mut alice = Script::spawn("chat.py", &chat_args(&proxy.port_args(), "alice"), true);
+    let mut alice = script("chat.py", &chat_args(&proxy.port_args(), "alice"), true);
     alice.wait_for_line("* alice joined #den");
     wait_for_event(&mut bob, |room, e| room == "den" && e.kind == "join");
     for n in 0..5 {
@@ -235,7 +231,7 @@ fn chat_logs_in_again_when_its_session_expired() {
     });
     let proxy = Proxy::start(server.addr);
     let mut bob = watcher(server.addr, "bob", "den");
-    let mut alice = Script::spawn("chat.py", &chat_args(&proxy.port_args(), "alice"), true);
+    let mut alice = script("chat.py", &chat_args(&proxy.port_args(), "alice"), true);
     alice.wait_for_line("* alice joined #den");
     say(&mut bob, 0);
     alice.wait_for_line("#den <bob> m0");
@@ -290,7 +286,7 @@ fn chat_registers_and_logs_in_again_with_its_password_when_its_session_expired()
     let mut bob = watcher(server.addr, "bob", "den");
     let mut args = chat_args(&proxy.port_args(), "alice");
     args.extend(["--register", "--password", "alice's password"].map(String::from));
-    let mut alice = Script::spawn("chat.py", &args, true);
+    let mut alice = script("chat.py", &args, true);
     alice.wait_for_line("* registered alice");
     alice.wait_for_line("* alice joined #den");
     say(&mut bob, 0);
@@ -317,14 +313,14 @@ fn chat_registers_and_logs_in_again_with_its_password_when_its_session_expired()
     // case was typed); a wrong password is refused with the server's words.
     let mut args = chat_args(&server.port_args(), "ALICE");
     args.extend(["--register", "--password", "alice's password"].map(String::from));
-    let mut again = Script::spawn("chat.py", &args, true);
+    let mut again = script("chat.py", &args, true);
     again.wait_for_line("* ALICE is registered already; logging in");
     again.wait_for_line("logged in as alice;");
     again.send_line("/quit");
     assert_eq!(again.finish().last().map(String::as_str), Some("bye"));
     let mut args = chat_args(&server.port_args(), "alice");
     args.extend(["--password", "bob's password"].map(String::from));
-    let (status, out, stderr) = Script::spawn("chat.py", &args, true).finish_any();
+    let (status, out, stderr) = script("chat.py", &args, true).finish_any();
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert_eq!(
         stderr.trim_end(),
@@ -360,8 +356,8 @@ fn headset_sims_print_each_others_poses() {
         args.extend(rest.map(String::from));
         args
     };
-    let mut a = Script::spawn("headset_sim.py", &sim_args("hs-a", "1"), false);
-    let mut b = Script::spawn("headset_sim.py", &sim_args("hs-b", "2"), false);
+    let mut a = script("headset_sim.py", &sim_args("hs-a", "1"), false);
+    let mut b = script("headset_sim.py", &sim_args("hs-b", "2"), false);
     let a_out = a.finish();
     let b_out = b.finish();
     for (out, other, radius) in [(&a_out, "hs-b", 2.0), (&b_out, "hs-a", 1.0)] {
@@ -420,7 +416,7 @@ fn input_sender_reaches_a_rust_client_in_the_room() {
 
     let mut args = server.port_args();
     args.extend(["--user", "pad", "--room", "arcade"].map(String::from));
-    let mut sender = Script::spawn("input_sender.py", &args, true);
+    let mut sender = script("input_sender.py", &args, true);
     sender.send_line("w");
     sender.send_line("button 3");
     sender.send_line("axis 1 -0.5");
@@ -475,7 +471,7 @@ fn keepalive_outlives_the_idle_timeout() {
     });
     let mut args = server.port_args();
     args.extend(["--seconds", "2.5", "--no-joystick"].map(String::from));
-    let mut sender = Script::spawn("input_sender.py", &args, true);
+    let mut sender = script("input_sender.py", &args, true);
     let out = sender.finish_without_closing_stdin();
     assert!(
         !out.iter()
@@ -529,10 +525,10 @@ fn scripts_exit_non_zero_with_the_error_when_login_fails() {
             "409",
         ),
     ];
-    for (script, args, code) in cases {
-        let (status, _, stderr) = Script::spawn(script, &args, true).finish_any();
-        assert_eq!(status.code(), Some(1), "{script}: {stderr}");
-        assert!(stderr.contains(code), "{script}: no {code} in {stderr:?}");
+    for (name, args, code) in cases {
+        let (status, _, stderr) = script(name, &args, true).finish_any();
+        assert_eq!(status.code(), Some(1), "{name}: {stderr}");
+        assert!(stderr.contains(code), "{name}: no {code} in {stderr:?}");
     }
 
     // Nobody listening: a clear error, not a traceback.
@@ -541,21 +537,21 @@ fn scripts_exit_non_zero_with_the_error_when_login_fails() {
         listener.local_addr().expect("address").port().to_string()
     };
     let nowhere = ["--host", "127.0.0.1", "--port", &closed_port].map(String::from);
-    for script in [
+    for name in [
         "roomcast_client.py",
         "chat.py",
         "headset_sim.py",
         "input_sender.py",
     ] {
         let mut args = nowhere.to_vec();
-        if script == "chat.py" {
+        if name == "chat.py" {
             args.extend(["--user", "x"].map(String::from));
         }
-        let (status, _, stderr) = Script::spawn(script, &args, true).finish_any();
-        assert_eq!(status.code(), Some(1), "{script}: {stderr}");
+        let (status, _, stderr) = script(name, &args, true).finish_any();
+        assert_eq!(status.code(), Some(1), "{name}: {stderr}");
         assert!(
             stderr.contains("cannot connect") && !stderr.contains("Traceback"),
-            "{script}: {stderr:?}"
+            "{name}: {stderr:?}"
         );
     }
     server.stop();
@@ -567,7 +563,7 @@ fn module_help_and_check_against_a_server() {
         return;
     }
     let (status, help, stderr) =
-        Script::spawn("roomcast_client.py", &["--help".into()], false).finish_any();
+        script("roomcast_client.py", &["--help".into()], false).finish_any();
     assert!(status.success(), "{stderr}");
     assert!(
         help.first().is_some_and(|l| l.starts_with("usage: ")),
@@ -578,7 +574,7 @@ fn module_help_and_check_against_a_server() {
     let server = TestServer::start(Config::default());
     let mut args = server.port_args();
     args.extend(["--user", "checker"].map(String::from));
-    let out = Script::spawn("roomcast_client.py", &args, false).finish();
+    let out = script("roomcast_client.py", &args, false).finish();
     assert_eq!(
         out.first().map(String::as_str),
         Some("Access granted. as checker; idle timeout 120.0 s")
@@ -597,7 +593,7 @@ fn input_sender_stops_after_its_seconds() {
     args.extend(["--seconds", "0.3", "--no-joystick"].map(String::from));
     let started = Instant::now();
     // Stdin stays open: only --seconds can end it.
-    let mut sender = Script::spawn("input_sender.py", &args, true);
+    let mut sender = script("input_sender.py", &args, true);
     let out = sender.finish_without_closing_stdin();
     assert!(
         started.elapsed() < Duration::from_secs(5),
@@ -700,207 +696,16 @@ fn example(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// A running Python script: stdin piped (or closed), stdout read line by line on a thread.
-struct Script {
-    name: String,
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: Receiver<String>,
-    stdout: Vec<String>,
-    stderr: Option<JoinHandle<String>>,
-    started: Instant,
-}
-
-impl Script {
-    /// Starts `examples/python/NAME` with `args`. Without `piped_stdin`, stdin is empty.
-    fn spawn(name: &str, args: &[String], piped_stdin: bool) -> Script {
-        let mut child = Command::new(PYTHON)
-            .arg(example(name))
-            .args(args)
-            .env("PYTHONUNBUFFERED", "1")
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .env("PYTHONIOENCODING", "utf-8")
-            .stdin(if piped_stdin {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|err| panic!("cannot start {PYTHON} {name}: {err}"));
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let mut stderr = child.stderr.take().expect("stderr is piped");
-        let (tx, lines) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let stderr = thread::spawn(move || {
-            let mut text = String::new();
-            let _ = stderr.read_to_string(&mut text);
-            text
-        });
-        Script {
-            name: name.to_owned(),
-            child,
-            stdin,
-            lines,
-            stdout: Vec::new(),
-            stderr: Some(stderr),
-            started: Instant::now(),
-        }
-    }
-
-    /// Types a line.
-    fn send_line(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().expect("stdin is piped and open");
-        if let Err(err) = writeln!(stdin, "{line}").and_then(|()| stdin.flush()) {
-            let transcript = self.transcript();
-            panic!("{}: cannot write {line:?}: {err}\n{transcript}", self.name);
-        }
-    }
-
-    /// Ends the input, as Ctrl-D would.
-    fn close_stdin(&mut self) {
-        self.stdin = None;
-    }
-
-    /// Reads stdout until a line contains `needle`, and returns that line.
-    fn wait_for_line(&mut self, needle: &str) -> String {
-        let deadline = Instant::now() + STEP_TIMEOUT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.stdout.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    let transcript = self.transcript();
-                    panic!(
-                        "{}: no line with {needle:?} within {STEP_TIMEOUT:?}\n{transcript}",
-                        self.name
-                    );
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    let transcript = self.transcript();
-                    panic!(
-                        "{}: exited before printing {needle:?}\n{transcript}",
-                        self.name
-                    );
-                }
-            }
-        }
-    }
-
-    /// Sends SIGINT, as Ctrl-C in a terminal would.
-    fn interrupt(&mut self) {
-        let status = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -INT {}", self.child.id());
-    }
-
-    /// Closes stdin, waits for the exit, successful or not, and returns the status, every
-    /// stdout line and stderr.
-    fn finish_any(&mut self) -> (ExitStatus, Vec<String>, String) {
-        self.close_stdin();
-        let Some(status) = self.wait_until(self.started + CHILD_TIMEOUT) else {
-            let transcript = self.transcript();
-            panic!(
-                "{}: still running after {CHILD_TIMEOUT:?}; killed\n{transcript}",
-                self.name
-            );
-        };
-        self.drain_stdout();
-        let stderr = self
-            .stderr
-            .take()
-            .and_then(|reader| reader.join().ok())
-            .unwrap_or_default();
-        (status, self.stdout.clone(), stderr)
-    }
-
-    /// Closes stdin, waits for a successful exit and returns every stdout line.
-    fn finish(&mut self) -> Vec<String> {
-        self.close_stdin();
-        self.finish_without_closing_stdin()
-    }
-
-    /// Waits for a successful exit (killing the child past its deadline) and returns every
-    /// stdout line.
-    fn finish_without_closing_stdin(&mut self) -> Vec<String> {
-        let status = self.wait_until(self.started + CHILD_TIMEOUT);
-        let Some(status) = status else {
-            let transcript = self.transcript();
-            panic!(
-                "{}: still running after {CHILD_TIMEOUT:?}; killed\n{transcript}",
-                self.name
-            );
-        };
-        self.drain_stdout();
-        if !status.success() {
-            let transcript = self.transcript();
-            panic!("{}: exited with {status}\n{transcript}", self.name);
-        }
-        self.stdout.clone()
-    }
-
-    fn wait_until(&mut self, deadline: Instant) -> Option<ExitStatus> {
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(status)) => return Some(status),
-                Ok(None) if Instant::now() >= deadline => return None,
-                Ok(None) => thread::sleep(Duration::from_millis(10)),
-                Err(err) => panic!("{}: cannot wait: {err}", self.name),
-            }
-        }
-    }
-
-    /// Collects the rest of stdout; the reader thread ends when the child's stdout closes.
-    fn drain_stdout(&mut self) {
-        while let Ok(line) = self.lines.recv_timeout(STEP_TIMEOUT) {
-            self.stdout.push(line);
-        }
-    }
-
-    /// Kills the child if it still runs and returns its stdout and stderr, for a failure.
-    fn transcript(&mut self) -> String {
-        self.kill();
-        self.drain_stdout();
-        let stderr = self
-            .stderr
-            .take()
-            .and_then(|reader| reader.join().ok())
-            .unwrap_or_default();
-        format!(
-            "--- stdout of {} ---\n{}\n--- stderr ---\n{stderr}",
-            self.name,
-            self.stdout.join("\n")
-        )
-    }
-
-    fn kill(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-impl Drop for Script {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// Starts `examples/python/NAME` with `args`. Without `piped_stdin`, stdin is empty.
+fn script(name: &str, args: &[String], piped_stdin: bool) -> Program {
+    let mut command = Command::new(PYTHON);
+    command
+        .arg(example(name))
+        .args(args)
+        .env("PYTHONUNBUFFERED", "1")
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env("PYTHONIOENCODING", "utf-8");
+    Program::spawn(command, name, piped_stdin, CHILD_TIMEOUT)
 }
 
 /// `--host H --port P --user USER --room den` for chat.py.

@@ -21,22 +21,7 @@ const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 
 /// A masked client frame with the given first byte (FIN, opcode).
 fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
-    let mask = [0x11, 0x22, 0x33, 0x44];
-    let mut frame = vec![first];
-    match payload.len() {
-        len @ 0..=125 => frame.push(0x80 | len as u8),
-        len @ 126..=0xffff => {
-            frame.push(0x80 | 126);
-            frame.extend_from_slice(&(len as u16).to_be_bytes());
-        }
-        len => {
-            frame.push(0x80 | 127);
-            frame.extend_from_slice(&(len as u64).to_be_bytes());
-        }
-    }
-    frame.extend_from_slice(&mask);
-    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    frame
+    roomcast::transport::ws::testing::client_frame(first, payload, [0x11, 0x22, 0x33, 0x44])
 }
 
 fn text_frame(value: &Value) -> Vec<u8> {

@@ -47,9 +47,10 @@ pub mod testing;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::IpAddr;
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
-use memchr::memmem;
+use memchr::memmem::Finder;
 
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -75,6 +76,11 @@ pub use outbox::{Output, Record, Work};
 pub use refusal::Refusal;
 use room::Room;
 use session::Sessions;
+
+/// Searchers for the bytes that mark a transform-like message, built once: every message
+/// is looked at before it is parsed (its rate bucket depends on it).
+static TRANSFORM_TYPE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"transform\""));
+static OBJECT_TYPE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"object\""));
 
 /// Something that happened on a connection.
 #[derive(Debug)]
@@ -446,8 +452,7 @@ impl Hub {
         // a shared object's update, streamed like one) is recognised by its bytes; one that
         // turns out not to be one pays the message bucket too.
         let transform_like = body.len() <= MAX_TRANSFORM_BYTES
-            && (memmem::find(body, b"\"transform\"").is_some()
-                || memmem::find(body, b"\"object\"").is_some());
+            && (TRANSFORM_TYPE.find(body).is_some() || OBJECT_TYPE.find(body).is_some());
         let charge = if transform_like {
             self.conns.charge_transform(conn, now)
         } else {

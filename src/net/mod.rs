@@ -25,14 +25,15 @@
 
 mod conn;
 mod fd;
+mod ledger;
 mod out_queue;
 mod routes;
 mod services;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 use std::io::{self, Read};
-use std::net::{IpAddr, Shutdown, SocketAddr};
+use std::net::{Shutdown, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -53,6 +54,7 @@ use crate::transport::tls::{self, TlsConfig, TlsSession};
 use crate::transport::{Event, TransportError, TransportKind};
 use conn::{Conn, State};
 pub use fd::raise_limit as raise_fd_limit;
+use ledger::{Ledger, DRAIN_TIMEOUT};
 use out_queue::{Flushed, OutQueue};
 use services::{Services, StartError};
 
@@ -65,8 +67,6 @@ const READ_BUDGET: usize = 256 * 1024;
 const WRITE_BUDGET: usize = 256 * 1024;
 /// Size of the one read buffer shared by all connections; each keeps only what it must.
 const SCRATCH: usize = 64 * 1024;
-/// How long a closing connection may take to take its last bytes.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a shut-down connection is read and discarded before it is dropped.
 const LINGER_TIMEOUT: Duration = Duration::from_millis(500);
 /// Pause after an accept error such as EMFILE, so the loop does not spin on it.
@@ -101,10 +101,8 @@ pub struct Server {
     listener: Option<TcpListener>,
     local_addr: SocketAddr,
     conns: Slab<Conn>,
-    /// Connections that count against `--max-clients`: greeting or open.
-    admitted: usize,
-    /// Admitted connections per peer address, for `--max-conns-per-ip`.
-    per_ip: HashMap<IpAddr, usize>,
+    /// Places taken (`--max-clients`, `--max-conns-per-ip`) and connections closing.
+    ledger: Ledger,
     /// Serial number of the next accepted connection: with the slab key, a `ConnId`.
     next_serial: u64,
     hub: Hub,
@@ -116,8 +114,6 @@ pub struct Server {
     pending_writes: Vec<usize>,
     /// Connections that hit the read budget and may have more to read.
     pending_reads: Vec<usize>,
-    /// Connections draining, lingering or dead, reaped at the end of a pass.
-    closing: Vec<usize>,
     /// Connections not yet heard from, by deadline (accept order, so deadlines ascend).
     greetings: VecDeque<(Instant, ConnId)>,
     /// Refused connections waiting for their first bytes, by deadline.
@@ -265,8 +261,7 @@ impl Server {
             listener: Some(listener),
             local_addr,
             conns: Slab::new(),
-            admitted: 0,
-            per_ip: HashMap::new(),
+            ledger: Ledger::default(),
             next_serial: 0,
             hub,
             services: Some(services),
@@ -275,7 +270,6 @@ impl Server {
             scratch: vec![0; SCRATCH].into_boxed_slice(),
             pending_writes: Vec::new(),
             pending_reads: Vec::new(),
-            closing: Vec::new(),
             greetings: VecDeque::new(),
             refusals: VecDeque::new(),
             paused: BinaryHeap::new(),
@@ -446,6 +440,7 @@ impl Server {
             return Some(Duration::ZERO);
         }
         let closing = self
+            .ledger
             .closing
             .iter()
             .filter_map(|&key| self.conns.get(key).and_then(Conn::close_deadline));
@@ -536,8 +531,8 @@ impl Server {
         let id = ConnId::new(key, self.next_serial);
         self.next_serial += 1;
         let mut conn = Conn::new(id, stream, peer, now, self.config.max_frame);
-        let from_peer = self.per_ip.get(&peer.ip()).copied().unwrap_or(0);
-        let refusal = if self.admitted >= self.config.max_clients {
+        let from_peer = self.ledger.held_by(peer.ip());
+        let refusal = if self.ledger.admitted >= self.config.max_clients {
             Some(Refusal::ServerFull)
         } else if self.config.max_conns_per_ip > 0 && from_peer >= self.config.max_conns_per_ip {
             Some(Refusal::AddressFull {
@@ -556,8 +551,7 @@ impl Server {
                 self.refusals.push_back((now + REFUSAL_GRACE, id));
             }
             None => {
-                self.admitted += 1;
-                *self.per_ip.entry(peer.ip()).or_default() += 1;
+                self.ledger.admit(peer.ip());
                 self.greetings
                     .push_back((now + self.config.login_timeout, id));
                 log::debug!("{peer} accepted");
@@ -591,21 +585,9 @@ impl Server {
                     &[],
                 ));
                 want_write(conn, &mut self.pending_writes);
-                begin_close(
-                    conn,
-                    &mut self.closing,
-                    &mut self.admitted,
-                    &mut self.per_ip,
-                    now,
-                );
+                self.ledger.begin_close(conn, now);
             } else if conn.tls.as_ref().is_some_and(|tls| tls.is_handshaking()) {
-                kill(
-                    conn,
-                    key,
-                    &mut self.closing,
-                    &mut self.admitted,
-                    &mut self.per_ip,
-                );
+                self.ledger.kill(conn, key);
             } else {
                 conn.transport.assume(TransportKind::Framed);
                 self.open_conn(key, now);
@@ -676,13 +658,7 @@ impl Server {
                     conn.peer
                 );
                 self.hub.handle(now, Input::Closed(conn.id));
-                kill(
-                    conn,
-                    key,
-                    &mut self.closing,
-                    &mut self.admitted,
-                    &mut self.per_ip,
-                );
+                self.ledger.kill(conn, key);
             }
         }
     }
@@ -761,13 +737,7 @@ impl Server {
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                 Err(err) => {
                     log::debug!("{key}: read failed: {err}");
-                    kill(
-                        conn,
-                        key,
-                        &mut self.closing,
-                        &mut self.admitted,
-                        &mut self.per_ip,
-                    );
+                    self.ledger.kill(conn, key);
                     return;
                 }
             }
@@ -783,22 +753,10 @@ impl Server {
             State::Open => {
                 // Half-close or close: replies already queued still go out.
                 self.hub.handle(now, Input::Closed(conn.id));
-                begin_close(
-                    conn,
-                    &mut self.closing,
-                    &mut self.admitted,
-                    &mut self.per_ip,
-                    now,
-                );
+                self.ledger.begin_close(conn, now);
             }
             State::Refusing(_) => self.try_refusal(key, now, true),
-            State::Greeting => kill(
-                conn,
-                key,
-                &mut self.closing,
-                &mut self.admitted,
-                &mut self.per_ip,
-            ),
+            State::Greeting => self.ledger.kill(conn, key),
             State::Draining(_) => {}
             _ => conn.state = State::Dead,
         }
@@ -824,26 +782,14 @@ impl Server {
                     }
                     conn.queue_raw(tls::handshake_failure_alert());
                     want_write(conn, &mut self.pending_writes);
-                    begin_close(
-                        conn,
-                        &mut self.closing,
-                        &mut self.admitted,
-                        &mut self.per_ip,
-                        now,
-                    );
+                    self.ledger.begin_close(conn, now);
                     return false;
                 };
                 match TlsSession::new(config.clone()) {
                     Ok(session) => conn.tls = Some(Box::new(session)),
                     Err(err) => {
                         log::warn!("{}: cannot start TLS: {err}", conn.peer);
-                        kill(
-                            conn,
-                            key,
-                            &mut self.closing,
-                            &mut self.admitted,
-                            &mut self.per_ip,
-                        );
+                        self.ledger.kill(conn, key);
                         return false;
                     }
                 }
@@ -869,13 +815,7 @@ impl Server {
         // Nothing more can be encrypted; the alert rustls queued goes out alone.
         conn.out = OutQueue::default();
         conn.goodbye_stage = u8::MAX;
-        begin_close(
-            conn,
-            &mut self.closing,
-            &mut self.admitted,
-            &mut self.per_ip,
-            now,
-        );
+        self.ledger.begin_close(conn, now);
         false
     }
 
@@ -938,13 +878,7 @@ impl Server {
                         }
                         self.hub.stats_mut().slow_consumer_disconnect();
                         self.hub.handle(now, Input::Closed(id));
-                        kill(
-                            conn,
-                            key,
-                            &mut self.closing,
-                            &mut self.admitted,
-                            &mut self.per_ip,
-                        );
+                        self.ledger.kill(conn, key);
                         return false;
                     }
                 }
@@ -963,13 +897,7 @@ impl Server {
                     if conn.state == State::Open {
                         self.hub.handle(now, Input::Closed(id));
                     }
-                    begin_close(
-                        conn,
-                        &mut self.closing,
-                        &mut self.admitted,
-                        &mut self.per_ip,
-                        now,
-                    );
+                    self.ledger.begin_close(conn, now);
                     return false;
                 }
                 Ok(None) => {
@@ -996,13 +924,7 @@ impl Server {
                             want_write(conn, &mut self.pending_writes);
                         }
                     }
-                    begin_close(
-                        conn,
-                        &mut self.closing,
-                        &mut self.admitted,
-                        &mut self.per_ip,
-                        now,
-                    );
+                    self.ledger.begin_close(conn, now);
                     conn.read_buf = BytesMut::new();
                     return false;
                 }
@@ -1055,13 +977,7 @@ impl Server {
             conn.queue_raw(chunk);
         }
         want_write(conn, &mut self.pending_writes);
-        begin_close(
-            conn,
-            &mut self.closing,
-            &mut self.admitted,
-            &mut self.per_ip,
-            now,
-        );
+        self.ledger.begin_close(conn, now);
     }
 
     /// Keeps `roomcast_connections` in step with what the connection turned out to be.
@@ -1126,7 +1042,7 @@ impl Server {
         conn.read_buf = BytesMut::new();
         want_write(conn, &mut self.pending_writes);
         conn.state = State::Draining(now + DRAIN_TIMEOUT);
-        self.closing.push(key);
+        self.ledger.closing.push(key);
     }
 
     /// Connections whose pause ended are read again (what they sent meanwhile waits in the
@@ -1210,13 +1126,7 @@ impl Server {
                         }
                         self.hub.stats_mut().slow_consumer_disconnect();
                         self.hub.handle(now, Input::Closed(to));
-                        kill(
-                            conn,
-                            to.slot(),
-                            &mut self.closing,
-                            &mut self.admitted,
-                            &mut self.per_ip,
-                        );
+                        self.ledger.kill(conn, to.slot());
                     } else if queued > soft_limit && !conn.backlogged && conn.is_open() {
                         conn.backlogged = true;
                         self.hub.handle(now, Input::Backlogged(to));
@@ -1224,13 +1134,7 @@ impl Server {
                 }
                 Output::Close { conn: id } => {
                     if let Some(conn) = self.conns.get_mut(id.slot()).filter(|c| c.id == id) {
-                        begin_close(
-                            conn,
-                            &mut self.closing,
-                            &mut self.admitted,
-                            &mut self.per_ip,
-                            now,
-                        );
+                        self.ledger.begin_close(conn, now);
                     }
                 }
                 Output::Work { id, work } => {
@@ -1303,13 +1207,7 @@ impl Server {
                 Err(err) => {
                     log::debug!("{key}: write failed: {err}");
                     self.hub.handle(now, Input::Closed(conn.id));
-                    kill(
-                        conn,
-                        key,
-                        &mut self.closing,
-                        &mut self.admitted,
-                        &mut self.per_ip,
-                    );
+                    self.ledger.kill(conn, key);
                 }
             }
         }
@@ -1317,14 +1215,14 @@ impl Server {
 
     /// Advances closing connections and removes the finished ones, telling the hub.
     fn reap(&mut self, now: Instant) {
-        for key in std::mem::take(&mut self.closing) {
+        for key in std::mem::take(&mut self.ledger.closing) {
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
             };
             if let State::Draining(deadline) = conn.state {
                 if !conn.has_output() && now < deadline && conn.say_goodbye() {
                     want_write(conn, &mut self.pending_writes);
-                    self.closing.push(key);
+                    self.ledger.closing.push(key);
                     continue;
                 }
             }
@@ -1333,10 +1231,10 @@ impl Server {
                     // FIN after the last byte; the peer's leftovers are read and discarded.
                     let _ = conn.stream.shutdown(Shutdown::Write);
                     conn.state = State::Lingering(now + LINGER_TIMEOUT);
-                    self.closing.push(key);
+                    self.ledger.closing.push(key);
                 }
-                State::Lingering(deadline) if now < deadline => self.closing.push(key),
-                State::Draining(_) => self.closing.push(key),
+                State::Lingering(deadline) if now < deadline => self.ledger.closing.push(key),
+                State::Draining(_) => self.ledger.closing.push(key),
                 State::Greeting | State::Refusing(_) | State::Open => {}
                 State::Lingering(_) | State::Dead => {
                     let mut conn = self.conns.remove(key);
@@ -1370,7 +1268,7 @@ impl Server {
             .collect();
         for key in greeting {
             if let Some(conn) = self.conns.get_mut(key) {
-                release(conn, &mut self.admitted, &mut self.per_ip);
+                self.ledger.release(conn);
                 conn.state = State::Refusing(goodbye.clone());
             }
             self.try_refusal(key, now, true);
@@ -1398,63 +1296,12 @@ fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     Ok(TcpListener::from_std(socket.into()))
 }
 
-/// The connection no longer counts against `--max-clients` and `--max-conns-per-ip`.
-fn release(conn: &Conn, admitted: &mut usize, per_ip: &mut HashMap<IpAddr, usize>) {
-    if !conn.state.is_admitted() {
-        return;
-    }
-    *admitted -= 1;
-    let ip = conn.peer.ip();
-    if let Some(count) = per_ip.get_mut(&ip) {
-        *count -= 1;
-        if *count == 0 {
-            per_ip.remove(&ip);
-        }
-    }
-}
-
-/// Stops reading from a connection and lets its queue drain before closing.
-fn begin_close(
-    conn: &mut Conn,
-    closing: &mut Vec<usize>,
-    admitted: &mut usize,
-    per_ip: &mut HashMap<IpAddr, usize>,
-    now: Instant,
-) {
-    release(conn, admitted, per_ip);
-    if conn.state.is_admitted() || matches!(conn.state, State::Refusing(_)) {
-        conn.state = State::Draining(now + DRAIN_TIMEOUT);
-        closing.push(conn.id.slot());
-    }
-}
-
 /// Puts the connection in the write pass (once).
 fn want_write(conn: &mut Conn, pending_writes: &mut Vec<usize>) {
     if !conn.write_queued {
         conn.write_queued = true;
         pending_writes.push(conn.id.slot());
     }
-}
-
-/// Drops a connection at the end of the pass without flushing.
-fn kill(
-    conn: &mut Conn,
-    key: usize,
-    closing: &mut Vec<usize>,
-    admitted: &mut usize,
-    per_ip: &mut HashMap<IpAddr, usize>,
-) {
-    if conn.state == State::Dead {
-        return;
-    }
-    release(conn, admitted, per_ip);
-    if matches!(
-        conn.state,
-        State::Greeting | State::Refusing(_) | State::Open
-    ) {
-        closing.push(key);
-    }
-    conn.state = State::Dead;
 }
 
 #[cfg(test)]

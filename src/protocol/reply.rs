@@ -77,6 +77,14 @@ pub fn encode_history_event<D: Serialize>(
     encode(time, user, kind, Some(seq), data)
 }
 
+thread_local! {
+    /// The buffer [`encode`] writes events into.
+    static ENCODE_SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Largest scratch buffer kept between events.
+const MAX_KEPT_SCRATCH: usize = 64 * 1024;
+
 fn encode<D: Serialize>(time: f64, user: &str, kind: &str, seq: Option<u64>, data: D) -> Bytes {
     let event = EventOut {
         time,
@@ -85,9 +93,18 @@ fn encode<D: Serialize>(time: f64, user: &str, kind: &str, seq: Option<u64>, dat
         seq,
         data,
     };
-    let mut buf = Vec::with_capacity(64);
-    write_json(&mut buf, &event);
-    Bytes::from(buf)
+    // Written into a buffer kept from one event to the next, then copied out at its exact
+    // size: growing a fresh Vec by doubling cost a realloc or two per event, and the events a
+    // history keeps would hold that slack for as long as they are kept.
+    ENCODE_SCRATCH.with_borrow_mut(|scratch| {
+        scratch.clear();
+        write_json(scratch, &event);
+        let event = Bytes::copy_from_slice(scratch);
+        if scratch.capacity() > MAX_KEPT_SCRATCH {
+            *scratch = Vec::new(); // one huge event does not pin its buffer
+        }
+        event
+    })
 }
 
 /// A user frame carrying already encoded events of one room, in order.

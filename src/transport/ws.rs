@@ -384,15 +384,13 @@ fn unmask(payload: &mut [u8], mask: [u8; 4]) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
-
-    /// A client frame: masked, with the given first byte (FIN, RSV, opcode).
-    fn client_frame(first: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+/// A client's frame, byte for byte, for tests that cut and mangle frames where a WebSocket
+/// library would not let them (the unit tests, and the integration tests with the `testing`
+/// feature).
+#[cfg(any(test, feature = "testing"))]
+pub mod testing {
+    /// A client frame: masked with `mask`, with the given first byte (FIN, RSV, opcode).
+    pub fn client_frame(first: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
         let mut frame = vec![first];
         match payload.len() {
             len @ 0..=125 => frame.push(0x80 | len as u8),
@@ -409,6 +407,15 @@ mod tests {
         frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
         frame
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::client_frame;
+    use super::*;
+    use proptest::prelude::*;
+
+    const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 
     fn text_frame(payload: &str) -> Vec<u8> {
         client_frame(0x81, payload.as_bytes(), MASK)

@@ -2,6 +2,7 @@
 //! client that never hangs (every read has a timeout).
 #![allow(dead_code)] // Each test binary uses a different part of this module.
 
+pub mod program;
 pub mod proxy;
 pub mod redis;
 
