@@ -33,13 +33,19 @@ struct Cli {
 
 #[derive(Args)]
 struct ServerArgs {
-    /// Drive a server already listening here (no CPU or memory figures).
-    #[arg(long, global = true)]
-    addr: Option<SocketAddr>,
+    /// Drive a server already listening here (no CPU or memory figures); several addresses
+    /// (comma-separated, or the flag repeated) are a cluster's nodes, and clients are spread
+    /// over them (client i on address i mod N).
+    #[arg(long, global = true, value_delimiter = ',')]
+    addr: Vec<SocketAddr>,
     /// Start the `roomcast` binary next to this one as a separate process, measured by /proc.
     #[arg(long, global = true)]
     spawn: bool,
-    /// With --spawn: pin the server to this CPU (taskset).
+    /// With --spawn: start a redis-server and this many nodes sharing rooms over it
+    /// (`--redis`), and spread the clients over them; CPU is every node's and Redis's.
+    #[arg(long, global = true, requires = "spawn")]
+    cluster: Option<usize>,
+    /// With --spawn: pin the server (every node and Redis, with --cluster) to this CPU.
     #[arg(long, global = true)]
     server_cpu: Option<usize>,
     /// Server tick rate.
@@ -463,8 +469,13 @@ fn main() -> ExitCode {
 }
 
 fn start_target(s: &ServerArgs, settings: &Settings) -> std::io::Result<Target> {
-    if let Some(addr) = s.addr {
-        return Ok(Target::Remote { addr });
+    if !s.addr.is_empty() {
+        return Ok(Target::Remote {
+            addrs: s.addr.clone(),
+        });
+    }
+    if let (true, Some(nodes)) = (s.spawn, s.cluster) {
+        return Target::cluster(nodes.max(1), &settings.flags(), s.server_cpu);
     }
     if s.spawn {
         return Target::spawn(&settings.flags(), s.server_cpu);
@@ -520,6 +531,7 @@ fn report(name: &str, cli: &Cli, outcome: &Outcome) {
         Transport::Tls => "tls",
     };
     line.insert("transport".into(), json!(transport));
+    line.insert("cluster_nodes".into(), json!(cli.server.cluster));
     for (key, value) in &outcome.figures {
         line.insert((*key).into(), value.clone());
     }

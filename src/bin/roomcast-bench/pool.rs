@@ -140,7 +140,8 @@ pub struct Pool {
     events: Events,
     pub conns: Vec<Conn>,
     scratch: Vec<u8>,
-    addr: SocketAddr,
+    /// Connection `i` goes to `addrs[i % addrs.len()]`: users spread over a cluster's nodes.
+    addrs: Vec<SocketAddr>,
     /// Whether a connection the server closes is counted (`closes`) instead of an error.
     tolerate_closes: bool,
     /// Connections found closed by the server.
@@ -150,9 +151,18 @@ pub struct Pool {
 impl Pool {
     /// Opens `count` connections (non-blocking; they finish connecting while we write).
     pub fn connect(addr: SocketAddr, count: usize) -> io::Result<Pool> {
+        Pool::connect_spread(&[addr], count)
+    }
+
+    /// Opens `count` connections, connection `i` to `addrs[i % addrs.len()]`.
+    pub fn connect_spread(addrs: &[SocketAddr], count: usize) -> io::Result<Pool> {
+        if addrs.is_empty() {
+            return Err(io::Error::other("no address to connect to"));
+        }
         let poll = Poll::new()?;
         let mut conns = Vec::with_capacity(count);
         for index in 0..count {
+            let addr = addrs[index % addrs.len()];
             conns.push(Conn::new(open(&poll, addr, index)?, addr)?);
         }
         Ok(Pool {
@@ -160,7 +170,7 @@ impl Pool {
             events: Events::with_capacity(4096),
             conns,
             scratch: vec![0; 256 * 1024],
-            addr,
+            addrs: addrs.to_vec(),
             tolerate_closes: false,
             closes: 0,
         })
@@ -175,7 +185,8 @@ impl Pool {
     /// Replaces connection `index` with a new one to the same address, with empty buffers.
     /// Its byte counters carry on.
     pub fn reconnect(&mut self, index: usize) -> io::Result<()> {
-        let stream = open(&self.poll, self.addr, index)?;
+        let addr = self.addrs[index % self.addrs.len()];
+        let stream = open(&self.poll, addr, index)?;
         let conn = &mut self.conns[index];
         if !conn.closed {
             let _ = self.poll.registry().deregister(&mut conn.stream);
@@ -186,7 +197,7 @@ impl Pool {
         conn.outbox.clear();
         conn.written = 0;
         conn.closed = false;
-        conn.start(self.addr)
+        conn.start(addr)
     }
 
     /// Bytes queued on connection `index` that its socket has not taken yet.

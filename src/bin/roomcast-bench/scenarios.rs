@@ -5,7 +5,6 @@
 //! forwarded byte for byte, so a `memmem` for `{"s":` finds each event in a batch frame.
 
 use std::io::{self, Write as _};
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use memchr::memmem;
@@ -155,8 +154,7 @@ pub fn chat(target: &Target, load: &ChatLoad) -> io::Result<Outcome> {
         publishers,
         ..
     } = *load;
-    let addr: SocketAddr = target.addr();
-    let mut pool = Pool::connect(addr, rooms * members)?;
+    let mut pool = Pool::connect_spread(&target.addrs(), rooms * members)?;
     let room_name = |i: usize| format!("chat{}", i / members);
     set_up(&mut pool, |i| Some(room_name(i)))?;
 
@@ -372,7 +370,13 @@ pub fn vr(target: &Target, load: &VrLoad) -> io::Result<Outcome> {
         ..
     } = *load;
     let rooms = headsets.div_ceil(room_size);
-    let mut pool = Pool::connect(target.addr(), headsets)?;
+    let mut pool = Pool::connect_spread(&target.addrs(), headsets)?;
+    // With several nodes, headset i is on node i % nodes: a pose crossed nodes when its
+    // sender's node is not its receiver's.
+    let nodes = target.addrs().len();
+    let user = memmem::Finder::new(br#""user":"u"#);
+    let mut age_same = Samples::default();
+    let mut age_other = Samples::default();
     let room_name = |i: usize| format!("vr{}", i / room_size);
     set_up(&mut pool, |i| Some(room_name(i)))?;
     let avatars = Avatars::new(room_size, load.parts);
@@ -481,6 +485,25 @@ pub fn vr(target: &Target, load: &VrLoad) -> io::Result<Outcome> {
                         age.push(clock_micros(clock, now).saturating_sub(sent_us as u64));
                     }
                 }
+                if nodes > 1 {
+                    // Every pose's age, by whether it crossed nodes.
+                    let at = clock_micros(clock, now);
+                    for event in user.find_iter(body) {
+                        let rest = &body[event + 9..];
+                        let (Some(sender), Some(start)) = (leading_u64(rest), rot_x.find(rest))
+                        else {
+                            continue;
+                        };
+                        let Some(sent_us) = leading_f64(&rest[start + 11..]) else {
+                            continue;
+                        };
+                        let age = at.saturating_sub(sent_us as u64);
+                        match sender as usize % nodes == i % nodes {
+                            true => age_same.push(age),
+                            false => age_other.push(age),
+                        }
+                    }
+                }
                 return;
             }
             for start in chat.find_iter(body) {
@@ -519,6 +542,9 @@ pub fn vr(target: &Target, load: &VrLoad) -> io::Result<Outcome> {
         ("tick_jitter_ms", json!(jitter.summary())),
         ("server_tick_jitter_ms", json!(server_jitter.summary())),
         ("pose_age_ms", json!(age.summary())),
+        ("nodes", json!(nodes)),
+        ("pose_age_same_node_ms", json!(age_same.summary())),
+        ("pose_age_other_node_ms", json!(age_other.summary())),
         (
             "bytes_out_per_s",
             json!((pool.bytes_in() - bytes_before) as f64 / elapsed),
@@ -539,7 +565,7 @@ pub fn vr(target: &Target, load: &VrLoad) -> io::Result<Outcome> {
 
 pub fn idle(target: &Target, connections: usize, seconds: f64) -> io::Result<Outcome> {
     let rss_before = target.rss();
-    let mut pool = Pool::connect(target.addr(), connections)?;
+    let mut pool = Pool::connect_spread(&target.addrs(), connections)?;
     let took = set_up(&mut pool, |_| None)?;
     let started = Instant::now();
     // Stay connected and idle; the server's housekeeping runs meanwhile.

@@ -1,9 +1,11 @@
 //! The server under test: embedded on a thread of this process, a child process started from
-//! the `roomcast` binary next to this one, or any address. Reads its CPU time and memory from
-//! /proc, so the figures are the server's own, not the load generator's.
+//! the `roomcast` binary next to this one, a cluster of such processes on a `redis-server` it
+//! starts too, or any address (or addresses, one per node). Reads CPU time and memory from
+//! /proc, so the figures are the server's own (a cluster's: every node's and Redis's),
+//! not the load generator's.
 
-use std::io::{self, BufRead, BufReader};
-use std::net::SocketAddr;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -21,7 +23,12 @@ pub enum Target {
         addr: SocketAddr,
     },
     Remote {
-        addr: SocketAddr,
+        addrs: Vec<SocketAddr>,
+    },
+    /// Nodes sharing rooms over a Redis this bench started.
+    Cluster {
+        nodes: Vec<Target>,
+        redis: Child,
     },
 }
 
@@ -32,17 +39,46 @@ impl Target {
         Ok(Target::Embedded { handle, tid })
     }
 
+    /// Starts a `redis-server` (nothing on disk) on a free port and `count` nodes on it, each
+    /// with `flags`; all pinned to `cpu` if given.
+    pub fn cluster(count: usize, flags: &[String], cpu: Option<usize>) -> io::Result<Target> {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let mut command = pinned("redis-server", cpu);
+        let redis = command
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|err| {
+                io::Error::new(err.kind(), format!("cannot start redis-server: {err}"))
+            })?;
+        let mut target = Target::Cluster {
+            nodes: Vec::new(),
+            redis,
+        };
+        wait_for_redis(port)?;
+        let url = format!("redis://127.0.0.1:{port}");
+        for i in 0..count {
+            let mut node_flags = flags.to_vec();
+            node_flags.extend([
+                "--redis".into(),
+                url.clone(),
+                "--node-id".into(),
+                format!("bench{i}"),
+            ]);
+            let node = Target::spawn(&node_flags, cpu)?;
+            if let Target::Cluster { nodes, .. } = &mut target {
+                nodes.push(node);
+            }
+        }
+        Ok(target)
+    }
+
     /// Starts `roomcast` (the binary beside this one) with `flags`, pinned to `cpu` if given.
     pub fn spawn(flags: &[String], cpu: Option<usize>) -> io::Result<Target> {
         let exe = std::env::current_exe()?.with_file_name("roomcast");
-        let mut command = match cpu {
-            Some(cpu) => {
-                let mut c = Command::new("taskset");
-                c.arg("-c").arg(cpu.to_string()).arg(&exe);
-                c
-            }
-            None => Command::new(&exe),
-        };
+        let mut command = pinned(&exe, cpu);
         let mut child = command
             .args(["--port", "0", "--log-level", "info"])
             .args(flags)
@@ -75,10 +111,18 @@ impl Target {
         })
     }
 
+    /// The (first) address.
     pub fn addr(&self) -> SocketAddr {
+        self.addrs()[0]
+    }
+
+    /// Every node's address: clients spread over them.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
         match self {
-            Target::Embedded { handle, .. } => handle.local_addr(),
-            Target::Process { addr, .. } | Target::Remote { addr } => *addr,
+            Target::Embedded { handle, .. } => vec![handle.local_addr()],
+            Target::Process { addr, .. } => vec![*addr],
+            Target::Remote { addrs } => addrs.clone(),
+            Target::Cluster { nodes, .. } => nodes.iter().flat_map(Target::addrs).collect(),
         }
     }
 
@@ -86,7 +130,17 @@ impl Target {
         match self {
             Target::Embedded { .. } => "embedded (server thread of this process)".into(),
             Target::Process { pid, .. } => format!("process {pid}"),
-            Target::Remote { addr } => format!("remote {addr} (no CPU/RSS figures)"),
+            Target::Remote { addrs } => format!("remote {addrs:?} (no CPU/RSS figures)"),
+            Target::Cluster { nodes, redis } => format!(
+                "{} nodes ({}) on redis-server {}",
+                nodes.len(),
+                nodes
+                    .iter()
+                    .map(Target::describe)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                redis.id()
+            ),
         }
     }
 
@@ -96,6 +150,10 @@ impl Target {
             Target::Embedded { tid, .. } => format!("/proc/self/task/{}/stat", (*tid)?),
             Target::Process { pid, .. } => format!("/proc/{pid}/stat"),
             Target::Remote { .. } => return None,
+            Target::Cluster { nodes, redis } => {
+                let nodes: Option<f64> = nodes.iter().map(Target::cpu_seconds).sum();
+                return Some(nodes? + process_cpu(redis.id())?);
+            }
         };
         let stat = std::fs::read_to_string(path).ok()?;
         // Fields after the ")" of the command name: utime is the 12th, stime the 13th.
@@ -111,6 +169,16 @@ impl Target {
             Target::Embedded { .. } => "/proc/self/status".to_owned(),
             Target::Process { pid, .. } => format!("/proc/{pid}/status"),
             Target::Remote { .. } => return None,
+            Target::Cluster { nodes, .. } => {
+                // The nodes together (Redis's own memory is not counted).
+                return nodes
+                    .iter()
+                    .map(Target::rss)
+                    .try_fold((0, 0), |(a, b), rss| {
+                        let (current, peak) = rss?;
+                        Some((a + current, b + peak))
+                    });
+            }
         };
         let status = std::fs::read_to_string(path).ok()?;
         let kib = |key: &str| -> Option<u64> {
@@ -142,8 +210,55 @@ impl Target {
                 }
             }
             Target::Remote { .. } => {}
+            Target::Cluster { nodes, mut redis } => {
+                for node in nodes {
+                    node.stop();
+                }
+                let _ = redis.kill();
+                let _ = redis.wait();
+            }
         }
     }
+}
+
+/// `program`, run through `taskset -c CPU` when a CPU is given.
+fn pinned(program: impl AsRef<std::ffi::OsStr>, cpu: Option<usize>) -> Command {
+    match cpu {
+        Some(cpu) => {
+            let mut c = Command::new("taskset");
+            c.arg("-c").arg(cpu.to_string()).arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
+/// Waits (up to 5 s) until the Redis on `port` answers PING.
+fn wait_for_redis(port: u16) -> io::Result<()> {
+    for _ in 0..250 {
+        if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) {
+            stream.set_read_timeout(Some(Duration::from_millis(200)))?;
+            let mut reply = [0u8; 7];
+            if stream.write_all(b"PING\r\n").is_ok()
+                && stream.read_exact(&mut reply).is_ok()
+                && &reply == b"+PONG\r\n"
+            {
+                return Ok(());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(io::Error::other(format!(
+        "redis-server on port {port} did not answer"
+    )))
+}
+
+/// CPU seconds of process `pid`, from /proc.
+fn process_cpu(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / clock_ticks_per_second())
 }
 
 /// The id of this process's thread named `name` (set by `Server::spawn`).
