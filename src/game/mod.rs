@@ -50,18 +50,26 @@ pub trait Game: Send + std::fmt::Debug {
     /// `player`, whose turn it is, ran out of time: they forfeit the round and keep their
     /// seat. Returns true when the state changed (false if it was not their turn).
     fn time_out(&mut self, player: &str) -> bool;
+    /// The seated players (a cluster node taking the game over checks they are still in the
+    /// room).
+    fn players(&self) -> Vec<&str>;
 }
 
-/// One registry line: the name clients ask for and how to build a fresh game.
+/// One registry line: the name clients ask for, how to build a fresh game, and how to build
+/// one back from its [`Game::state`] (a cluster node taking a game over from another).
 struct Entry {
     name: &'static str,
     make: fn() -> Box<dyn Game>,
+    restore: fn(&serde_json::Value) -> Option<Box<dyn Game>>,
 }
 
 /// Every game the server can host; adding a game means adding one line here.
 const REGISTRY: &[Entry] = &[Entry {
     name: "tictactoe",
     make: || Box::new(tictactoe::TicTacToe::new()),
+    restore: |state| {
+        tictactoe::TicTacToe::from_state(state).map(|game| Box::new(game) as Box<dyn Game>)
+    },
 }];
 
 /// Names of all registered games, sorted.
@@ -79,6 +87,14 @@ pub fn names() -> &'static [&'static str] {
 /// A fresh game by registry name; None for an unknown name.
 pub fn new_game(name: &str) -> Option<Box<dyn Game>> {
     REGISTRY.iter().find(|e| e.name == name).map(|e| (e.make)())
+}
+
+/// The game a [`Game::state`] describes (its `"game"` names the registry line); None when it
+/// names no game or is not a state that game can be in.
+pub fn restore_game(state: &serde_json::Value) -> Option<Box<dyn Game>> {
+    let name = state.get("game")?.as_str()?;
+    let entry = REGISTRY.iter().find(|e| e.name == name)?;
+    (entry.restore)(state)
 }
 
 #[cfg(test)]

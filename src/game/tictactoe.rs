@@ -79,6 +79,80 @@ impl TicTacToe {
         Self::default()
     }
 
+    /// The table a [`Game::state`] describes; `None` for anything that is not one (a wrong
+    /// game, a board that does not match its move count, a line that is not a line).
+    pub fn from_state(state: &Value) -> Option<Self> {
+        if state.get("game")?.as_str()? != "tictactoe" {
+            return None;
+        }
+        let cells = state.get("board")?.as_array()?;
+        if cells.len() != 9 {
+            return None;
+        }
+        let mut board = [None; 9];
+        for (cell, value) in board.iter_mut().zip(cells) {
+            *cell = match value.as_str() {
+                Some("X") => Some(Mark::X),
+                Some("O") => Some(Mark::O),
+                None if value.is_null() => None,
+                _ => return None,
+            };
+        }
+        let seat = |mark: &str| -> Option<Option<String>> {
+            let value = state.get("players")?.get(mark)?;
+            match value {
+                Value::Null => Some(None),
+                Value::String(name) => Some(Some(name.clone())),
+                _ => None,
+            }
+        };
+        let name = |key: &str| state.get(key).and_then(Value::as_str).map(str::to_owned);
+        let moves = u8::try_from(state.get("moves")?.as_u64()?).ok()?;
+        if usize::from(moves) != board.iter().flatten().count() {
+            return None;
+        }
+        let line = match state.get("line") {
+            None | Some(Value::Null) => None,
+            Some(Value::Array(cells)) => {
+                let cells: Vec<usize> = cells
+                    .iter()
+                    .map(|c| c.as_u64().and_then(|c| usize::try_from(c).ok()))
+                    .collect::<Option<_>>()?;
+                let line: [usize; 3] = cells.try_into().ok()?;
+                if !LINES.contains(&line) {
+                    return None;
+                }
+                Some(line)
+            }
+            Some(_) => return None,
+        };
+        let status = match state.get("status")?.as_str()? {
+            "waiting" => Status::Waiting,
+            "playing" => Status::Playing,
+            "draw" => Status::Draw,
+            "won" => {
+                let forfeit = name("forfeit");
+                // Won by a line or by a forfeit: exactly one.
+                if line.is_some() == forfeit.is_some() {
+                    return None;
+                }
+                Status::Won {
+                    winner: name("winner")?,
+                    line,
+                    forfeit,
+                }
+            }
+            _ => return None,
+        };
+        Some(TicTacToe {
+            board,
+            x: seat("X")?,
+            o: seat("O")?,
+            status,
+            moves,
+        })
+    }
+
     fn seat(&self, mark: Mark) -> Option<&str> {
         match mark {
             Mark::X => self.x.as_deref(),
@@ -247,6 +321,13 @@ impl Game for TicTacToe {
         true
     }
 
+    fn players(&self) -> Vec<&str> {
+        [self.x.as_deref(), self.o.as_deref()]
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
     fn state(&self) -> Value {
         let board: Vec<Value> = self
             .board
@@ -347,6 +428,45 @@ fn parse_cell(mv: &Value) -> Result<usize, GameError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_table_comes_back_from_its_state() {
+        let mut game = TicTacToe::new();
+        let check = |game: &TicTacToe| {
+            let back = TicTacToe::from_state(&game.state()).expect("a table's own state");
+            assert_eq!(&back, game);
+        };
+        check(&game);
+        game.join("alice").unwrap();
+        check(&game);
+        game.join("bob").unwrap();
+        for (player, cell) in [("alice", 4), ("bob", 0), ("alice", 2), ("bob", 1)] {
+            game.apply_move(player, &json!(cell)).unwrap();
+            check(&game);
+        }
+        game.apply_move("alice", &json!(6)).unwrap();
+        check(&game); // won by a line
+        game.restart().unwrap();
+        game.leave("bob");
+        check(&game); // won by a forfeit
+        game.restart().unwrap();
+        check(&game); // waiting, a seat free
+        game.join("carol").unwrap();
+        check(&game);
+        let mut bad = game.state();
+        bad["moves"] = json!(3);
+        assert_eq!(
+            TicTacToe::from_state(&bad),
+            None,
+            "moves must match the board"
+        );
+        assert_eq!(TicTacToe::from_state(&json!({"game": "chess"})), None);
+        let mut line = TicTacToe::new().state();
+        line["status"] = json!("won");
+        line["winner"] = json!("x");
+        line["line"] = json!([0, 1, 5]);
+        assert_eq!(TicTacToe::from_state(&line), None, "not a line");
+    }
     use proptest::prelude::*;
 
     /// alice is X, bob is O, the round is running.

@@ -146,6 +146,47 @@ pub enum ClusterOut {
         /// At most this many.
         limit: usize,
     },
+    /// A game command for a room whose game this node does not own: take the game's lease
+    /// if nobody holds it (answered with [`ClusterIn::GameLease`], the game's last state), or
+    /// forward the command to the node that holds it.
+    Game {
+        /// Names the answer (and the forwarded command's refusal).
+        op: u64,
+        /// The room.
+        room: String,
+        /// Who sent it.
+        user: String,
+        /// The command, as JSON.
+        command: Bytes,
+    },
+    /// Take the room's game lease if nobody holds it (its owner died): answered with
+    /// [`ClusterIn::GameLease`] (op 0) when taken.
+    ClaimLease {
+        /// The room.
+        room: String,
+    },
+    /// This node still owns the room's game: its lease lives on (answered with
+    /// [`ClusterIn::LeaseLost`] if another node holds it now).
+    RenewLease {
+        /// The room.
+        room: String,
+    },
+    /// This node lets the room's game go (it has no member there any more).
+    ReleaseLease {
+        /// The room.
+        room: String,
+    },
+    /// A forwarded game command was refused: tell its node.
+    GameRefusal {
+        /// The node the command came from.
+        node: String,
+        /// Its op there.
+        op: u64,
+        /// The refusal's code.
+        code: u16,
+        /// Its text.
+        msg: String,
+    },
     /// This node is alive (a key with a [`DEAD_AFTER`] lifetime).
     Heartbeat,
     /// Reap the nodes whose heartbeat lapsed: one leave event per member they had, `time`
@@ -182,6 +223,9 @@ pub struct Publish {
     /// Kept and sent again when Redis is back, rather than failed while it is away: events
     /// the server causes (leave, away, back), which no client can retry.
     pub retry: bool,
+    /// A game event's state, kept in Redis as the game's (what a node taking the game over
+    /// starts from).
+    pub state: Option<Bytes>,
 }
 
 /// What a published event does to its room's membership in Redis.
@@ -229,6 +273,8 @@ pub enum ClusterIn {
         events: Vec<Bytes>,
         /// Its members and their nodes.
         members: Vec<(String, String)>,
+        /// Its game's last state, if it has a game.
+        game: Option<Bytes>,
     },
     /// An event on a room's channel: a header line `SEQ NODE OP TYPE USER`, then the event.
     Event {
@@ -283,6 +329,43 @@ pub enum ClusterIn {
         /// More rooms follow.
         more: bool,
     },
+    /// This node holds the room's game lease now (answer to [`ClusterOut::Game`], or to
+    /// [`ClusterOut::ClaimLease`] with op 0): the game's last state, if there was a game.
+    GameLease {
+        /// The request (0: a claim).
+        op: u64,
+        /// The room.
+        room: String,
+        /// The game's last state.
+        state: Option<Bytes>,
+    },
+    /// A game command another node forwarded to this one, which owns the room's game.
+    GameForward {
+        /// The room.
+        room: String,
+        /// Who sent it.
+        user: String,
+        /// The node it came from.
+        origin: String,
+        /// Its op there.
+        op: u64,
+        /// The command, as JSON.
+        command: Bytes,
+    },
+    /// The owner refused a command this node forwarded.
+    GameRefused {
+        /// The request.
+        op: u64,
+        /// The refusal's code.
+        code: u16,
+        /// Its text.
+        msg: String,
+    },
+    /// Another node holds the room's game lease (this one let it lapse).
+    LeaseLost {
+        /// The room.
+        room: String,
+    },
     /// Another node resumed the session with this token: drop it here without a leave.
     SessionTaken {
         /// The token.
@@ -319,13 +402,21 @@ pub(super) enum Op {
     },
     /// A `rooms` request.
     Rooms { conn: ConnId },
+    /// A game command waiting for the game's lease, or forwarded to its owner (which answers
+    /// only a refusal: an accepted command's event is its answer).
+    Game {
+        conn: ConnId,
+        room: RoomId,
+        user: UserName,
+        command: crate::protocol::GameCommand,
+    },
 }
 
 impl Op {
     /// The connection that waits, and whether it is held (not read) meanwhile.
     fn conn(&self) -> (ConnId, bool) {
         match *self {
-            Op::Msg { conn } => (conn, false),
+            Op::Msg { conn } | Op::Game { conn, .. } => (conn, false),
             Op::Join { conn, .. }
             | Op::Login { conn, .. }
             | Op::Resume { conn, .. }
@@ -360,6 +451,17 @@ pub(crate) struct Cluster {
 }
 
 impl Cluster {
+    /// The oldest game command of `user` in `room` waiting here (its event came by).
+    pub(super) fn waiting_game(&self, room: RoomId, user: &str) -> Option<u64> {
+        self.ops
+            .iter()
+            .filter(|(_, (_, op))| {
+                matches!(op, Op::Game { room: r, user: u, .. } if *r == room && u.as_str() == user)
+            })
+            .map(|(&id, _)| id)
+            .min()
+    }
+
     pub fn new(node: String, now: Instant) -> Cluster {
         Cluster {
             node,
@@ -456,7 +558,7 @@ impl Hub {
     }
 
     /// Starts a request; a held connection is not read until it is answered.
-    fn start_op(&mut self, now: Instant, op: Op) -> u64 {
+    pub(super) fn start_op(&mut self, now: Instant, op: Op) -> u64 {
         let Some(cluster) = &mut self.cluster else {
             return 0;
         };
@@ -471,7 +573,7 @@ impl Hub {
     }
 
     /// Ends a request; its connection is read again when nothing else holds it.
-    fn finish_op(&mut self, id: u64) -> Option<Op> {
+    pub(super) fn finish_op(&mut self, id: u64) -> Option<Op> {
         let cluster = self.cluster.as_mut()?;
         let (_, op) = cluster.ops.remove(&id)?;
         let (conn, hold) = op.conn();
@@ -546,6 +648,10 @@ impl Hub {
             "away" | "back" => Mode::Member,
             _ => Mode::Plain,
         };
+        let state = match kind {
+            "game" => serde_json::to_vec(&data).ok().map(Bytes::from),
+            _ => None,
+        };
         let (prefix, suffix) = split_event(time, user, kind, data);
         let publish = Publish {
             op,
@@ -558,6 +664,7 @@ impl Hub {
             suffix,
             floor: room.next_seq().saturating_sub(1),
             retry: op == 0,
+            state,
         };
         self.cluster_out(ClusterOut::Publish(publish));
     }
@@ -722,6 +829,7 @@ impl Hub {
             self.cluster_out(ClusterOut::Reap {
                 time: serde_json::to_string(&time).unwrap_or_else(|_| "0.0".into()),
             });
+            self.game_leases();
         }
         let Some(cluster) = &self.cluster else {
             return;
@@ -733,6 +841,16 @@ impl Hub {
             .map(|(&id, _)| id)
             .collect();
         for id in late {
+            let forwarded = self
+                .cluster
+                .as_ref()
+                .and_then(|c| c.ops.get(&id))
+                .is_some_and(|(_, op)| matches!(op, Op::Game { .. }));
+            if forwarded {
+                // A game command forwarded to its owner is answered only if refused.
+                self.finish_op(id);
+                continue;
+            }
             log::warn!("a request to Redis took over {OP_TIMEOUT:?}: given up");
             self.op_failed(now, id);
         }
@@ -759,7 +877,8 @@ impl Hub {
                 last_seq,
                 events,
                 members,
-            } => self.synced(now, &room, last_seq, events, members),
+                game,
+            } => self.synced(now, &room, last_seq, events, members, game),
             ClusterIn::Event { room, payload } => self.cluster_event(now, &room, payload),
             ClusterIn::Fetched {
                 room,
@@ -772,6 +891,20 @@ impl Hub {
             ClusterIn::SessionClaimed { op, found } => self.session_claimed(now, op, found),
             ClusterIn::Rooms { op, rooms, more } => self.rooms_page(now, op, rooms, more),
             ClusterIn::SessionTaken { token, node } => self.session_taken(now, &token, &node),
+            ClusterIn::GameLease { op, room, state } => self.game_lease(now, op, &room, state),
+            ClusterIn::GameForward {
+                room,
+                user,
+                origin,
+                op,
+                command,
+            } => self.game_forward(now, &room, &user, origin, op, &command),
+            ClusterIn::GameRefused { op, code, msg } => self.game_refused(now, op, code, &msg),
+            ClusterIn::LeaseLost { room } => {
+                if let Some(&room_id) = self.room_ids.get(&room) {
+                    self.rooms[room_id].disown_game();
+                }
+            }
         }
     }
 
@@ -825,6 +958,7 @@ impl Hub {
         last_seq: u64,
         events: Vec<Bytes>,
         members: Vec<(String, String)>,
+        game: Option<Bytes>,
     ) {
         let Some(&room_id) = self.room_ids.get(room) else {
             return;
@@ -847,6 +981,9 @@ impl Hub {
             .collect();
         let room = &mut self.rooms[room_id];
         room.resync(last_seq, tail);
+        if !room.game_owned {
+            room.game_cache = game.and_then(|state| serde_json::from_slice(&state).ok());
+        }
         room.remote.clear();
         for (user, at) in members {
             if at != node {
@@ -1024,11 +1161,15 @@ impl Hub {
                 }
                 // A member of another node (or of a dead node this node reaped).
                 room.remote.remove(header.user);
+                self.forfeit(now, room_id, header.user);
                 self.drop_if_idle(room_id);
             }
             kind => {
                 if !mine && kind == "away" {
                     self.rooms[room_id].remote.drop_pose(header.user);
+                }
+                if kind == "game" {
+                    self.game_seen(room_id, &event);
                 }
                 self.rooms[room_id].deliver(seq, event, &mut self.outbox);
                 if mine && header.op != 0 {
@@ -1165,6 +1306,11 @@ impl Hub {
             }
             Op::Resume { conn, .. } | Op::Rooms { conn } => {
                 self.refuse(now, conn, Refusal::ClusterDown, &Map::new());
+            }
+            Op::Game { conn, room, .. } => {
+                let name = self.rooms.get(room).map(|r| r.name().as_str().to_owned());
+                let detail = context(name.as_deref(), Some(RoomKind::Game.as_str()));
+                self.refuse(now, conn, Refusal::ClusterDown, &detail);
             }
             Op::Resuming {
                 conn,

@@ -28,14 +28,20 @@ struct Bus {
     /// Room -> nodes subscribed.
     subs: HashMap<String, BTreeSet<usize>>,
     rooms: BTreeSet<String>,
-    /// Nodes whose heartbeat lapsed.
+    /// Nodes whose heartbeat lapsed (reaped at the next check).
     dead: BTreeSet<usize>,
+    /// Killed nodes: what they send is lost, nothing reaches them.
+    killed: BTreeSet<usize>,
     /// Redis is away: every request fails or is dropped.
     down: bool,
     /// Channel messages to a node are dropped (not delivered) while set.
     deaf: BTreeSet<usize>,
     /// Stream entries kept per room.
     stream_len: usize,
+    /// Room -> its game's state.
+    games: HashMap<String, Bytes>,
+    /// Room -> the node owning its game.
+    leases: HashMap<String, usize>,
 }
 
 struct Cluster {
@@ -138,7 +144,16 @@ impl Cluster {
     }
 
     fn post(&mut self, node: usize, input: ClusterIn) {
-        self.mail.push_back((node, input));
+        if !self.bus.killed.contains(&node) {
+            self.mail.push_back((node, input));
+        }
+    }
+
+    /// Node `i` is killed: nothing more from it or to it, and the others reap it at their
+    /// next dead-node check.
+    fn kill(&mut self, node: usize) {
+        self.bus.killed.insert(node);
+        self.bus.dead.insert(node);
     }
 
     /// Publishes on a room's channel to its subscribers.
@@ -160,6 +175,9 @@ impl Cluster {
 
     /// What a script would do.
     fn request(&mut self, from: usize, out: ClusterOut) {
+        if self.bus.killed.contains(&from) {
+            return;
+        }
         let node = self.ids[from].clone();
         if self.bus.down {
             match out {
@@ -186,6 +204,7 @@ impl Cluster {
                     .get(&room)
                     .map(|m| m.iter().map(|(u, n)| (u.clone(), n.clone())).collect())
                     .unwrap_or_default();
+                let game = self.bus.games.get(&room).cloned();
                 self.post(
                     from,
                     ClusterIn::Synced {
@@ -193,6 +212,7 @@ impl Cluster {
                         last_seq,
                         events,
                         members,
+                        game,
                     },
                 );
             }
@@ -231,6 +251,8 @@ impl Cluster {
                         members.remove(&p.user);
                         if members.is_empty() && p.room != "lobby" {
                             self.bus.rooms.remove(&p.room);
+                            self.bus.games.remove(&p.room);
+                            self.bus.leases.remove(&p.room);
                         }
                         if let Some(rooms) = self.bus.user_rooms.get_mut(&p.folded) {
                             rooms.remove(&p.room);
@@ -238,7 +260,60 @@ impl Cluster {
                     }
                     _ => {}
                 }
+                if let Some(state) = p.state {
+                    self.bus.games.insert(p.room.clone(), state);
+                }
                 self.append(&p.room, seq, payload);
+            }
+            ClusterOut::Game {
+                op,
+                room,
+                user,
+                command,
+            } => {
+                let owner = *self.bus.leases.entry(room.clone()).or_insert(from);
+                if owner == from {
+                    let state = self.bus.games.get(&room).cloned();
+                    self.post(from, ClusterIn::GameLease { op, room, state });
+                } else {
+                    self.post(
+                        owner,
+                        ClusterIn::GameForward {
+                            room,
+                            user,
+                            origin: node,
+                            op,
+                            command,
+                        },
+                    );
+                }
+            }
+            ClusterOut::ClaimLease { room } => {
+                if !self.bus.leases.contains_key(&room) {
+                    self.bus.leases.insert(room.clone(), from);
+                    let state = self.bus.games.get(&room).cloned();
+                    self.post(from, ClusterIn::GameLease { op: 0, room, state });
+                }
+            }
+            ClusterOut::RenewLease { room } => {
+                if self.bus.leases.get(&room) != Some(&from) {
+                    self.post(from, ClusterIn::LeaseLost { room });
+                }
+            }
+            ClusterOut::ReleaseLease { room } => {
+                if self.bus.leases.get(&room) == Some(&from) {
+                    self.bus.leases.remove(&room);
+                }
+            }
+            ClusterOut::GameRefusal {
+                node: to,
+                op,
+                code,
+                msg,
+            } => {
+                if let Some(i) = self.ids.iter().position(|id| *id == to) {
+                    self.post(i, ClusterIn::GameRefused { op, code, msg });
+                }
             }
             ClusterOut::Fetch { room, after, count } => {
                 let events = self
@@ -313,6 +388,8 @@ impl Cluster {
                 let dead: Vec<usize> = std::mem::take(&mut self.bus.dead).into_iter().collect();
                 for victim in dead {
                     self.reap(&node, &self.ids[victim].clone(), &time);
+                    // Its leases lapse too.
+                    self.bus.leases.retain(|_, owner| *owner != victim);
                 }
             }
         }
@@ -798,4 +875,117 @@ fn objects_and_games_are_refused_in_a_cluster() {
         frames[0]["response"]["msg"],
         "Shared objects are not available when the server runs as a cluster (--redis)."
     );
+}
+
+#[test]
+fn a_game_has_one_owner_node_and_commands_from_other_nodes_go_to_it() {
+    let mut c = Cluster::new(3);
+    let alice = c.user(0, "alice");
+    let bob = c.user(1, "bob");
+    let carol = c.user(2, "carol");
+    for (i, conn) in [alice, bob, carol].into_iter().enumerate() {
+        c.send(i, conn, json!({"room": "ttt", "type": "join"}));
+    }
+    for (i, conn) in [alice, bob, carol].into_iter().enumerate() {
+        c.events(i, conn);
+    }
+    let game = |data: Value| json!({"room": "ttt", "type": "game", "data": data});
+    c.send(0, alice, game(json!({"start": "tictactoe"})));
+    c.send(1, bob, game(json!({"join": true})));
+    c.send(0, alice, game(json!({"move": 4})));
+    // bob, on another node than the game's, plays out of turn: the owner's refusal comes back.
+    c.send(1, bob, game(json!({"move": 4})));
+    let refused = c.nodes[1].take(bob);
+    let refusal = refused
+        .iter()
+        .find(|f| f["info"] == "error")
+        .expect("a refusal");
+    assert_eq!(refusal["response"]["code"], 422);
+    assert_eq!(refusal["response"]["msg"], "cell 4 is already taken");
+    assert_eq!(
+        refusal["response"]["detail"],
+        json!({"room": "ttt", "type": "game"})
+    );
+    c.send(1, bob, game(json!({"move": 0})));
+    let states: Vec<Vec<Value>> = [alice, bob, carol]
+        .into_iter()
+        .enumerate()
+        .map(|(i, conn)| {
+            c.events(i, conn)
+                .into_iter()
+                .filter(|e| e["type"] == "game")
+                .map(|e| e["data"]["board"].clone())
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        states[2].len(),
+        4,
+        "start, join, two moves: {:?}",
+        states[2]
+    );
+    assert_eq!(states[0], states[2]);
+    assert_eq!(states[1].last(), states[2].last());
+    assert_eq!(
+        states[2][3],
+        json!(["O", null, null, null, "X", null, null, null, null])
+    );
+    // A joiner on any node gets the state.
+    let dave = c.user(2, "dave");
+    c.send(2, dave, json!({"room": "ttt", "type": "join"}));
+    let joined = c.nodes[2].take(dave);
+    let state = flatten(&joined[joined.len() - 1..])
+        .pop()
+        .expect("the game state, last");
+    assert_eq!(state["type"], "game");
+    assert_eq!(state["data"]["moves"], 2);
+}
+
+#[test]
+fn when_a_games_owner_dies_another_node_takes_it_over_from_its_last_state() {
+    let mut c = Cluster::new(3);
+    let alice = c.user(0, "alice");
+    let bob = c.user(1, "bob");
+    let carol = c.user(2, "carol");
+    for (i, conn) in [alice, bob, carol].into_iter().enumerate() {
+        c.send(i, conn, json!({"room": "ttt", "type": "join"}));
+    }
+    let game = |data: Value| json!({"room": "ttt", "type": "game", "data": data});
+    // carol's node owns the game: she started it.
+    c.send(2, carol, game(json!({"start": "tictactoe"})));
+    c.send(0, alice, game(json!({"join": true})));
+    c.send(2, carol, game(json!({"move": 4})));
+    c.send(0, alice, game(json!({"move": 0})));
+    c.events(1, bob);
+    c.kill(2);
+    for _ in 0..2 {
+        for h in &mut c.nodes[..2] {
+            h.advance(super::cluster::HEARTBEAT);
+        }
+        c.settle();
+    }
+    let seen = c.events(1, bob);
+    assert!(
+        seen.iter()
+            .any(|e| e["type"] == "leave" && e["user"] == "carol"),
+        "{seen:?}"
+    );
+    // carol left (her node died) in a running round: the new owner applies her forfeit.
+    let forfeit = seen
+        .iter()
+        .find(|e| e["type"] == "game")
+        .expect("a game event after the takeover");
+    assert_eq!(forfeit["data"]["forfeit"], "carol");
+    assert_eq!(forfeit["data"]["winner"], "alice");
+    assert_eq!(forfeit["data"]["board"][4], "X", "from the last state");
+    assert_eq!(forfeit["data"]["board"][0], "O", "from the last state");
+    c.send(0, alice, game(json!({"restart": true})));
+    c.send(1, bob, game(json!({"join": true})));
+    let last = c
+        .events(1, bob)
+        .into_iter()
+        .rev()
+        .find(|e| e["type"] == "game")
+        .unwrap();
+    assert_eq!(last["data"]["status"], "playing", "{last}");
 }

@@ -24,12 +24,14 @@
 //! | `objects.rs` | shared objects: claims, releases, TTLs, owner-only updates |
 //! | [`cluster`] | cluster mode (`--redis`): what crosses nodes, in what order, and what a lost node or a lost Redis means |
 //! | `remote.rs` | a room's members on other nodes and their latest poses |
+//! | `cluster_games.rs` | games in a cluster: one owner node per game (a lease in Redis), commands forwarded to it, takeover from the last state |
 //! | [`outbox`] | [`Output`] and the ordering rule: a direct reply first flushes its rooms |
 //! | `refusal.rs` | every refusal: its code and text |
 //! | [`testing`] | the scripted-clients harness for unit tests, fuzzing and benches |
 
 mod accounts;
 pub mod cluster;
+mod cluster_games;
 mod conns;
 mod directory;
 mod history;
@@ -578,7 +580,6 @@ impl Hub {
         if self.clustered() {
             let unsupported = match action {
                 Action::Claim(_) | Action::Release(_) | Action::Object(_) => Some("Shared objects"),
-                Action::Game(_) => Some("Games"),
                 _ => None,
             };
             if let Some(what) = unsupported {
@@ -619,6 +620,9 @@ impl Hub {
             Action::Claim(claim) => self.claim(now, room_id, session_id, &user, claim)?,
             Action::Release(release) => self.release(now, room_id, session_id, &user, release)?,
             Action::Object(update) => self.update_object(room_id, session_id, update)?,
+            Action::Game(command) if self.clustered() => {
+                self.cluster_game(now, conn, room_id, &user, command)?;
+            }
             Action::Game(command) => {
                 let state = self.rooms[room_id].play(now, &user, command)?;
                 let time = self.time(now);
@@ -832,6 +836,11 @@ impl Hub {
             self.room_ids.remove(room.name().as_str());
             self.directory.remove(room.name().as_str());
             self.seq_floor = self.seq_floor.max(room.next_seq());
+            if room.game_owned {
+                self.outbox.cluster(cluster::ClusterOut::ReleaseLease {
+                    room: room.name().as_str().to_owned(),
+                });
+            }
             self.unwatch(room_id, room.name().as_str());
         }
         self.outbox.forget(room_id);

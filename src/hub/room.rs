@@ -117,6 +117,11 @@ pub(crate) struct Room {
     pub republish_poses: bool,
     /// What the last tick handed out: each member's name and transform event.
     pub outgoing: Vec<(String, Bytes)>,
+    /// This node owns the room's game (holds its lease in Redis): it alone applies commands.
+    pub game_owned: bool,
+    /// The game's state as the last game event (or the room's sync) said, for joiners, on a
+    /// node that does not own the game.
+    pub game_cache: Option<Value>,
 }
 
 impl Room {
@@ -153,6 +158,8 @@ impl Room {
             publish_poses: false,
             republish_poses: false,
             outgoing: Vec::new(),
+            game_owned: false,
+            game_cache: None,
         }
     }
 
@@ -776,9 +783,45 @@ impl Room {
         changed.then_some((player, state))
     }
 
-    /// The game's state, when the room has a game.
+    /// The game's state, when the room has a game (here, or, in a cluster, on the node that
+    /// owns it).
     pub fn game_state(&self) -> Option<Value> {
-        self.game.as_ref().map(|game| game.state())
+        match &self.game {
+            Some(game) => Some(game.state()),
+            None => self.game_cache.clone(),
+        }
+    }
+
+    /// This node owns the room's game from now on: `game` is what it was (none yet when no
+    /// game was ever started); the turn clock starts again now.
+    pub fn own_game(&mut self, game: Option<Box<dyn Game>>, now: Instant) {
+        self.game = game;
+        self.game_owned = true;
+        self.turn = None;
+        self.time_turn(now);
+    }
+
+    /// Seated players of the game who are no longer members here or on any node: a node
+    /// that takes the game over missed their leaves while another node owned it.
+    pub fn absent_players(&self) -> Vec<String> {
+        let Some(game) = &self.game else {
+            return Vec::new();
+        };
+        let names = self.names();
+        game.players()
+            .into_iter()
+            .filter(|player| !names.contains(player))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Another node owns the room's game now.
+    pub fn disown_game(&mut self) {
+        if let Some(game) = self.game.take() {
+            self.game_cache = Some(game.state());
+        }
+        self.game_owned = false;
+        self.turn = None;
     }
 
     /// Tells the game `user` is gone; the new state when that changed it (a forfeit).

@@ -74,7 +74,8 @@ fn waiting_op(out: &ClusterOut) -> u64 {
         ClusterOut::Publish(Publish { op, .. })
         | ClusterOut::ClaimName { op, .. }
         | ClusterOut::ClaimSession { op, .. }
-        | ClusterOut::Rooms { op, .. } => *op,
+        | ClusterOut::Rooms { op, .. }
+        | ClusterOut::Game { op, .. } => *op,
         _ => 0,
     }
 }
@@ -276,6 +277,9 @@ struct Scripts {
     heartbeat: Script,
     reap: Script,
     rooms: Script,
+    lease: Script,
+    renew_lease: Script,
+    release_lease: Script,
 }
 
 impl Scripts {
@@ -290,10 +294,13 @@ impl Scripts {
             heartbeat: Script::new(scripts::HEARTBEAT),
             reap: Script::new(scripts::REAP),
             rooms: Script::new(scripts::ROOMS),
+            lease: Script::new(scripts::LEASE),
+            renew_lease: Script::new(scripts::RENEW_LEASE),
+            release_lease: Script::new(scripts::RELEASE_LEASE),
         }
     }
 
-    fn all(&self) -> [&Script; 9] {
+    fn all(&self) -> [&Script; 12] {
         [
             &self.publish,
             &self.sync,
@@ -304,6 +311,9 @@ impl Scripts {
             &self.heartbeat,
             &self.reap,
             &self.rooms,
+            &self.lease,
+            &self.renew_lease,
+            &self.release_lease,
         ]
     }
 }
@@ -318,6 +328,8 @@ enum Answer {
     Rooms { op: u64 },
     Heartbeat,
     Reap,
+    Lease { op: u64, room: String },
+    Renew { room: String },
 }
 
 impl Commands {
@@ -538,6 +550,7 @@ impl Commands {
                 .key(room_key(&room, "seq"))
                 .key(room_key(&room, "history"))
                 .key(room_key(&room, "members"))
+                .key(room_key(&room, "game"))
                 .arg(history)
                 .invoke(con)?;
             Ok(value)
@@ -636,14 +649,17 @@ impl Commands {
             }
             ClusterOut::ClaimName { op, .. }
             | ClusterOut::ClaimSession { op, .. }
-            | ClusterOut::Rooms { op, .. } => {
+            | ClusterOut::Rooms { op, .. }
+            | ClusterOut::Game { op, .. } => {
                 (self.deliver)(ClusterIn::Failed { op: *op });
                 false
             }
             ClusterOut::ReleaseName { .. }
             | ClusterOut::SaveSession { .. }
             | ClusterOut::ExpireSession { .. }
-            | ClusterOut::DropSession { .. } => true,
+            | ClusterOut::DropSession { .. }
+            | ClusterOut::ReleaseLease { .. }
+            | ClusterOut::GameRefusal { .. } => true,
             _ => false,
         };
         if keep {
@@ -674,6 +690,8 @@ impl Commands {
                     room_key(&p.room, "members"),
                     "roomcast:rooms".to_owned(),
                     format!("roomcast:user:{}:rooms", p.folded),
+                    room_key(&p.room, "game"),
+                    room_key(&p.room, "lease"),
                 ];
                 let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
                 evalsha(pipe, &self.scripts.publish, &keys);
@@ -686,7 +704,8 @@ impl Commands {
                     .arg(&p.suffix[..])
                     .arg(p.floor)
                     .arg(self.config.stream_len)
-                    .arg(&p.room);
+                    .arg(&p.room)
+                    .arg(p.state.as_deref().unwrap_or(b""));
                 Some(Answer::Publish { op: p.op })
             }
             ClusterOut::Fetch { room, after, count } => {
@@ -768,6 +787,57 @@ impl Commands {
                 pipe.arg(after.as_deref().unwrap_or("")).arg(*limit);
                 Some(Answer::Rooms { op: *op })
             }
+            ClusterOut::Game {
+                op,
+                room,
+                user,
+                command,
+            } => {
+                let (lease, game) = (room_key(room, "lease"), room_key(room, "game"));
+                let mut forward = format!("game\n{room}\n{user}\n{node}\n{op}\n").into_bytes();
+                forward.extend_from_slice(command);
+                evalsha(pipe, &self.scripts.lease, &[&lease, &game]);
+                pipe.arg(node)
+                    .arg(DEAD_AFTER.as_millis() as u64)
+                    .arg(forward);
+                Some(Answer::Lease {
+                    op: *op,
+                    room: room.clone(),
+                })
+            }
+            ClusterOut::ClaimLease { room } => {
+                let (lease, game) = (room_key(room, "lease"), room_key(room, "game"));
+                evalsha(pipe, &self.scripts.lease, &[&lease, &game]);
+                pipe.arg(node).arg(DEAD_AFTER.as_millis() as u64).arg("");
+                Some(Answer::Lease {
+                    op: 0,
+                    room: room.clone(),
+                })
+            }
+            ClusterOut::RenewLease { room } => {
+                let lease = room_key(room, "lease");
+                evalsha(pipe, &self.scripts.renew_lease, &[&lease]);
+                pipe.arg(node).arg(DEAD_AFTER.as_millis() as u64);
+                Some(Answer::Renew { room: room.clone() })
+            }
+            ClusterOut::ReleaseLease { room } => {
+                let lease = room_key(room, "lease");
+                evalsha(pipe, &self.scripts.release_lease, &[&lease]);
+                pipe.arg(node).ignore();
+                None
+            }
+            ClusterOut::GameRefusal {
+                node: to,
+                op,
+                code,
+                msg,
+            } => {
+                pipe.cmd("PUBLISH")
+                    .arg(node_key(to))
+                    .arg(format!("refuse\n{op}\n{code}\n{msg}"))
+                    .ignore();
+                None
+            }
             ClusterOut::Heartbeat => {
                 let beat = node_key(node);
                 evalsha(pipe, &self.scripts.heartbeat, &[&beat, "roomcast:nodes"]);
@@ -836,6 +906,23 @@ impl Commands {
                     return;
                 }
             }
+            Answer::Lease { op, room } => {
+                let Value::Array(parts) = &value else {
+                    return;
+                };
+                if parts.first().and_then(int_of) != Some(1) {
+                    return; // another node owns it (the command went there)
+                }
+                ClusterIn::GameLease {
+                    op,
+                    room,
+                    state: parts.get(1).and_then(bytes_of),
+                }
+            }
+            Answer::Renew { room } => match value {
+                Value::Int(1) => return,
+                _ => ClusterIn::LeaseLost { room },
+            },
             Answer::Reap => {
                 if let Value::Int(leaves) = value {
                     if leaves > 0 {
@@ -925,15 +1012,8 @@ impl Subscriber {
                     false => ClusterIn::Poses { room, payload },
                 });
             } else if channel == node_key(&self.node) {
-                let text = String::from_utf8_lossy(&payload);
-                let mut words = text.split(' ');
-                if let (Some("drop"), Some(token), Some(node)) =
-                    (words.next(), words.next(), words.next())
-                {
-                    (self.deliver)(ClusterIn::SessionTaken {
-                        token: token.to_owned(),
-                        node: node.to_owned(),
-                    });
+                if let Some(input) = read_control(&payload) {
+                    (self.deliver)(input);
                 }
             }
         }
@@ -1040,7 +1120,41 @@ fn read_sync(room: &str, value: Value) -> Option<ClusterIn> {
         last_seq,
         events,
         members,
+        game: parts.get(3).and_then(bytes_of),
     })
+}
+
+/// A message on this node's own channel (see `redis_scripts.rs`).
+fn read_control(payload: &Bytes) -> Option<ClusterIn> {
+    if payload.starts_with(b"drop ") {
+        let text = std::str::from_utf8(payload).ok()?;
+        let mut words = text.split(' ').skip(1);
+        return Some(ClusterIn::SessionTaken {
+            token: words.next()?.to_owned(),
+            node: words.next()?.to_owned(),
+        });
+    }
+    // The command is the rest after five lines: it may hold anything but a raw line break.
+    let mut lines = payload.splitn(6, |&b| b == b'\n');
+    let text = |part: &[u8]| std::str::from_utf8(part).ok().map(str::to_owned);
+    match lines.next()? {
+        b"game" => Some(ClusterIn::GameForward {
+            room: text(lines.next()?)?,
+            user: text(lines.next()?)?,
+            origin: text(lines.next()?)?,
+            op: text(lines.next()?)?.parse().ok()?,
+            command: Bytes::copy_from_slice(lines.next()?),
+        }),
+        b"refuse" => {
+            let mut rest = payload.splitn(4, |&b| b == b'\n').skip(1);
+            Some(ClusterIn::GameRefused {
+                op: text(rest.next()?)?.parse().ok()?,
+                code: text(rest.next()?)?.parse().ok()?,
+                msg: text(rest.next()?)?,
+            })
+        }
+        _ => None,
+    }
 }
 
 fn read_claimed(value: &Value) -> Option<(String, Vec<String>)> {
@@ -1094,6 +1208,37 @@ mod tests {
     }
 
     #[test]
+    fn control_messages_are_read() {
+        assert_eq!(
+            read_control(&Bytes::from("drop t1 n2")),
+            Some(ClusterIn::SessionTaken {
+                token: "t1".into(),
+                node: "n2".into()
+            })
+        );
+        assert_eq!(
+            read_control(&Bytes::from("game\ncafe ☕\nalice\nn1\n7\n{\"move\":4}")),
+            Some(ClusterIn::GameForward {
+                room: "cafe ☕".into(),
+                user: "alice".into(),
+                origin: "n1".into(),
+                op: 7,
+                command: Bytes::from(r#"{"move":4}"#),
+            })
+        );
+        assert_eq!(
+            read_control(&Bytes::from("refuse\n7\n422\ncell 4 is already taken")),
+            Some(ClusterIn::GameRefused {
+                op: 7,
+                code: 422,
+                msg: "cell 4 is already taken".into()
+            })
+        );
+        assert_eq!(read_control(&Bytes::from("wake")), None);
+        assert_eq!(read_control(&Bytes::from("game\nr")), None);
+    }
+
+    #[test]
     fn answers_are_read_from_their_redis_shapes() {
         let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
         let entry = |id: &str, e: &str| {
@@ -1105,6 +1250,7 @@ mod tests {
             Value::Int(2),
             stream,
             Value::Array(vec![bulk("alice"), bulk("n1")]),
+            Value::Nil,
         ]);
         assert_eq!(
             read_sync("r", sync),
@@ -1113,6 +1259,7 @@ mod tests {
                 last_seq: 2,
                 events: vec![Bytes::from("a"), Bytes::from("b")],
                 members: vec![("alice".into(), "n1".into())],
+                game: None,
             })
         );
         let claimed = Value::Array(vec![bulk("Alice"), Value::Array(vec![bulk("lobby")])]);

@@ -10,6 +10,8 @@
 //! | `roomcast:{R}:members` | hash | member name -> node |
 //! | `roomcast:{R}:events` | channel | each payload, as it is numbered |
 //! | `roomcast:{R}:poses` | channel | a node's changed poses at its tick |
+//! | `roomcast:{R}:game` | string | the state of R's game, as its last game event said |
+//! | `roomcast:{R}:lease` | string, TTL | the node that owns R's game |
 //! | `roomcast:rooms` | sorted set (score 0) | rooms with members, and the lobby, in name (byte) order |
 //! | `roomcast:user:{folded}` | string | `NODE\tNAME`: who holds a user name |
 //! | `roomcast:user:{folded}:rooms` | set | the rooms that user is in |
@@ -18,7 +20,7 @@
 //! | `roomcast:node:{id}` | string, TTL | the node's heartbeat |
 //! | `roomcast:node:{id}:users` | set | folded names the node holds |
 //! | `roomcast:node:{id}:sessions` | set | tokens of the node's sessions |
-//! | `roomcast:node:{id}` | channel | to the node: `wake`, `drop TOKEN NODE` (a session resumed elsewhere) |
+//! | `roomcast:node:{id}` | channel | to the node: `wake`, `drop TOKEN NODE` (a session resumed elsewhere), `game\nROOM\nUSER\nNODE\nOP\nCOMMAND` (a game command for the game it owns), `refuse\nOP\nCODE\nTEXT` (its forwarded command was refused) |
 //!
 //! A room key is `roomcast:{` + name + `}:` + suffix: a room name may hold any character but
 //! control characters, yet two (name, suffix) pairs never make the same key, because no
@@ -49,8 +51,11 @@ pub fn node_key(node: &str) -> String {
 /// this node is skipped (-1): a session another node took over, or that was reaped, leaves no
 /// second time.
 ///
-/// KEYS: seq, history, events, members, rooms, user rooms.
-/// ARGV: mode, node, op, type, user, prefix, suffix, floor, maxlen, room.
+/// A game event's state (ARGV[11], when not empty) becomes the game's. A room whose last
+/// member left loses its game (not the lobby).
+///
+/// KEYS: seq, history, events, members, rooms, user rooms, game, lease.
+/// ARGV: mode, node, op, type, user, prefix, suffix, floor, maxlen, room, state.
 pub const PUBLISH: &str = r#"
 local mode, node, user, room = ARGV[1], ARGV[2], ARGV[5], ARGV[10]
 if mode == 'leave' or mode == 'member' then
@@ -73,23 +78,64 @@ elseif mode == 'leave' then
   redis.call('SREM', KEYS[6], room)
   if room ~= 'lobby' and redis.call('HLEN', KEYS[4]) == 0 then
     redis.call('ZREM', KEYS[5], room)
+    redis.call('DEL', KEYS[7], KEYS[8])
   end
 end
+if ARGV[11] ~= '' then redis.call('SET', KEYS[7], ARGV[11]) end
 redis.call('PUBLISH', KEYS[3], payload)
 return seq
 "#;
 
-/// A room as it is now, read at one instant: its last seq, its last events (newest first)
-/// and its members.
+/// A room as it is now, read at one instant: its last seq, its last events (newest first),
+/// its members and its game's state.
 ///
-/// KEYS: seq, history, members. ARGV: count.
+/// KEYS: seq, history, members, game. ARGV: count.
 pub const SYNC: &str = r#"
 local seq = tonumber(redis.call('GET', KEYS[1]) or '0')
 local tail = {}
 if tonumber(ARGV[1]) > 0 then
   tail = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', ARGV[1])
 end
-return {seq, tail, redis.call('HGETALL', KEYS[3])}
+return {seq, tail, redis.call('HGETALL', KEYS[3]), redis.call('GET', KEYS[4])}
+"#;
+
+/// A game command on a node that does not own the room's game: if nobody holds the lease, the
+/// node takes it and gets the game's last state (`{1, state}`); if another node does, the
+/// command (ARGV[3], when not empty) goes to it on its channel (`{0}`).
+///
+/// KEYS: lease, game. ARGV: node, ttl ms, forwarded message (or "").
+pub const LEASE: &str = r#"
+local owner = redis.call('GET', KEYS[1])
+if not owner then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  owner = ARGV[1]
+end
+if owner == ARGV[1] then
+  return {1, redis.call('GET', KEYS[2])}
+end
+if ARGV[3] ~= '' then
+  redis.call('PUBLISH', 'roomcast:node:' .. owner, ARGV[3])
+end
+return {0}
+"#;
+
+/// The owner's lease lives on: 1, or 0 when another node holds it.
+///
+/// KEYS: lease. ARGV: node, ttl ms.
+pub const RENEW_LEASE: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"#;
+
+/// The owner lets the game go.
+///
+/// KEYS: lease. ARGV: node.
+pub const RELEASE_LEASE: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
 "#;
 
 /// Takes a user name for a node, if nobody holds it (ignoring ASCII case): 1, else 0.
@@ -199,6 +245,7 @@ local function reap(id)
           redis.call('HDEL', rk .. 'members', name)
           if room ~= 'lobby' and redis.call('HLEN', rk .. 'members') == 0 then
             redis.call('ZREM', 'roomcast:rooms', room)
+            redis.call('DEL', rk .. 'game', rk .. 'lease')
           end
           redis.call('PUBLISH', rk .. 'events', payload)
           leaves = leaves + 1
