@@ -355,7 +355,7 @@ fn a_node_killed_with_sigkill_has_its_users_leave_once() {
     let mut nodes = nodes(&redis, 3, "");
     let (mut u0, _) = Peer::login(nodes[0].addr, "u0");
     let (mut u1, _) = Peer::login(nodes[1].addr, "u1");
-    let (_a, _) = Peer::login(nodes[2].addr, "gone_a");
+    let (mut a, _) = Peer::login(nodes[2].addr, "gone_a");
     let (_b, _) = Peer::login(nodes[2].addr, "gone_b");
     for peer in [&mut u0, &mut u1] {
         peer.wait(|e| {
@@ -363,6 +363,20 @@ fn a_node_killed_with_sigkill_has_its_users_leave_once() {
                 .any(|(_, _, e)| e.kind == "join" && e.user == "gone_b")
         });
     }
+    // gone_a's node owns a game gone_a plays against u0 (on another node).
+    let game = |data: Value| json!({"room": "lobby", "type": "game", "data": data});
+    a.send(game(json!({"start": "tictactoe"})));
+    a.wait(|e| e.iter().any(|(_, _, e)| e.kind == "game"));
+    u0.send(game(json!({"join": true})));
+    u0.wait(|e| {
+        e.iter()
+            .any(|(_, _, e)| e.kind == "game" && e.data["status"] == "playing")
+    });
+    a.send(game(json!({"move": 4})));
+    u0.wait(|e| {
+        e.iter()
+            .any(|(_, _, e)| e.kind == "game" && e.data["moves"] == 1)
+    });
     let killed = Instant::now();
     nodes[2].signal("KILL");
     let _ = nodes[2].child.wait();
@@ -375,6 +389,22 @@ fn a_node_killed_with_sigkill_has_its_users_leave_once() {
     }
     let took = killed.elapsed();
     eprintln!("leaves of the killed node's users after {took:?}");
+    // Another node took the game over from its last state: gone_a forfeits.
+    u1.wait(|e| {
+        e.iter()
+            .any(|(_, _, e)| e.kind == "game" && e.data["forfeit"] == "gone_a")
+    });
+    let last = u1
+        .events
+        .iter()
+        .rev()
+        .find(|(_, _, e)| e.kind == "game")
+        .unwrap();
+    assert_eq!(last.2.data["winner"], "u0");
+    assert_eq!(
+        last.2.data["board"][4], "X",
+        "the state before the node died"
+    );
     assert!(
         took < Duration::from_secs(15),
         "within the dead-node timeout: {took:?}"
@@ -385,6 +415,11 @@ fn a_node_killed_with_sigkill_has_its_users_leave_once() {
     for peer in [&u0, &u1] {
         assert_eq!(peer.count("leave", "gone_a"), 1);
         assert_eq!(peer.count("leave", "gone_b"), 1);
+        assert_eq!(
+            peer.count("game", "gone_a"),
+            3,
+            "start, move, forfeit: once each"
+        );
     }
     let seqs: BTreeSet<u64> = u0
         .events
@@ -534,4 +569,51 @@ fn a_session_resumes_on_another_node() {
     let mut twin = Peer::connect(nodes[0].addr);
     twin.send(json!({"system": "login", "options": {"user": "alice"}}));
     assert_eq!(twin.reply()["code"], 409);
+}
+
+#[test]
+fn a_game_is_played_from_two_nodes_with_one_owner() {
+    need_redis!();
+    let redis = RedisServer::ephemeral();
+    let nodes = nodes(&redis, 2, "");
+    let (mut alice, _) = Peer::login(nodes[0].addr, "alice");
+    let (mut bob, _) = Peer::login(nodes[1].addr, "bob");
+    alice.wait(|e| {
+        e.iter()
+            .any(|(_, _, e)| e.kind == "join" && e.user == "bob")
+    });
+    let game = |data: Value| json!({"room": "lobby", "type": "game", "data": data});
+    alice.send(game(json!({"start": "tictactoe"})));
+    bob.wait(|e| e.iter().any(|(_, _, e)| e.kind == "game"));
+    bob.send(game(json!({"join": true})));
+    alice.wait(|e| {
+        e.iter()
+            .any(|(_, _, e)| e.kind == "game" && e.data["status"] == "playing")
+    });
+    alice.send(game(json!({"move": 4})));
+    bob.wait(|e| {
+        e.iter()
+            .any(|(_, _, e)| e.kind == "game" && e.data["moves"] == 1)
+    });
+    // Refused by the owner (node 0), told on node 1 as a single node tells it.
+    bob.send(game(json!({"move": 4})));
+    let refusal = bob.reply();
+    assert_eq!(refusal["code"], 422, "{refusal}");
+    assert_eq!(refusal["msg"], "cell 4 is already taken");
+    assert_eq!(refusal["detail"], json!({"room": "lobby", "type": "game"}));
+    bob.send(game(json!({"move": 0})));
+    alice.wait(|e| {
+        e.iter()
+            .any(|(_, _, e)| e.kind == "game" && e.data["moves"] == 2)
+    });
+    let boards = |peer: &Peer| -> Vec<(Option<u64>, Value)> {
+        peer.events
+            .iter()
+            .filter(|(_, _, e)| e.kind == "game")
+            .map(|(_, _, e)| (e.seq, e.data.clone()))
+            .collect()
+    };
+    bob.read_for(Duration::from_millis(200));
+    assert_eq!(boards(&alice), boards(&bob), "one game, seen alike");
+    assert_eq!(boards(&alice).len(), 4);
 }
