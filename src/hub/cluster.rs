@@ -379,7 +379,7 @@ pub enum ClusterIn {
 #[derive(Debug)]
 pub(super) enum Op {
     /// A msg: on failure its sender is told.
-    Msg { conn: ConnId },
+    Msg { conn: ConnId, room: String },
     /// A join waiting for its join event.
     Join {
         session: SessionId,
@@ -416,7 +416,7 @@ impl Op {
     /// The connection that waits, and whether it is held (not read) meanwhile.
     fn conn(&self) -> (ConnId, bool) {
         match *self {
-            Op::Msg { conn } | Op::Game { conn, .. } => (conn, false),
+            Op::Msg { conn, .. } | Op::Game { conn, .. } => (conn, false),
             Op::Join { conn, .. }
             | Op::Login { conn, .. }
             | Op::Resume { conn, .. }
@@ -679,7 +679,8 @@ impl Hub {
         data: &serde_json::value::RawValue,
     ) -> Result<(), Refusal> {
         self.cluster_ready()?;
-        let op = self.start_op(now, Op::Msg { conn });
+        let room = self.rooms[room_id].name().as_str().to_owned();
+        let op = self.start_op(now, Op::Msg { conn, room });
         let time = self.time(now);
         self.cluster_publish(room_id, time, user, "msg", data, op);
         Ok(())
@@ -1280,9 +1281,8 @@ impl Hub {
             return;
         };
         match op {
-            Op::Msg { conn } => {
-                // The room is not known here any more; the client only learns it failed.
-                let detail = context(None, Some(RoomKind::Msg.as_str()));
+            Op::Msg { conn, room } => {
+                let detail = context(Some(&room), Some(RoomKind::Msg.as_str()));
                 self.refuse(now, conn, Refusal::ClusterDown, &detail);
             }
             Op::Join {

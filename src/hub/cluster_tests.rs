@@ -860,7 +860,7 @@ fn the_rooms_list_is_the_clusters() {
 }
 
 #[test]
-fn objects_and_games_are_refused_in_a_cluster() {
+fn shared_objects_are_refused_in_a_cluster() {
     let mut c = Cluster::new(1);
     let alice = c.user(0, "alice");
     c.events(0, alice);

@@ -173,6 +173,7 @@ pub fn chat(target: &Target, load: &ChatLoad) -> io::Result<Outcome> {
     let finder = memmem::Finder::new(br#"{"s":"#);
 
     let cpu_before = target.cpu_seconds();
+    let redis_before = target.redis_cpu_seconds();
     let started = Instant::now();
     let load_until = started + Duration::from_secs_f64(load.seconds);
     let mut next_progress = started + Duration::from_secs(1);
@@ -265,6 +266,14 @@ pub fn chat(target: &Target, load: &ChatLoad) -> io::Result<Outcome> {
     if let Some(cpu) = cpu {
         figures.push(("server_cpu_s", json!(cpu)));
         figures.push(("events_per_server_cpu_s", json!(delivered as f64 / cpu)));
+        // A cluster's CPU is every node's and Redis's: Redis's share apart.
+        let redis = target
+            .redis_cpu_seconds()
+            .zip(redis_before)
+            .map(|(a, b)| a - b);
+        if let Some(redis) = redis {
+            figures.push(("redis_cpu_s", json!(redis)));
+        }
         figures.push((
             "server_cpu_us_per_event",
             json!(cpu * 1e6 / delivered.max(1) as f64),

@@ -162,6 +162,14 @@ impl Target {
         Some(ticks / clock_ticks_per_second())
     }
 
+    /// The CPU seconds of the Redis a cluster target started (part of [`Target::cpu_seconds`]).
+    pub fn redis_cpu_seconds(&self) -> Option<f64> {
+        match self {
+            Target::Cluster { redis, .. } => process_cpu(redis.id()),
+            _ => None,
+        }
+    }
+
     /// (current, peak) resident memory in bytes. For an embedded server this is the whole
     /// process, load generator included.
     pub fn rss(&self) -> Option<(u64, u64)> {
