@@ -971,6 +971,11 @@ impl Hub {
         let Some(feed) = cluster.feeds.get_mut(&room_id) else {
             return;
         };
+        if feed.synced {
+            // Read twice (a retried subscription): the first read and the channel since
+            // are ahead of this one.
+            return;
+        }
         feed.synced = true;
         feed.fetching = false;
         let tail: Vec<(u64, Bytes)> = events
@@ -1166,6 +1171,13 @@ impl Hub {
                 self.drop_if_idle(room_id);
             }
             kind => {
+                let room = &mut self.rooms[room_id];
+                if !mine && kind == "back" && room.remote.contains(header.user) {
+                    // A session that resumed on another node is back from there (game
+                    // events, by contrast, come from the game's node): its poses come from
+                    // that node now.
+                    room.remote.insert(header.user, header.node);
+                }
                 if !mine && kind == "away" {
                     self.rooms[room_id].remote.drop_pose(header.user);
                 }

@@ -989,3 +989,39 @@ fn when_a_games_owner_dies_another_node_takes_it_over_from_its_last_state() {
         .unwrap();
     assert_eq!(last["data"]["status"], "playing", "{last}");
 }
+
+#[test]
+fn a_session_resumed_on_another_node_sends_its_poses_from_there() {
+    let mut c = Cluster::new(3);
+    let alice = c.user(0, "alice");
+    let carol = c.user(2, "carol");
+    c.nodes[0].disconnect(alice);
+    c.settle();
+    let token = c
+        .bus
+        .sessions
+        .iter()
+        .find(|(_, user)| *user == "alice")
+        .map(|(token, _)| token.clone())
+        .unwrap();
+    let back = c.nodes[1].connect();
+    c.send(
+        1,
+        back,
+        json!({"system": "resume", "options": {"token": token, "rooms": {"lobby": 3}}}),
+    );
+    assert_eq!(code(&c.nodes[1].take(back)[0]), 202);
+    c.events(2, carol);
+    let pose = json!({"room": "lobby", "type": "transform",
+        "data": {"pos": {"x": 7, "y": 1.6, "z": 0}, "rot": {"x": 0, "y": 0, "z": 0, "w": 1}}});
+    c.send(1, back, pose);
+    c.advance(Duration::from_millis(100));
+    let seen = c.events(2, carol);
+    let moved = seen
+        .iter()
+        .find(|e| e["type"] == "transform" && e["user"] == "alice");
+    assert!(
+        moved.is_some(),
+        "alice's pose from node 1 reaches node 2: {seen:?}"
+    );
+}

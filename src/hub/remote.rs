@@ -52,7 +52,6 @@ impl Remotes {
         self.by_name.clear();
     }
 
-    #[cfg(test)]
     pub fn contains(&self, user: &str) -> bool {
         self.by_name.contains_key(user)
     }
