@@ -11,10 +11,10 @@ use std::fmt;
 use std::io;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::{self, JoinHandle};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use argon2::password_hash::rand_core::{OsRng, RngCore};
 use argon2::password_hash::{Output, ParamsString, PasswordHash, Salt, SaltString};
@@ -30,6 +30,9 @@ const MAX_VERIFY_M_COST: u32 = 1024 * 1024;
 const MAX_VERIFY_T_COST: u32 = 64;
 /// Largest parallelism of a stored hash that is verified (default: 1).
 const MAX_VERIFY_P_COST: u32 = 64;
+/// A worker that had no job for this long gives its argon2 memory back (19 MiB each with the
+/// default costs).
+const RELEASE_MEMORY_AFTER: Duration = Duration::from_secs(30);
 /// What an unknown user's password is checked against; never a real password's hash.
 const DUMMY_PASSWORD: &[u8] = b"roomcast: no such user";
 /// The dummy hash's salt: fixed, since it protects nothing and needs no randomness.
@@ -244,8 +247,8 @@ struct Shared {
     receiver: Mutex<Receiver<Task>>,
     /// Argon2id with the configured costs, for new hashes and the dummy.
     argon2: Argon2<'static>,
-    /// The dummy PHC string, made once when the workers start; `None` if it could not be made
-    /// (unusable parameters), in which case unknown users are refused without hashing.
+    /// The dummy PHC string, made once, when an unknown user is first checked; `None` if it
+    /// could not be made (unusable parameters): unknown users are then refused at once.
     dummy: OnceLock<Option<String>>,
     /// Stored hashes that cannot be checked: one per login attempt on a damaged account.
     bad_hashes: Mutex<Tally>,
@@ -255,10 +258,9 @@ struct Shared {
 impl Shared {
     fn work(&self, stopping: &AtomicBool) {
         lower_priority();
+        // Taken at the first job, given back after a quiet spell: a server nobody logs in to
+        // holds no argon2 memory.
         let mut scratch = Scratch::for_params(self.argon2.params());
-        // Made before the first job, so that the first unknown user's answer does not take
-        // two hashes; the other workers wait for it once, at start-up.
-        self.dummy();
         loop {
             // The lock is held only while waiting for a task, never while hashing. Nothing
             // panics while holding it, and a poisoned receiver is still sound to use.
@@ -266,9 +268,14 @@ impl Shared {
                 .receiver
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .recv();
-            let Ok(task) = task else {
-                return; // the queue is closed and empty: shutdown
+                .recv_timeout(RELEASE_MEMORY_AFTER);
+            let task = match task {
+                Ok(task) => task,
+                Err(RecvTimeoutError::Timeout) => {
+                    scratch.release();
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => return, // closed and empty: shutdown
             };
             if stopping.load(Ordering::SeqCst) {
                 continue; // shutdown: drop (and wipe) what is still queued
@@ -302,7 +309,7 @@ impl Shared {
                 }
             },
             Some(None) => {
-                if let Some(dummy) = self.dummy() {
+                if let Some(dummy) = self.dummy(scratch) {
                     // Same cost as a real verify; the answer is no whatever it says.
                     let _ = verify(password, dummy, scratch);
                 }
@@ -311,9 +318,11 @@ impl Shared {
         }
     }
 
-    fn dummy(&self) -> Option<&str> {
+    /// The dummy hash, made by the first worker that needs it: the first unknown user's
+    /// answer takes two hashes' time, every later one one.
+    fn dummy(&self, scratch: &mut Scratch) -> Option<&str> {
         self.dummy
-            .get_or_init(|| dummy_phc(&self.argon2, &mut Scratch::default()))
+            .get_or_init(|| dummy_phc(&self.argon2, scratch))
             .as_deref()
     }
 }
@@ -324,24 +333,37 @@ impl Shared {
 /// MiB of RSS after a burst of logins.
 #[derive(Default)]
 struct Scratch {
+    /// Empty until a hash needs it, and again after [`Scratch::release`].
     blocks: Vec<Block>,
+    /// The blocks the configured costs need: what is kept.
+    kept: usize,
 }
 
 impl Scratch {
+    /// Memory for hashes with `params`, allocated when first used.
     fn for_params(params: &Params) -> Scratch {
         Scratch {
-            blocks: vec![Block::default(); params.block_count()],
+            blocks: Vec::new(),
+            kept: params.block_count(),
         }
     }
 
-    /// Runs `hash` with memory for `params`: this worker's own when it is large enough (the
-    /// configured costs), else memory of its own, freed after (an older, costlier hash).
+    /// Runs `hash` with memory for `params`: this worker's own when the configured costs
+    /// cover it, else memory of its own, freed after (an older, costlier hash).
     fn with<T>(&mut self, params: &Params, hash: impl FnOnce(&mut [Block]) -> T) -> T {
         let count = params.block_count();
-        match self.blocks.get_mut(..count) {
-            Some(blocks) => hash(blocks),
-            None => hash(&mut vec![Block::default(); count]),
+        if count > self.kept {
+            return hash(&mut vec![Block::default(); count]);
         }
+        if self.blocks.len() < self.kept {
+            self.blocks = vec![Block::default(); self.kept];
+        }
+        hash(&mut self.blocks[..count])
+    }
+
+    /// Gives the memory back until the next hash.
+    fn release(&mut self) {
+        self.blocks = Vec::new();
     }
 }
 
@@ -620,6 +642,13 @@ mod tests {
             scratch.blocks.len(),
             cheap_params().block_count(),
             "kept its size"
+        );
+        scratch.release();
+        assert!(scratch.blocks.is_empty(), "given back");
+        assert_eq!(
+            verify(b"pw", &fresh, &mut scratch),
+            Ok(true),
+            "and taken again"
         );
     }
 
