@@ -92,9 +92,14 @@ impl Services {
                     if droppable && queue.len() >= MAX_CLUSTER_BACKLOG {
                         return;
                     }
+                    // The loop takes the whole queue when woken: one wake-up (a syscall on
+                    // each side) per burst of messages, not one per message.
+                    let was_empty = queue.is_empty();
                     queue.push_back(input);
                     drop(queue);
-                    wake();
+                    if was_empty {
+                        wake();
+                    }
                 })
                 .map_err(StartError::Redis)?;
                 log::info!(
