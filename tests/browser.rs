@@ -18,6 +18,8 @@ use support::{config, start, TestClient};
 
 /// How long one Chromium run may take before the test gives up on it.
 const CHROMIUM_DEADLINE: Duration = Duration::from_secs(90);
+/// Runs of the page the test allows before it must have heard the page (see its comment).
+const CHROMIUM_ATTEMPTS: u32 = 3;
 
 fn chromium() -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
@@ -94,24 +96,31 @@ fn chromium_logs_in_chats_and_draws_a_headset() {
         .send(&json!({"room":"vr","type":"transform","data":pose}))
         .expect("pose");
 
+    // Chromium's virtual time does not wait for a WebSocket: on a loaded machine the budget
+    // can run out before the page is live and has said its message. Such a run is tried
+    // again (each with a guest of its own); the headset must hear one of them.
     let url = format!("http://{addr}/?say=hello%20from%20chromium#vr");
-    let output = run_chromium(&exe, &url, &["--dump-dom"]);
-    let dom = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success() && !dom.is_empty(),
-        "chromium failed: {}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-
-    // The TCP headset, in the room the page shows, receives the page's message.
-    let said = loop {
-        let (room, event) = headset.next_event();
-        if event.kind == "msg" {
-            assert_eq!(room, "vr");
-            break event;
-        }
-    };
+    let (said, dom) = (1..=CHROMIUM_ATTEMPTS)
+        .find_map(|attempt| {
+            let output = run_chromium(&exe, &url, &["--dump-dom"]);
+            let dom = String::from_utf8_lossy(&output.stdout).into_owned();
+            assert!(
+                output.status.success() && !dom.is_empty(),
+                "chromium failed: {}\n{}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            );
+            // The TCP headset, in the room the page shows, receives the page's message.
+            while let Some((room, event)) = headset.next_event_or_timeout() {
+                if event.kind == "msg" {
+                    assert_eq!(room, "vr");
+                    return Some((event, dom));
+                }
+            }
+            println!("attempt {attempt}: the page said nothing before its virtual time ran out");
+            None
+        })
+        .expect("the page's message in one of the attempts");
     assert_eq!(said.data, "hello from chromium");
     assert!(said.user.starts_with("viewer-"), "{said:?}");
 

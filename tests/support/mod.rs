@@ -83,11 +83,29 @@ impl TestClient {
     }
 
     pub fn next_event(&mut self) -> (String, Event) {
+        self.next_event_or_timeout()
+            .expect("an event within the read timeout")
+    }
+
+    /// The next event, or `None` when none came within the read timeout.
+    pub fn next_event_or_timeout(&mut self) -> Option<(String, Event)> {
         loop {
             if let Some(next) = self.pending.pop_front() {
-                return next;
+                return Some(next);
             }
-            match self.client.recv().expect("recv event") {
+            let message = match self.client.recv() {
+                Ok(message) => message,
+                Err(roomcast::client::ClientError::Io(err))
+                    if matches!(
+                        err.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return None
+                }
+                Err(err) => panic!("recv event: {err}"),
+            };
+            match message {
                 ServerMessage::Events(batch) if batch.history => {
                     self.history.push((batch.room, batch.events));
                 }
