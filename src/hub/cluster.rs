@@ -445,21 +445,25 @@ pub(crate) struct Cluster {
     /// Redis is reachable (as far as the last answer said).
     pub up: bool,
     feeds: HashMap<RoomId, Feed>,
-    ops: HashMap<u64, (Instant, Op)>,
+    /// Requests waiting for Redis, by id. Ids grow with time, so the first is the oldest: the
+    /// next timeout is found without a scan (a busy node has thousands in flight).
+    ops: BTreeMap<u64, (Instant, Op)>,
+    /// Requests holding each connection (not read until every one is answered).
+    holds: HashMap<ConnId, u32>,
     next_op: u64,
     next_beat: Instant,
 }
 
 impl Cluster {
-    /// The oldest game command of `user` in `room` waiting here (its event came by).
+    /// The oldest game command of `user` in `room` waiting here (its event came by): the
+    /// first, as ids grow with time.
     pub(super) fn waiting_game(&self, room: RoomId, user: &str) -> Option<u64> {
         self.ops
             .iter()
-            .filter(|(_, (_, op))| {
+            .find(|(_, (_, op))| {
                 matches!(op, Op::Game { room: r, user: u, .. } if *r == room && u.as_str() == user)
             })
             .map(|(&id, _)| id)
-            .min()
     }
 
     pub fn new(node: String, now: Instant) -> Cluster {
@@ -467,7 +471,8 @@ impl Cluster {
             node,
             up: true,
             feeds: HashMap::new(),
-            ops: HashMap::new(),
+            ops: BTreeMap::new(),
+            holds: HashMap::new(),
             next_op: 1,
             next_beat: now,
         }
@@ -475,12 +480,11 @@ impl Cluster {
 
     /// When the hub must next run for the cluster: the heartbeat, or an op's timeout.
     pub fn deadline(&self) -> Instant {
-        let ops = self
+        let oldest = self
             .ops
-            .values()
-            .map(|(since, _)| *since + OP_TIMEOUT)
-            .min();
-        ops.map_or(self.next_beat, |at| at.min(self.next_beat))
+            .first_key_value()
+            .map(|(_, (since, _))| *since + OP_TIMEOUT);
+        oldest.map_or(self.next_beat, |at| at.min(self.next_beat))
     }
 }
 
@@ -567,6 +571,7 @@ impl Hub {
         let (conn, hold) = op.conn();
         cluster.ops.insert(id, (now, op));
         if hold {
+            *cluster.holds.entry(conn).or_default() += 1;
             self.outbox.hold(conn);
         }
         id
@@ -577,11 +582,20 @@ impl Hub {
         let cluster = self.cluster.as_mut()?;
         let (_, op) = cluster.ops.remove(&id)?;
         let (conn, hold) = op.conn();
-        let still = cluster
-            .ops
-            .values()
-            .any(|(_, other)| other.conn() == (conn, true));
-        if hold && !still && self.conns.get(conn).is_some() {
+        if !hold {
+            return Some(op);
+        }
+        let still = match cluster.holds.get_mut(&conn) {
+            Some(count) if *count > 1 => {
+                *count -= 1;
+                true
+            }
+            _ => {
+                cluster.holds.remove(&conn);
+                false
+            }
+        };
+        if !still && self.conns.get(conn).is_some() {
             self.outbox.release(conn);
         }
         Some(op)
@@ -835,10 +849,11 @@ impl Hub {
         let Some(cluster) = &self.cluster else {
             return;
         };
+        // Oldest first: the scan stops at the first request still in time.
         let late: Vec<u64> = cluster
             .ops
             .iter()
-            .filter(|(_, (since, _))| now.saturating_duration_since(*since) >= OP_TIMEOUT)
+            .take_while(|(_, (since, _))| now.saturating_duration_since(*since) >= OP_TIMEOUT)
             .map(|(&id, _)| id)
             .collect();
         for id in late {
@@ -1650,6 +1665,7 @@ impl Hub {
         self.tick_rooms.clear();
         if let Some(cluster) = &mut self.cluster {
             cluster.ops.clear();
+            cluster.holds.clear();
         }
         let rooms: Vec<RoomId> = self.rooms.iter().map(|(id, _)| id).collect();
         for room_id in rooms {
