@@ -448,6 +448,14 @@ fn restarting_redis_mid_chat_delivers_nothing_twice() {
         e.iter()
             .any(|(_, _, e)| e.kind == "join" && e.user == "bob")
     });
+    // Each round must take milliseconds, not a 100 ms read timeout: rounds at that pace kept
+    // Redis away for up to 8 s on a loaded machine, so close to the 10 s dead-node timeout
+    // that a node's first heartbeat after the restart could come too late.
+    for peer in [&mut alice, &mut bob] {
+        peer.client
+            .set_read_timeout(Some(Duration::from_millis(5)))
+            .expect("timeout");
+    }
     const ROUNDS: u64 = 150;
     for n in 0..ROUNDS {
         if n == ROUNDS / 3 {
