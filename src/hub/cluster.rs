@@ -136,14 +136,13 @@ pub enum ClusterOut {
         /// The new password's PHC string.
         phc: String,
     },
-    /// An account this node holds that Redis lacks (from this node's store, or one Redis
-    /// lost): added if the name is still free there (the cluster's account wins), and
-    /// announced. Nobody waits for it.
-    OfferAccount {
-        /// The name, ASCII-lowercased.
-        folded: String,
-        /// The account.
-        account: AccountRecord,
+    /// Accounts this node holds that Redis lacks (from this node's store, or ones Redis
+    /// lost): each added if its name is still free there (the cluster's account wins), and
+    /// announced. Nobody waits for it. Sent in batches (see `cluster_accounts.rs`), so that
+    /// a store of many accounts does not overflow the queue to Redis.
+    OfferAccounts {
+        /// Each account with its name ASCII-lowercased.
+        accounts: Vec<(String, AccountRecord)>,
     },
     /// A session ended: the name is free again (if this node still holds it).
     ReleaseName {

@@ -32,6 +32,10 @@ use super::outbox::Record;
 use super::{Hub, Refusal};
 use crate::protocol::{object, Code, UserName};
 
+/// Accounts offered to Redis per request: a few hundred scripts in one pipeline, and a
+/// store of 100,000 accounts is a few hundred requests, far from filling the queue.
+const OFFER_BATCH: usize = 256;
+
 impl Hub {
     /// A registration's hash is made: Redis is asked to keep the account (the name stays
     /// reserved here until it answers).
@@ -220,8 +224,10 @@ impl Hub {
             );
         }
         log::debug!("{count} accounts read from Redis");
-        for (folded, account) in offers {
-            self.cluster_out(ClusterOut::OfferAccount { folded, account });
+        let mut offers = offers.into_iter().peekable();
+        while offers.peek().is_some() {
+            let accounts = offers.by_ref().take(OFFER_BATCH).collect();
+            self.cluster_out(ClusterOut::OfferAccounts { accounts });
         }
     }
 }

@@ -385,9 +385,11 @@ impl Cluster {
                 let outcome = AccountSaved::Saved { version };
                 self.answer_account(from, ClusterIn::AccountSaved { op, outcome });
             }
-            ClusterOut::OfferAccount { folded, account } => {
-                if !self.bus.accounts.contains_key(&folded) {
-                    self.announce(folded, account);
+            ClusterOut::OfferAccounts { accounts } => {
+                for (folded, account) in accounts {
+                    if !self.bus.accounts.contains_key(&folded) {
+                        self.announce(folded, account);
+                    }
                 }
             }
             ClusterOut::ClaimName {
@@ -1369,4 +1371,38 @@ fn a_reload_takes_the_clusters_accounts_and_offers_the_ones_redis_lacks() {
     c.settle();
     let frank = c.nodes[0].hub.accounts.get("frank").map(|a| a.phc.clone());
     assert_eq!(frank.as_deref(), Some("fake:cluster frank"));
+}
+
+#[test]
+fn a_large_store_is_offered_in_batches() {
+    let mut c = Cluster::new(2);
+    for i in 0..600 {
+        c.nodes[0]
+            .hub
+            .restore_account(&format!("user{i}"), &format!("fake:pass {i}"));
+    }
+    let h = &mut c.nodes[0];
+    h.hub.handle(
+        h.now,
+        Input::Cluster(ClusterIn::Accounts {
+            accounts: Vec::new(),
+        }),
+    );
+    h.pump();
+    let batches: Vec<usize> = h
+        .cluster
+        .iter()
+        .filter_map(|out| match out {
+            ClusterOut::OfferAccounts { accounts } => Some(accounts.len()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(batches, [256, 256, 88]);
+    c.settle();
+    assert_eq!(c.bus.accounts.len(), 600);
+    assert_eq!(
+        c.nodes[1].hub.accounts.len(),
+        600,
+        "every node heard of them"
+    );
 }

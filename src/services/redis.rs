@@ -834,10 +834,12 @@ impl Commands {
                 pipe.arg(folded).arg(name).arg(phc);
                 Some(Answer::Account { op: *op })
             }
-            ClusterOut::OfferAccount { folded, account } => {
-                let record = account_value(account.version, &account.name, &account.phc);
-                evalsha(pipe, &self.scripts.offer_account, &[ACCOUNTS]);
-                pipe.arg(folded).arg(record).ignore();
+            ClusterOut::OfferAccounts { accounts } => {
+                for (folded, account) in accounts {
+                    let record = account_value(account.version, &account.name, &account.phc);
+                    evalsha(pipe, &self.scripts.offer_account, &[ACCOUNTS]);
+                    pipe.arg(folded).arg(record).ignore();
+                }
                 None
             }
             ClusterOut::ReleaseName { folded } => {
