@@ -128,7 +128,7 @@ struct Args {
     /// Only registered users may log in (unregistered names get 403).
     #[arg(long)]
     accounts_only: bool,
-    /// Accounts the server may hold.
+    /// Accounts the server may hold (with --redis, counted over the whole cluster).
     #[arg(long, default_value_t = 100_000)]
     max_accounts: usize,
     // VR rooms: tracked parts, interest management, shared objects.
@@ -150,7 +150,7 @@ struct Args {
     /// Objects one user may hold at once in one room.
     #[arg(long, default_value_t = 8)]
     max_claims: usize,
-    /// Run as a node of a cluster sharing rooms over this Redis:
+    /// Run as a node of a cluster sharing rooms and accounts over this Redis:
     /// redis://[:PASSWORD@]HOST:PORT[/DB]. Without it no Redis code runs.
     #[arg(long, value_name = "URL")]
     redis: Option<String>,

@@ -348,6 +348,118 @@ fn names_are_unique_across_nodes() {
     }
 }
 
+/// Sends `message` on a new connection to `addr` until the reply's code is `want`, allowing
+/// `meanwhile` until then (an account's announcement takes a moment to reach every node):
+/// the connection and the reply.
+fn until_code(addr: SocketAddr, message: &Value, want: u64, meanwhile: &[u64]) -> (Peer, Value) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut peer = Peer::connect(addr);
+        peer.send(message.clone());
+        let reply = peer.reply();
+        if reply["code"] == want {
+            return (peer, reply);
+        }
+        let code = reply["code"].as_u64().unwrap_or(0);
+        assert!(meanwhile.contains(&code), "{message}: {reply}");
+        assert!(Instant::now() < deadline, "{message}: still {reply}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn an_account_registered_on_one_node_is_the_clusters() {
+    need_redis!();
+    let redis = RedisServer::ephemeral();
+    let nodes = nodes(&redis, 3, "");
+    let login = |user: &str, pass: Option<&str>| match pass {
+        Some(pass) => json!({"system": "login", "options": {"user": user, "pass": pass}}),
+        None => json!({"system": "login", "options": {"user": user}}),
+    };
+    let mut a = Peer::connect(nodes[0].addr);
+    a.send(json!({"system": "register", "options": {"user": "Alice", "pass": "correct horse"}}));
+    let reply = a.reply();
+    assert_eq!(reply["code"], 201, "{reply}");
+    assert_eq!(reply["detail"], json!({"user": "Alice"}));
+    // Registered once, for the whole cluster: node 1 refuses it again.
+    let mut again = Peer::connect(nodes[1].addr);
+    again.send(json!({"system": "register", "options": {"user": "alice", "pass": "other horse"}}));
+    assert_eq!(again.reply()["code"], 409);
+
+    // Until node 1 has heard of the account, Redis refuses the name to a guest (409); then
+    // the wrong password is 403.
+    until_code(
+        nodes[1].addr,
+        &login("alice", Some("wrong horse")),
+        403,
+        &[409],
+    );
+    // No guest takes the name on node 2.
+    until_code(nodes[2].addr, &login("ALICE", None), 403, &[409]);
+    let (mut b, reply) = until_code(
+        nodes[1].addr,
+        &login("alice", Some("correct horse")),
+        202,
+        &[],
+    );
+    assert_eq!(reply["detail"]["user"], "Alice", "the name as registered");
+
+    // A password changed on node 1 is the password on node 2.
+    b.send(
+        json!({"system": "password", "options": {"old": "correct horse", "new": "battery staple"}}),
+    );
+    let reply = b.reply();
+    assert_eq!(reply["code"], 200, "{reply}");
+    b.send(json!({"system": "logout"}));
+    assert_eq!(b.reply()["code"], 200);
+    let (_, reply) = until_code(
+        nodes[2].addr,
+        &login("alice", Some("battery staple")),
+        202,
+        &[403, 409],
+    );
+    assert_eq!(reply["detail"]["user"], "Alice");
+}
+
+/// A node's store from before it joined the cluster: its accounts are offered to Redis at
+/// its start, and the other nodes learn them.
+#[test]
+fn a_nodes_accounts_from_before_the_cluster_are_offered_to_it() {
+    need_redis!();
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let data = format!("--data-dir {}", dir.path().display());
+    {
+        let alone = Binary::start("", &data);
+        let mut peer = Peer::connect(alone.addr);
+        peer.send(json!({"system": "register", "options": {"user": "Zoe", "pass": "12345678"}}));
+        assert_eq!(peer.reply()["code"], 201);
+        // Kept on disk (the writer commits every 20 ms) before the node is killed.
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let redis = RedisServer::ephemeral();
+    let first = nodes(&redis, 1, "");
+    let _joined = Binary::start("", &format!("--redis {} --node-id n9 {data}", redis.url()));
+    // In Redis once the node connected: a guest can no longer take the name anywhere.
+    let client = ::redis::Client::open(redis.url()).expect("Redis URL");
+    let mut con = client.get_connection().expect("connect to Redis");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let held: bool = ::redis::cmd("HEXISTS")
+            .arg("roomcast:accounts")
+            .arg("zoe")
+            .query(&mut con)
+            .expect("HEXISTS");
+        if held {
+            break;
+        }
+        assert!(Instant::now() < deadline, "Zoe was never offered to Redis");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let message = json!({"system": "login", "options": {"user": "zoe", "pass": "12345678"}});
+    let (_, reply) = until_code(first[0].addr, &message, 202, &[409]);
+    assert_eq!(reply["detail"]["user"], "Zoe");
+}
+
 #[test]
 fn a_node_killed_with_sigkill_has_its_users_leave_once() {
     need_redis!();
@@ -448,6 +560,14 @@ fn restarting_redis_mid_chat_delivers_nothing_twice() {
         e.iter()
             .any(|(_, _, e)| e.kind == "join" && e.user == "bob")
     });
+    // Each round must take milliseconds, not a 100 ms read timeout: rounds at that pace kept
+    // Redis away for up to 8 s on a loaded machine, so close to the 10 s dead-node timeout
+    // that a node's first heartbeat after the restart could come too late.
+    for peer in [&mut alice, &mut bob] {
+        peer.client
+            .set_read_timeout(Some(Duration::from_millis(5)))
+            .expect("timeout");
+    }
     const ROUNDS: u64 = 150;
     for n in 0..ROUNDS {
         if n == ROUNDS / 3 {

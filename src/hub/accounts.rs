@@ -24,6 +24,9 @@ pub(crate) struct Account {
     pub name: String,
     /// The password's argon2id PHC string.
     pub phc: String,
+    /// Its version in the cluster's Redis (cluster mode; see `cluster_accounts.rs`), 0 when
+    /// only this node knows it: a record is applied only over an older one.
+    pub version: u64,
 }
 
 /// Failures in the current window.
@@ -73,7 +76,35 @@ impl Accounts {
     pub fn insert(&mut self, name: String, phc: String) {
         let folded = name.to_ascii_lowercase();
         self.pending.remove(&folded);
-        self.by_name.insert(folded, Account { name, phc });
+        self.by_name.insert(
+            folded,
+            Account {
+                name,
+                phc,
+                version: 0,
+            },
+        );
+    }
+
+    /// Applies the cluster's record of an account if it is newer than the one held (an
+    /// announcement and a reload may arrive in either order): whether it was applied.
+    pub fn apply(&mut self, name: String, phc: String, version: u64) -> bool {
+        let folded = name.to_ascii_lowercase();
+        if self
+            .by_name
+            .get(&folded)
+            .is_some_and(|a| a.version >= version)
+        {
+            return false;
+        }
+        self.pending.remove(&folded);
+        self.by_name.insert(folded, Account { name, phc, version });
+        true
+    }
+
+    /// Every account held, by folded name.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Account)> {
+        self.by_name.iter()
     }
 
     /// Whether logins for this name or from this address are refused now.
@@ -174,5 +205,30 @@ mod tests {
             Some("Alice")
         );
         assert_eq!(accounts.len(), 1);
+    }
+
+    #[test]
+    fn the_clusters_records_apply_only_over_older_ones() {
+        let mut accounts = Accounts::default();
+        accounts.insert("alice".into(), "local".into());
+        assert!(
+            accounts.apply("Alice".into(), "v2".into(), 2),
+            "over a local one"
+        );
+        assert!(
+            !accounts.apply("alice".into(), "v1".into(), 1),
+            "an older one"
+        );
+        assert!(
+            !accounts.apply("alice".into(), "again".into(), 2),
+            "the same one"
+        );
+        let alice = accounts
+            .get("alice")
+            .map(|a| (a.name.as_str(), a.phc.as_str()));
+        assert_eq!(alice, Some(("Alice", "v2")));
+        accounts.reserve("bob".into());
+        assert!(accounts.apply("bob".into(), "b".into(), 1));
+        assert_eq!(accounts.len(), 2, "bob's reservation became his account");
     }
 }

@@ -23,6 +23,9 @@
 //!   are merged into the next local tick (see `room.rs`).
 //! - **Names, sessions, the rooms list** live in Redis: a login waits for its name claim, a
 //!   resume of a session another node kept claims it there, `rooms` reads Redis.
+//! - **Accounts** live in Redis too, and every node holds all of them in memory (see
+//!   `cluster_accounts.rs`): a registration or a password change is answered once Redis took
+//!   it, and every node hears of it.
 //! - **Liveness**: the hub asks for a heartbeat and a dead-node check every
 //!   [`HEARTBEAT`]; a node whose heartbeat key lapsed ([`DEAD_AFTER`]) is reaped by one Lua
 //!   script on whichever survivor runs it first: one leave event per member it had, its names
@@ -102,6 +105,44 @@ pub enum ClusterOut {
         folded: String,
         /// The name as shown.
         user: String,
+        /// A guest's login: refused if the name is registered, even if this node has not
+        /// heard of the account yet.
+        guest: bool,
+    },
+    /// Register an account, unless its name is registered or in use, or the cluster holds
+    /// `max` accounts: answered with [`ClusterIn::AccountSaved`]; every node hears it as a
+    /// [`ClusterIn::Account`].
+    Register {
+        /// Names the answer.
+        op: u64,
+        /// The name, ASCII-lowercased.
+        folded: String,
+        /// The name as registered.
+        name: String,
+        /// Its password's PHC string.
+        phc: String,
+        /// This node's `--max-accounts`.
+        max: usize,
+    },
+    /// A registered user's new password hash: answered with [`ClusterIn::AccountSaved`];
+    /// every node hears it as a [`ClusterIn::Account`].
+    SetPassword {
+        /// Names the answer.
+        op: u64,
+        /// The name, ASCII-lowercased.
+        folded: String,
+        /// The name as registered.
+        name: String,
+        /// The new password's PHC string.
+        phc: String,
+    },
+    /// Accounts this node holds that Redis lacks (from this node's store, or ones Redis
+    /// lost): each added if its name is still free there (the cluster's account wins), and
+    /// announced. Nobody waits for it. Sent in batches (see `cluster_accounts.rs`), so that
+    /// a store of many accounts does not overflow the queue to Redis.
+    OfferAccounts {
+        /// Each account with its name ASCII-lowercased.
+        accounts: Vec<(String, AccountRecord)>,
     },
     /// A session ended: the name is free again (if this node still holds it).
     ReleaseName {
@@ -195,6 +236,32 @@ pub enum ClusterOut {
         /// The leave events' time.
         time: String,
     },
+}
+
+/// A registered account as the cluster keeps it (`roomcast:accounts` in Redis).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountRecord {
+    /// The name as registered.
+    pub name: String,
+    /// The password's argon2id PHC string.
+    pub phc: String,
+    /// Raised by every change in Redis: a node keeps the highest it saw, so an announcement
+    /// and a full reload may reach it in either order. 0: known only to this node's store.
+    pub version: u64,
+}
+
+/// How Redis answered a [`ClusterOut::Register`] or a [`ClusterOut::SetPassword`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountSaved {
+    /// Kept, with this version.
+    Saved {
+        /// The account's version now.
+        version: u64,
+    },
+    /// The name is registered (another node was first) or a user of that name is logged in.
+    Taken,
+    /// The cluster holds the node's `--max-accounts` already.
+    Full,
 }
 
 /// One history event to number and publish.
@@ -312,6 +379,22 @@ pub enum ClusterIn {
         /// The name is this node's now.
         ok: bool,
     },
+    /// Every account Redis holds, read when the bridge (re)connected (after subscribing to
+    /// the announcements, so none falls between).
+    Accounts {
+        /// The accounts.
+        accounts: Vec<AccountRecord>,
+    },
+    /// An account registered, offered, or whose password changed, on any node (this one
+    /// included).
+    Account(AccountRecord),
+    /// The answer to a [`ClusterOut::Register`] or a [`ClusterOut::SetPassword`].
+    AccountSaved {
+        /// The request.
+        op: u64,
+        /// What Redis did.
+        outcome: AccountSaved,
+    },
     /// The answer to a [`ClusterOut::ClaimSession`]: the user and its rooms, now this node's;
     /// `None` for an unknown or expired token.
     SessionClaimed {
@@ -402,6 +485,13 @@ pub(super) enum Op {
     },
     /// A `rooms` request.
     Rooms { conn: ConnId },
+    /// A registration (or, with `change`, a password change) waiting for Redis to keep it.
+    Account {
+        conn: ConnId,
+        user: UserName,
+        phc: String,
+        change: bool,
+    },
     /// A game command waiting for the game's lease, or forwarded to its owner (which answers
     /// only a refusal: an accepted command's event is its answer).
     Game {
@@ -421,6 +511,7 @@ impl Op {
             | Op::Login { conn, .. }
             | Op::Resume { conn, .. }
             | Op::Resuming { conn, .. }
+            | Op::Account { conn, .. }
             | Op::Rooms { conn } => (conn, true),
         }
     }
@@ -557,7 +648,7 @@ impl Hub {
         }
     }
 
-    fn cluster_out(&mut self, out: ClusterOut) {
+    pub(super) fn cluster_out(&mut self, out: ClusterOut) {
         self.outbox.cluster(out);
     }
 
@@ -570,7 +661,8 @@ impl Hub {
         cluster.next_op += 1;
         let (conn, hold) = op.conn();
         cluster.ops.insert(id, (now, op));
-        if hold {
+        // A registration whose client left while its password was hashed goes on unheld.
+        if hold && self.conns.get(conn).is_some() {
             *cluster.holds.entry(conn).or_default() += 1;
             self.outbox.hold(conn);
         }
@@ -585,20 +677,24 @@ impl Hub {
         if !hold {
             return Some(op);
         }
-        let still = match cluster.holds.get_mut(&conn) {
-            Some(count) if *count > 1 => {
-                *count -= 1;
-                true
-            }
+        match cluster.holds.get_mut(&conn) {
+            Some(count) if *count > 1 => *count -= 1,
             _ => {
                 cluster.holds.remove(&conn);
-                false
             }
-        };
+        }
+        let still = self.waits_for_redis(conn) || self.waits_for_work(conn);
         if !still && self.conns.get(conn).is_some() {
             self.outbox.release(conn);
         }
         Some(op)
+    }
+
+    /// Whether a request to Redis holds the connection (it is not read meanwhile).
+    pub(super) fn waits_for_redis(&self, conn: ConnId) -> bool {
+        self.cluster
+            .as_ref()
+            .is_some_and(|cluster| cluster.holds.contains_key(&conn))
     }
 
     /// A room exists here now: subscribe to it and read it.
@@ -743,11 +839,13 @@ impl Hub {
     pub(super) fn claim_name(&mut self, now: Instant, conn: ConnId, user: UserName) {
         let folded = user.folded();
         let shown = user.as_str().to_owned();
+        let guest = self.accounts.get(&folded).is_none();
         let op = self.start_op(now, Op::Login { conn, user });
         self.cluster_out(ClusterOut::ClaimName {
             op,
             folded,
             user: shown,
+            guest,
         });
     }
 
@@ -904,6 +1002,11 @@ impl Hub {
             ClusterIn::Poses { room, payload } => self.remote_poses(&room, &payload),
             ClusterIn::Failed { op } => self.op_failed(now, op),
             ClusterIn::NameClaimed { op, ok } => self.name_claimed(now, op, ok),
+            ClusterIn::Accounts { accounts } => self.accounts_loaded(accounts),
+            ClusterIn::Account(account) => {
+                self.learn_account(account);
+            }
+            ClusterIn::AccountSaved { op, outcome } => self.account_saved(now, op, outcome),
             ClusterIn::SessionClaimed { op, found } => self.session_claimed(now, op, found),
             ClusterIn::Rooms { op, rooms, more } => self.rooms_page(now, op, rooms, more),
             ClusterIn::SessionTaken { token, node } => self.session_taken(now, &token, &node),
@@ -1303,7 +1406,7 @@ impl Hub {
     }
 
     /// A request Redis could not carry out: its client is told (503).
-    fn op_failed(&mut self, now: Instant, id: u64) {
+    pub(super) fn op_failed(&mut self, now: Instant, id: u64) {
         let Some(op) = self.finish_op(id) else {
             return;
         };
@@ -1334,6 +1437,9 @@ impl Hub {
             Op::Resume { conn, .. } | Op::Rooms { conn } => {
                 self.refuse(now, conn, Refusal::ClusterDown, &Map::new());
             }
+            Op::Account {
+                conn, user, change, ..
+            } => self.account_failed(now, conn, &user, change),
             Op::Game { conn, room, .. } => {
                 let name = self.rooms.get(room).map(|r| r.name().as_str().to_owned());
                 let detail = context(name.as_deref(), Some(RoomKind::Game.as_str()));
@@ -1663,9 +1769,24 @@ impl Hub {
         self.sessions.clear();
         self.held_by_ip.clear();
         self.tick_rooms.clear();
-        if let Some(cluster) = &mut self.cluster {
-            cluster.ops.clear();
-            cluster.holds.clear();
+        let ops = self
+            .cluster
+            .as_mut()
+            .map(|cluster| {
+                cluster.holds.clear();
+                std::mem::take(&mut cluster.ops)
+            })
+            .unwrap_or_default();
+        for (_, op) in ops.into_values() {
+            // A registration in flight gives its name back (its client is gone).
+            if let Op::Account {
+                user,
+                change: false,
+                ..
+            } = op
+            {
+                self.accounts.release(&user.folded());
+            }
         }
         let rooms: Vec<RoomId> = self.rooms.iter().map(|(id, _)| id).collect();
         for room_id in rooms {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use super::cluster::{ClusterIn, ClusterOut, Mode};
+use super::cluster::{AccountRecord, AccountSaved, ClusterIn, ClusterOut, Mode};
 use super::testing::{code, flatten, Harness};
 use super::{ConnId, Input};
 use crate::config::{ClusterConfig, Config};
@@ -42,6 +42,12 @@ struct Bus {
     games: HashMap<String, Bytes>,
     /// Room -> the node owning its game.
     leases: HashMap<String, usize>,
+    /// Folded name -> the account (`roomcast:accounts`).
+    accounts: BTreeMap<String, AccountRecord>,
+    /// Answers to account changes are kept here, not posted, while set (a test then
+    /// delivers them).
+    hold_account_answers: bool,
+    held_answers: Vec<(usize, ClusterIn)>,
 }
 
 struct Cluster {
@@ -186,6 +192,8 @@ impl Cluster {
                 }
                 ClusterOut::ClaimName { op, .. }
                 | ClusterOut::ClaimSession { op, .. }
+                | ClusterOut::Register { op, .. }
+                | ClusterOut::SetPassword { op, .. }
                 | ClusterOut::Rooms { op, .. } => self.post(from, ClusterIn::Failed { op }),
                 _ => {}
             }
@@ -341,8 +349,59 @@ impl Cluster {
                     payload: payload.clone(),
                 });
             }
-            ClusterOut::ClaimName { op, folded, user } => {
-                let ok = !self.bus.names.contains_key(&folded);
+            ClusterOut::Register {
+                op,
+                folded,
+                name,
+                phc,
+                max,
+            } => {
+                let outcome = if self.bus.accounts.contains_key(&folded)
+                    || self.bus.names.contains_key(&folded)
+                {
+                    AccountSaved::Taken
+                } else if self.bus.accounts.len() >= max {
+                    AccountSaved::Full
+                } else {
+                    let account = AccountRecord {
+                        name,
+                        phc,
+                        version: 1,
+                    };
+                    self.announce(folded, account);
+                    AccountSaved::Saved { version: 1 }
+                };
+                self.answer_account(from, ClusterIn::AccountSaved { op, outcome });
+            }
+            ClusterOut::SetPassword {
+                op,
+                folded,
+                name,
+                phc,
+            } => {
+                let version = self.bus.accounts.get(&folded).map_or(1, |a| a.version + 1);
+                let account = AccountRecord { name, phc, version };
+                self.announce(folded, account);
+                let outcome = AccountSaved::Saved { version };
+                self.answer_account(from, ClusterIn::AccountSaved { op, outcome });
+            }
+            ClusterOut::OfferAccounts { accounts } => {
+                for (folded, account) in accounts {
+                    if !self.bus.accounts.contains_key(&folded) {
+                        self.announce(folded, account);
+                    }
+                }
+            }
+            ClusterOut::ClaimName {
+                op,
+                folded,
+                user,
+                guest,
+            } => {
+                let registered = self.bus.accounts.contains_key(&folded);
+                // A guest cannot take a registered name (the script's HEXISTS).
+                let refused = guest && registered;
+                let ok = !refused && !self.bus.names.contains_key(&folded);
                 if ok {
                     self.bus.names.insert(folded, (node, user));
                 }
@@ -393,6 +452,31 @@ impl Cluster {
                 }
             }
         }
+    }
+
+    /// Keeps an account and announces it to every node (the accounts channel).
+    fn announce(&mut self, folded: String, account: AccountRecord) {
+        self.bus.accounts.insert(folded, account.clone());
+        for node in 0..self.nodes.len() {
+            if !self.bus.deaf.contains(&node) {
+                self.post(node, ClusterIn::Account(account.clone()));
+            }
+        }
+    }
+
+    /// The answer to an account change: posted, or kept while a test holds them.
+    fn answer_account(&mut self, node: usize, answer: ClusterIn) {
+        match self.bus.hold_account_answers {
+            true => self.bus.held_answers.push((node, answer)),
+            false => self.post(node, answer),
+        }
+    }
+
+    /// What a (re)connecting bridge hands over: every account.
+    fn load_accounts(&mut self, node: usize) {
+        let accounts = self.bus.accounts.values().cloned().collect();
+        self.post(node, ClusterIn::Accounts { accounts });
+        self.settle();
     }
 
     fn append(&mut self, room: &str, seq: u64, payload: Bytes) {
@@ -1023,5 +1107,302 @@ fn a_session_resumed_on_another_node_sends_its_poses_from_there() {
     assert!(
         moved.is_some(),
         "alice's pose from node 1 reaches node 2: {seen:?}"
+    );
+}
+
+/// Sends `message` on a new connection of `node`, answers its password work, and carries
+/// everything: what the connection received.
+fn with_password(c: &mut Cluster, node: usize, message: Value) -> (ConnId, Vec<Value>) {
+    let conn = c.nodes[node].connect();
+    c.send(node, conn, message);
+    c.nodes[node].run_hasher();
+    c.settle();
+    let frames = c.nodes[node].take(conn);
+    (conn, frames)
+}
+
+fn register(c: &mut Cluster, node: usize, user: &str, pass: &str) -> Vec<Value> {
+    let message = json!({"system": "register", "options": {"user": user, "pass": pass}});
+    with_password(c, node, message).1
+}
+
+fn login(c: &mut Cluster, node: usize, user: &str, pass: Option<&str>) -> (ConnId, Vec<Value>) {
+    let options = match pass {
+        Some(pass) => json!({"user": user, "pass": pass}),
+        None => json!({"user": user}),
+    };
+    with_password(c, node, json!({"system": "login", "options": options}))
+}
+
+#[test]
+fn a_registration_is_answered_only_once_redis_kept_it_and_every_node_knows_it() {
+    let mut c = Cluster::new(3);
+    c.bus.hold_account_answers = true;
+    let conn = c.nodes[0].connect();
+    c.send(
+        0,
+        conn,
+        json!({"system": "register", "options": {"user": "Alice", "pass": "correct horse"}}),
+    );
+    c.nodes[0].run_hasher();
+    let asked = c.nodes[0].cluster.iter().any(|out| {
+        matches!(out, ClusterOut::Register { folded, name, phc, max, .. }
+            if folded == "alice" && name == "Alice" && phc == "fake:correct horse"
+                && *max == c.nodes[0].config().max_accounts)
+    });
+    assert!(asked, "{:?}", c.nodes[0].cluster);
+    c.settle();
+    assert!(c.nodes[0].take(conn).is_empty(), "no answer before Redis's");
+    assert!(c.nodes[0].held.contains_key(&conn), "not read meanwhile");
+    for (node, answer) in std::mem::take(&mut c.bus.held_answers) {
+        c.post(node, answer);
+    }
+    c.settle();
+    let frames = c.nodes[0].take(conn);
+    assert_eq!(code(&frames[0]), 201, "{frames:?}");
+    assert_eq!(frames[0]["response"]["detail"], json!({"user": "Alice"}));
+    assert!(!c.nodes[0].held.contains_key(&conn));
+    c.bus.hold_account_answers = false;
+
+    // Node 1 never saw the registration but heard of it: the password is needed there.
+    let (_, frames) = login(&mut c, 1, "alice", Some("wrong horse"));
+    assert_eq!(code(&frames[0]), 403, "{frames:?}");
+    let (_, frames) = login(&mut c, 1, "ALICE", None);
+    assert_eq!(code(&frames[0]), 403, "no guest takes it: {frames:?}");
+    let (bob, frames) = login(&mut c, 1, "alice", Some("correct horse"));
+    assert_eq!(code(&frames[0]), 202, "{frames:?}");
+    assert_eq!(frames[0]["response"]["detail"]["user"], "Alice");
+
+    // A password changed on node 1 is the password on node 2.
+    c.send(
+        1,
+        bob,
+        json!({"system": "password", "options": {"old": "correct horse", "new": "battery staple"}}),
+    );
+    c.nodes[1].run_hasher();
+    c.settle();
+    c.nodes[1].run_hasher();
+    c.settle();
+    let frames = c.nodes[1].take(bob);
+    assert_eq!(code(&frames[0]), 200, "{frames:?}");
+    assert_eq!(c.bus.accounts["alice"].version, 2);
+    c.send(1, bob, json!({"system": "logout"}));
+    let (_, frames) = login(&mut c, 2, "alice", Some("correct horse"));
+    assert_eq!(code(&frames[0]), 403, "the old one: {frames:?}");
+    let (_, frames) = login(&mut c, 2, "alice", Some("battery staple"));
+    assert_eq!(code(&frames[0]), 202, "{frames:?}");
+}
+
+#[test]
+fn a_registration_another_node_won_is_refused_409_and_frees_nothing() {
+    let mut c = Cluster::new(2);
+    let message = json!({"system": "register", "options": {"user": "bob", "pass": "12345678"}});
+    let first = c.nodes[0].connect();
+    let second = c.nodes[1].connect();
+    c.nodes[0].send(first, message.clone());
+    c.nodes[1].send(second, message);
+    c.nodes[0].run_hasher();
+    c.nodes[1].run_hasher();
+    c.settle();
+    let frames = c.nodes[0].take(first);
+    assert_eq!(code(&frames[0]), 201, "{frames:?}");
+    let frames = c.nodes[1].take(second);
+    assert_eq!(code(&frames[0]), 409, "{frames:?}");
+    assert_eq!(
+        frames[0]["response"]["msg"],
+        "User name bob is already registered or in use."
+    );
+    assert!(!c.nodes[1].held.contains_key(&second));
+    // The loser holds the winner's account, and no reservation of its own.
+    assert_eq!(c.nodes[1].hub.accounts.len(), 1);
+    let phc = c.nodes[1].hub.accounts.get("bob").map(|a| a.phc.clone());
+    assert_eq!(phc.as_deref(), Some("fake:12345678"));
+}
+
+#[test]
+fn a_guest_on_another_node_keeps_its_name_from_registration() {
+    let mut c = Cluster::new(2);
+    c.user(0, "carol");
+    let frames = register(&mut c, 1, "Carol", "12345678");
+    assert_eq!(code(&frames[0]), 409, "{frames:?}");
+    assert!(c.bus.accounts.is_empty());
+    assert_eq!(
+        c.nodes[1].hub.accounts.len(),
+        0,
+        "the reservation is given back"
+    );
+}
+
+#[test]
+fn an_account_announced_by_another_node_needs_its_password_here() {
+    let mut c = Cluster::new(2);
+    c.post(
+        1,
+        ClusterIn::Account(AccountRecord {
+            name: "Dave".into(),
+            phc: "fake:secret pass".into(),
+            version: 1,
+        }),
+    );
+    c.settle();
+    let (_, frames) = login(&mut c, 1, "dave", None);
+    assert_eq!(code(&frames[0]), 403, "a guest cannot take it: {frames:?}");
+    let frames = register(&mut c, 1, "DAVE", "12345678");
+    assert_eq!(code(&frames[0]), 409, "{frames:?}");
+    let (_, frames) = login(&mut c, 1, "dave", Some("secret pass"));
+    assert_eq!(code(&frames[0]), 202, "{frames:?}");
+    assert_eq!(frames[0]["response"]["detail"]["user"], "Dave");
+    // A guest whose node has not heard of an account yet is refused by Redis.
+    c.bus.accounts.insert(
+        "erin".into(),
+        AccountRecord {
+            name: "erin".into(),
+            phc: "fake:x".into(),
+            version: 1,
+        },
+    );
+    let (_, frames) = login(&mut c, 0, "erin", None);
+    assert_eq!(code(&frames[0]), 409, "{frames:?}");
+}
+
+#[test]
+fn while_redis_is_away_registrations_are_refused_503_and_keep_no_name() {
+    let mut c = Cluster::new(1);
+    // Redis fails under a registration whose hash is being made.
+    let conn = c.nodes[0].connect();
+    c.send(
+        0,
+        conn,
+        json!({"system": "register", "options": {"user": "eve", "pass": "12345678"}}),
+    );
+    c.bus.down = true;
+    c.nodes[0].run_hasher();
+    c.settle();
+    let frames = c.nodes[0].take(conn);
+    assert_eq!(code(&frames[0]), 503, "{frames:?}");
+    assert_eq!(
+        frames[0]["response"]["msg"],
+        "The cluster's message bus (Redis) is unreachable; try again shortly."
+    );
+    assert_eq!(frames[0]["response"]["detail"], json!({"user": "eve"}));
+    assert_eq!(c.nodes[0].hub.accounts.len(), 0);
+    // Known to be away: refused before any hashing.
+    c.post(0, ClusterIn::Down);
+    c.settle();
+    c.send(
+        0,
+        conn,
+        json!({"system": "register", "options": {"user": "eve", "pass": "12345678"}}),
+    );
+    assert!(c.nodes[0].work.is_empty());
+    assert_eq!(code(&c.nodes[0].take(conn)[0]), 503);
+    c.bus.down = false;
+    c.post(0, ClusterIn::Up);
+    c.settle();
+    let frames = register(&mut c, 0, "eve", "12345678");
+    assert_eq!(code(&frames[0]), 201, "{frames:?}");
+}
+
+#[test]
+fn max_accounts_counts_the_clusters_accounts() {
+    let mut c = Cluster::with(2, |config| config.max_accounts = 1);
+    assert_eq!(code(&register(&mut c, 0, "alice", "12345678")[0]), 201);
+    let frames = register(&mut c, 1, "bob", "12345678");
+    assert_eq!(code(&frames[0]), 503, "{frames:?}");
+    assert_eq!(
+        frames[0]["response"]["msg"],
+        "The server holds its limit of 1 accounts."
+    );
+    // A node that has not heard of the others' accounts is refused by Redis.
+    c.bus.accounts.clear();
+    c.bus.accounts.insert(
+        "carol".into(),
+        AccountRecord {
+            name: "carol".into(),
+            phc: "fake:x".into(),
+            version: 1,
+        },
+    );
+    c.nodes[1].hub.accounts = Default::default();
+    let frames = register(&mut c, 1, "bob", "12345678");
+    assert_eq!(code(&frames[0]), 503, "{frames:?}");
+    assert_eq!(
+        c.nodes[1].hub.accounts.len(),
+        0,
+        "the reservation is given back"
+    );
+}
+
+#[test]
+fn a_reload_takes_the_clusters_accounts_and_offers_the_ones_redis_lacks() {
+    let mut c = Cluster::new(2);
+    // Node 0's store had two accounts from before it joined the cluster.
+    c.nodes[0].hub.restore_account("frank", "fake:local frank");
+    c.nodes[0].hub.restore_account("Gina", "fake:local gina");
+    c.bus.accounts.insert(
+        "frank".into(),
+        AccountRecord {
+            name: "Frank".into(),
+            phc: "fake:cluster frank".into(),
+            version: 3,
+        },
+    );
+    c.load_accounts(0);
+    let frank = c.nodes[0].hub.accounts.get("frank").map(|a| a.phc.clone());
+    assert_eq!(
+        frank.as_deref(),
+        Some("fake:cluster frank"),
+        "the cluster's wins"
+    );
+    assert_eq!(c.bus.accounts["gina"].name, "Gina", "offered");
+    assert_eq!(c.bus.accounts["frank"].phc, "fake:cluster frank");
+    // Node 1 heard of the offer: Gina's password works there.
+    let (_, frames) = login(&mut c, 1, "gina", Some("local gina"));
+    assert_eq!(code(&frames[0]), 202, "{frames:?}");
+    // A stale record (an announcement older than the reload) changes nothing.
+    c.post(
+        0,
+        ClusterIn::Account(AccountRecord {
+            name: "frank".into(),
+            phc: "fake:old".into(),
+            version: 2,
+        }),
+    );
+    c.settle();
+    let frank = c.nodes[0].hub.accounts.get("frank").map(|a| a.phc.clone());
+    assert_eq!(frank.as_deref(), Some("fake:cluster frank"));
+}
+
+#[test]
+fn a_large_store_is_offered_in_batches() {
+    let mut c = Cluster::new(2);
+    for i in 0..600 {
+        c.nodes[0]
+            .hub
+            .restore_account(&format!("user{i}"), &format!("fake:pass {i}"));
+    }
+    let h = &mut c.nodes[0];
+    h.hub.handle(
+        h.now,
+        Input::Cluster(ClusterIn::Accounts {
+            accounts: Vec::new(),
+        }),
+    );
+    h.pump();
+    let batches: Vec<usize> = h
+        .cluster
+        .iter()
+        .filter_map(|out| match out {
+            ClusterOut::OfferAccounts { accounts } => Some(accounts.len()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(batches, [256, 256, 88]);
+    c.settle();
+    assert_eq!(c.bus.accounts.len(), 600);
+    assert_eq!(
+        c.nodes[1].hub.accounts.len(),
+        600,
+        "every node heard of them"
     );
 }

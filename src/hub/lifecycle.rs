@@ -22,8 +22,8 @@ use crate::protocol::{
 };
 
 pub(super) const ACCESS_GRANTED: &str = "Access granted.";
-const ACCOUNT_CREATED: &str = "Account created.";
-const PASSWORD_CHANGED: &str = "Password changed.";
+pub(super) const ACCOUNT_CREATED: &str = "Account created.";
+pub(super) const PASSWORD_CHANGED: &str = "Password changed.";
 const LOGGED_OUT: &str = "Logged out.";
 
 /// Shortest password, in characters.
@@ -215,6 +215,8 @@ impl Hub {
     ) -> Result<(), Refusal> {
         let user = UserName::parse(requested)?;
         check_password(&pass)?;
+        // The account is kept in Redis: no point hashing while it cannot be reached.
+        self.cluster_ready()?;
         let folded = user.folded();
         if self.accounts.is_taken(&folded) || self.sessions.by_name(&folded).is_some() {
             return Err(Refusal::NameRegistered {
@@ -254,6 +256,7 @@ impl Hub {
             .map(|a| a.phc.clone())
             .ok_or(Refusal::NotRegistered)?;
         check_password(&new)?;
+        self.cluster_ready()?;
         let work = Work::Verify {
             password: old,
             phc: Some(phc),
@@ -280,16 +283,29 @@ impl Hub {
         };
         let conn = job.conn();
         self.job_answered(now, job, done);
-        let still_waiting = self.jobs.values().any(|job| job.conn() == conn);
+        // A login or registration may wait for Redis now (cluster mode): still held then.
+        let still_waiting = self.waits_for_work(conn) || self.waits_for_redis(conn);
         if !still_waiting && self.conns.get(conn).is_some() {
             self.outbox.release(conn);
         }
+    }
+
+    /// Whether password work for the connection is under way (it is held meanwhile).
+    pub(super) fn waits_for_work(&self, conn: ConnId) -> bool {
+        self.jobs.values().any(|job| job.conn() == conn)
     }
 
     fn job_answered(&mut self, now: Instant, job: Job, done: Done) {
         match (job, done) {
             (Job::Login { conn, user }, Done::Verified(ok)) => {
                 self.login_checked(now, conn, user, ok)
+            }
+            (Job::Register { conn, user }, Done::Hashed(Some(phc))) if self.clustered() => {
+                // The name stays reserved here until Redis answers.
+                self.cluster_register(now, conn, user, phc);
+            }
+            (Job::SetPassword { conn, user }, Done::Hashed(Some(phc))) if self.clustered() => {
+                self.cluster_set_password(now, conn, user, phc);
             }
             (Job::Register { conn, user }, Done::Hashed(Some(phc))) => {
                 self.accounts.insert(user.as_str().to_owned(), phc.clone());

@@ -24,6 +24,7 @@
 //! | `objects.rs` | shared objects: claims, releases, TTLs, owner-only updates |
 //! | [`cluster`] | cluster mode (`--redis`): what crosses nodes, in what order, and what a lost node or a lost Redis means |
 //! | `remote.rs` | a room's members on other nodes and their latest poses |
+//! | `cluster_accounts.rs` | accounts in a cluster: kept in Redis, every node holding all of them; register and password changes answered once Redis kept them |
 //! | `cluster_games.rs` | games in a cluster: one owner node per game (a lease in Redis), commands forwarded to it, takeover from the last state |
 //! | [`outbox`] | [`Output`] and the ordering rule: a direct reply first flushes its rooms |
 //! | `refusal.rs` | every refusal: its code and text |
@@ -31,6 +32,7 @@
 
 mod accounts;
 pub mod cluster;
+mod cluster_accounts;
 mod cluster_games;
 mod conns;
 mod directory;
@@ -256,7 +258,8 @@ impl Hub {
             .cluster
             .as_ref()
             .map(|c| cluster::Cluster::new(c.node_id.clone(), now));
-        // With a cluster, histories live in Redis; the store keeps accounts only.
+        // With a cluster, histories (and accounts) live in Redis; the store keeps this node's
+        // accounts only.
         let keep_rooms = persist && cluster.is_none();
         let lobby =
             rooms.insert_with(|id| Room::new(id, RoomName::lobby(), history, 1, keep_rooms));

@@ -103,7 +103,7 @@ impl Services {
                 })
                 .map_err(StartError::Redis)?;
                 log::info!(
-                    "cluster node {}: rooms are shared over Redis; the store keeps accounts only",
+                    "cluster node {}: rooms and accounts are shared over Redis; the store keeps a copy of this node's accounts",
                     cluster.node_id
                 );
                 Some(bridge)

@@ -19,6 +19,11 @@
 //! back, and the rest (poses, heartbeats) is dropped. Once both connections are back and the
 //! channels subscribed again, `deliver` gets [`ClusterIn::Up`] and the hub reads every room's
 //! stream from where it stopped.
+//!
+//! **Accounts.** The subscriber also listens to the accounts channel; each time both
+//! connections are (back) up, the command thread reads every account (`HSCAN`, page by page)
+//! and hands them over as one [`ClusterIn::Accounts`], after the subscription, so no change
+//! falls between the read and the announcements.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,8 +35,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use redis::{Client, Connection, Pipeline, Script, Value};
 
-use super::redis_scripts::{self as scripts, node_key, parse_room_channel, room_key};
-use crate::hub::cluster::{ClusterIn, ClusterOut, Publish, DEAD_AFTER};
+use super::redis_scripts::{
+    self as scripts, account_value, node_key, parse_account, parse_room_channel, room_key, ACCOUNTS,
+};
+use crate::hub::cluster::{
+    AccountRecord, AccountSaved, ClusterIn, ClusterOut, Publish, DEAD_AFTER,
+};
 
 /// Requests the queue from the loop holds.
 pub const QUEUE: usize = 65_536;
@@ -46,6 +55,8 @@ const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::fro
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often the subscriber looks at its requests when no message arrives.
 const SUBSCRIBER_POLL: Duration = Duration::from_millis(200);
+/// Accounts read per `HSCAN` page when loading them.
+const ACCOUNTS_PAGE: usize = 1000;
 /// The oldest Redis that has every command the scripts use.
 const MIN_VERSION: (u32, u32) = (6, 2);
 
@@ -75,6 +86,8 @@ fn waiting_op(out: &ClusterOut) -> u64 {
         | ClusterOut::ClaimName { op, .. }
         | ClusterOut::ClaimSession { op, .. }
         | ClusterOut::Rooms { op, .. }
+        | ClusterOut::Register { op, .. }
+        | ClusterOut::SetPassword { op, .. }
         | ClusterOut::Game { op, .. } => *op,
         _ => 0,
     }
@@ -167,7 +180,11 @@ impl Bridge {
             subscriber_up: AtomicBool::new(false),
             stop: AtomicBool::new(false),
         });
-        lock(&shared.subs).wanted.insert(node_key(&config.node));
+        {
+            let mut subs = lock(&shared.subs);
+            subs.wanted.insert(node_key(&config.node));
+            subs.wanted.insert(ACCOUNTS.to_owned());
+        }
         let mut commands = Commands::new(
             config,
             client.clone(),
@@ -280,6 +297,9 @@ struct Scripts {
     lease: Script,
     renew_lease: Script,
     release_lease: Script,
+    register: Script,
+    set_password: Script,
+    offer_account: Script,
 }
 
 impl Scripts {
@@ -297,10 +317,13 @@ impl Scripts {
             lease: Script::new(scripts::LEASE),
             renew_lease: Script::new(scripts::RENEW_LEASE),
             release_lease: Script::new(scripts::RELEASE_LEASE),
+            register: Script::new(scripts::REGISTER),
+            set_password: Script::new(scripts::SET_PASSWORD),
+            offer_account: Script::new(scripts::OFFER_ACCOUNT),
         }
     }
 
-    fn all(&self) -> [&Script; 12] {
+    fn all(&self) -> [&Script; 15] {
         [
             &self.publish,
             &self.sync,
@@ -314,6 +337,9 @@ impl Scripts {
             &self.lease,
             &self.renew_lease,
             &self.release_lease,
+            &self.register,
+            &self.set_password,
+            &self.offer_account,
         ]
     }
 }
@@ -326,6 +352,7 @@ enum Answer {
     ClaimName { op: u64 },
     ClaimSession { op: u64 },
     Rooms { op: u64 },
+    Account { op: u64 },
     Heartbeat,
     Reap,
     Lease { op: u64, room: String },
@@ -470,10 +497,51 @@ impl Commands {
         if self.down {
             return; // lost again meanwhile
         }
+        self.load_accounts();
+        if self.down {
+            return;
+        }
         if std::mem::take(&mut self.told_down) {
             log::info!("Redis connection back ({count} kept requests sent)");
             (self.deliver)(ClusterIn::Up);
         }
+    }
+
+    /// Reads every account, page by page, and hands them to the hub at once. A failure
+    /// leaves it to the next reconnection (a lost connection), or says so (anything else).
+    fn load_accounts(&mut self) {
+        let mut accounts = Vec::new();
+        let mut cursor = 0_u64;
+        loop {
+            let page = self.with_con(|con, _| {
+                let value: Value = redis::cmd("HSCAN")
+                    .arg(ACCOUNTS)
+                    .arg(cursor)
+                    .arg("COUNT")
+                    .arg(ACCOUNTS_PAGE)
+                    .query(con)?;
+                Ok(value)
+            });
+            let page = match page {
+                Ok(page) => page,
+                Err(err) => {
+                    if !is_connection_error(&err) {
+                        log::error!("cannot read the cluster's accounts from Redis: {err}");
+                    }
+                    return;
+                }
+            };
+            let Some((next, records)) = read_accounts_page(&page) else {
+                log::error!("Redis answered HSCAN in a shape roomcast does not know");
+                return;
+            };
+            accounts.extend(records);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        (self.deliver)(ClusterIn::Accounts { accounts });
     }
 
     /// Carries out a batch: runs of pipelinable requests as one pipeline each, subscriptions
@@ -650,6 +718,8 @@ impl Commands {
             ClusterOut::ClaimName { op, .. }
             | ClusterOut::ClaimSession { op, .. }
             | ClusterOut::Rooms { op, .. }
+            | ClusterOut::Register { op, .. }
+            | ClusterOut::SetPassword { op, .. }
             | ClusterOut::Game { op, .. } => {
                 (self.deliver)(ClusterIn::Failed { op: *op });
                 false
@@ -727,12 +797,50 @@ impl Commands {
                     .ignore();
                 None
             }
-            ClusterOut::ClaimName { op, folded, user } => {
+            ClusterOut::ClaimName {
+                op,
+                folded,
+                user,
+                guest,
+            } => {
                 let ukey = format!("roomcast:user:{folded}");
                 let users = format!("{}:users", node_key(node));
-                evalsha(pipe, &self.scripts.claim_name, &[&ukey, &users]);
-                pipe.arg(node).arg(user).arg(folded);
+                evalsha(pipe, &self.scripts.claim_name, &[&ukey, &users, ACCOUNTS]);
+                pipe.arg(node)
+                    .arg(user)
+                    .arg(folded)
+                    .arg(if *guest { "1" } else { "0" });
                 Some(Answer::ClaimName { op: *op })
+            }
+            ClusterOut::Register {
+                op,
+                folded,
+                name,
+                phc,
+                max,
+            } => {
+                let ukey = format!("roomcast:user:{folded}");
+                evalsha(pipe, &self.scripts.register, &[ACCOUNTS, &ukey]);
+                pipe.arg(folded).arg(name).arg(phc).arg(*max);
+                Some(Answer::Account { op: *op })
+            }
+            ClusterOut::SetPassword {
+                op,
+                folded,
+                name,
+                phc,
+            } => {
+                evalsha(pipe, &self.scripts.set_password, &[ACCOUNTS]);
+                pipe.arg(folded).arg(name).arg(phc);
+                Some(Answer::Account { op: *op })
+            }
+            ClusterOut::OfferAccounts { accounts } => {
+                for (folded, account) in accounts {
+                    let record = account_value(account.version, &account.name, &account.phc);
+                    evalsha(pipe, &self.scripts.offer_account, &[ACCOUNTS]);
+                    pipe.arg(folded).arg(record).ignore();
+                }
+                None
             }
             ClusterOut::ReleaseName { folded } => {
                 let ukey = format!("roomcast:user:{folded}");
@@ -869,6 +977,7 @@ impl Commands {
                 | Answer::ClaimName { op }
                 | Answer::ClaimSession { op }
                 | Answer::Rooms { op }
+                | Answer::Account { op }
                     if op != 0 =>
                 {
                     (self.deliver)(ClusterIn::Failed { op })
@@ -896,6 +1005,13 @@ impl Commands {
                 let (rooms, more) = read_rooms(&value);
                 ClusterIn::Rooms { op, rooms, more }
             }
+            Answer::Account { op } => match read_saved(&value) {
+                Some(outcome) => ClusterIn::AccountSaved { op, outcome },
+                None => {
+                    log::error!("Redis answered an account change with {value:?}");
+                    ClusterIn::Failed { op }
+                }
+            },
             Answer::Heartbeat => {
                 let known = matches!(value, Value::Int(1));
                 let reaped = self.registered && !known;
@@ -1011,6 +1127,11 @@ impl Subscriber {
                     true => ClusterIn::Event { room, payload },
                     false => ClusterIn::Poses { room, payload },
                 });
+            } else if channel == ACCOUNTS {
+                match read_account(&payload) {
+                    Some(account) => (self.deliver)(ClusterIn::Account(account)),
+                    None => log::warn!("an unreadable account announcement: ignored"),
+                }
             } else if channel == node_key(&self.node) {
                 if let Some(input) = read_control(&payload) {
                     (self.deliver)(input);
@@ -1157,6 +1278,43 @@ fn read_control(payload: &Bytes) -> Option<ClusterIn> {
     }
 }
 
+/// An account's record, from the hash or the channel.
+fn read_account(value: &[u8]) -> Option<AccountRecord> {
+    let (version, name, phc) = parse_account(value)?;
+    Some(AccountRecord {
+        name: name.to_owned(),
+        phc: phc.to_owned(),
+        version,
+    })
+}
+
+/// One `HSCAN` page of the accounts: the next cursor (0: done) and the records read.
+fn read_accounts_page(value: &Value) -> Option<(u64, Vec<AccountRecord>)> {
+    let Value::Array(parts) = value else {
+        return None;
+    };
+    let next = u64::try_from(int_of(parts.first()?)?).ok()?;
+    let Value::Array(flat) = parts.get(1)? else {
+        return None;
+    };
+    let records = flat
+        .chunks(2)
+        .filter_map(|pair| read_account(&bytes_of(pair.get(1)?)?))
+        .collect();
+    Some((next, records))
+}
+
+/// The answer of the register and set-password scripts.
+fn read_saved(value: &Value) -> Option<AccountSaved> {
+    match int_of(value)? {
+        0 => Some(AccountSaved::Taken),
+        -1 => Some(AccountSaved::Full),
+        version => Some(AccountSaved::Saved {
+            version: u64::try_from(version).ok()?,
+        }),
+    }
+}
+
 fn read_claimed(value: &Value) -> Option<(String, Vec<String>)> {
     let Value::Array(parts) = value else {
         return None;
@@ -1273,5 +1431,33 @@ mod tests {
             Value::Array(vec![bulk("a"), Value::Int(3)]),
         ]);
         assert_eq!(read_rooms(&rooms), (vec![("a".into(), 3)], true));
+        let page = Value::Array(vec![
+            bulk("17"),
+            Value::Array(vec![
+                bulk("alice"),
+                bulk("2\tAlice\t$argon2id$x"),
+                bulk("bad"),
+                bulk("no record"),
+            ]),
+        ]);
+        assert_eq!(
+            read_accounts_page(&page),
+            Some((
+                17,
+                vec![AccountRecord {
+                    name: "Alice".into(),
+                    phc: "$argon2id$x".into(),
+                    version: 2
+                }]
+            ))
+        );
+        assert_eq!(
+            read_saved(&Value::Int(1)),
+            Some(AccountSaved::Saved { version: 1 })
+        );
+        assert_eq!(read_saved(&Value::Int(0)), Some(AccountSaved::Taken));
+        assert_eq!(read_saved(&Value::Int(-1)), Some(AccountSaved::Full));
+        assert_eq!(read_saved(&Value::Int(-2)), None);
+        assert_eq!(read_saved(&Value::Nil), None);
     }
 }

@@ -13,6 +13,8 @@
 //! | `roomcast:{R}:game` | string | the state of R's game, as its last game event said |
 //! | `roomcast:{R}:lease` | string, TTL | the node that owns R's game |
 //! | `roomcast:rooms` | sorted set (score 0) | rooms with members, and the lobby, in name (byte) order |
+//! | `roomcast:accounts` | hash | registered accounts: folded name -> `VERSION\tNAME\tPHC` (the version is raised by each change) |
+//! | `roomcast:accounts` | channel | each account as it is registered, changed or offered: `VERSION\tNAME\tPHC` |
 //! | `roomcast:user:{folded}` | string | `NODE\tNAME`: who holds a user name |
 //! | `roomcast:user:{folded}:rooms` | set | the rooms that user is in |
 //! | `roomcast:session:{token}` | string | the folded user name of a session (TTL = resume grace once detached) |
@@ -138,12 +140,75 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 1
 "#;
 
-/// Takes a user name for a node, if nobody holds it (ignoring ASCII case): 1, else 0.
+/// Where the cluster's accounts are kept (a hash), and the channel that announces changes.
+pub const ACCOUNTS: &str = "roomcast:accounts";
+
+/// An account's record, as the hash and the channel hold it.
+pub fn account_value(version: u64, name: &str, phc: &str) -> String {
+    format!("{version}\t{name}\t{phc}")
+}
+
+/// Reads an account's record: (version, name, PHC string).
+pub fn parse_account(value: &[u8]) -> Option<(u64, &str, &str)> {
+    let text = std::str::from_utf8(value).ok()?;
+    let mut parts = text.splitn(3, '\t');
+    let version = parts.next()?.parse().ok()?;
+    Some((version, parts.next()?, parts.next()?))
+}
+
+/// Takes a user name for a node, if nobody holds it (ignoring ASCII case): 1, else 0. A
+/// guest (ARGV[4] = 1) cannot take a registered name, whether or not its node has heard of
+/// the account yet.
 ///
-/// KEYS: the name's key, the node's names. ARGV: node, name, folded.
+/// KEYS: the name's key, the node's names, the accounts. ARGV: node, name, folded, guest.
 pub const CLAIM_NAME: &str = r#"
+if ARGV[4] == '1' and redis.call('HEXISTS', KEYS[3], ARGV[3]) == 1 then return 0 end
 if redis.call('SET', KEYS[1], ARGV[1] .. '\t' .. ARGV[2], 'NX') then
   redis.call('SADD', KEYS[2], ARGV[3])
+  return 1
+end
+return 0
+"#;
+
+/// Registers an account: 0 if the name is registered or a user of that name is logged in
+/// (on any node), -1 if the cluster holds `max` accounts, else its version (1), with the
+/// account announced.
+///
+/// KEYS: the accounts, the name's key. ARGV: folded, name, PHC, max.
+pub const REGISTER: &str = r#"
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then
+  return 0
+end
+if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[4]) then return -1 end
+local v = '1\t' .. ARGV[2] .. '\t' .. ARGV[3]
+redis.call('HSET', KEYS[1], ARGV[1], v)
+redis.call('PUBLISH', KEYS[1], v)
+return 1
+"#;
+
+/// A registered user's new password: its version raised, kept and announced; returns the
+/// version.
+///
+/// KEYS: the accounts. ARGV: folded, name, PHC.
+pub const SET_PASSWORD: &str = r#"
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+local version = 1
+if old then
+  version = (tonumber(string.match(old, '^(%d+)\t')) or 0) + 1
+end
+local v = string.format('%d', version) .. '\t' .. ARGV[2] .. '\t' .. ARGV[3]
+redis.call('HSET', KEYS[1], ARGV[1], v)
+redis.call('PUBLISH', KEYS[1], v)
+return version
+"#;
+
+/// An account a node holds that Redis lacks: kept and announced only if the name is still
+/// free (`HSETNX`: the cluster's account wins). Returns 1 if kept.
+///
+/// KEYS: the accounts. ARGV: folded, record.
+pub const OFFER_ACCOUNT: &str = r#"
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
+  redis.call('PUBLISH', KEYS[1], ARGV[2])
   return 1
 end
 return 0
@@ -309,5 +374,17 @@ mod tests {
             Some(("cafe ☕", true))
         );
         assert_eq!(parse_room_channel("roomcast:node:n1"), None);
+        assert_eq!(parse_room_channel(ACCOUNTS), None);
+    }
+
+    #[test]
+    fn account_records_round_trip() {
+        let value = account_value(3, "Alice", "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA");
+        assert_eq!(
+            parse_account(value.as_bytes()),
+            Some((3, "Alice", "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA"))
+        );
+        assert_eq!(parse_account(b"x\tAlice\tphc"), None);
+        assert_eq!(parse_account(b"1\tAlice"), None);
     }
 }
