@@ -17,7 +17,7 @@
 //! | [`stats`] | plain counters the hub and the loop bump, rendered for `GET /metrics` | prometheus-client |
 //! | [`game`] | server-authoritative games (the `Game` trait and its registry) | serde_json |
 //! | [`hub`] | the sans-IO core: every protocol rule, driven by inputs with a `now` | the above but transport |
-//! | [`services`] | work off the loop on threads of its own: the SQLite store, the argon2id hashing pool, the Redis bridge of a cluster (`--redis`) | std threads, bytes, quiet, rusqlite, argon2, redis |
+//! | [`services`] | work off the loop on threads of its own: the SQLite store, the argon2id hashing pool, the Redis bridge of a cluster (`--redis`) | std threads, bytes, quiet, rusqlite, argon2, redis; the hub's cluster messages (`hub::cluster_messages`) |
 //! | [`net`] | the mio event loop that drives the hub over sockets; HTTP routes (`/metrics`, `/healthz`, the viewer) | mio, slab, transport, hub, stats |
 //! | [`client`] | a blocking client for native programs, tests and the bench | std::net, protocol, transport |
 //! | [`quiet`] | repetitive log lines summarized under floods | log |

@@ -34,6 +34,7 @@ mod accounts;
 pub mod cluster;
 mod cluster_accounts;
 mod cluster_games;
+pub mod cluster_messages;
 mod conns;
 mod directory;
 mod history;

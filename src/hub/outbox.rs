@@ -62,7 +62,7 @@ pub enum Output {
     /// Hand this to the store to keep.
     Persist(Record),
     /// Hand this to Redis (cluster mode); what it answers comes back as `Input::Cluster`.
-    Cluster(super::cluster::ClusterOut),
+    Cluster(super::cluster_messages::ClusterOut),
 }
 
 /// Password work for the hashing service (argon2id, off the event loop).
@@ -175,7 +175,7 @@ impl Outbox {
     }
 
     /// Asks Redis for something (cluster mode).
-    pub fn cluster(&mut self, out: super::cluster::ClusterOut) {
+    pub fn cluster(&mut self, out: super::cluster_messages::ClusterOut) {
         self.queue.push_back(Output::Cluster(out));
     }
 

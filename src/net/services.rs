@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 
 use crate::config::{Config, HashCost};
-use crate::hub::cluster::{ClusterIn, ClusterOut};
+use crate::hub::cluster_messages::{ClusterIn, ClusterOut};
 use crate::hub::{Done, Hub, Input, Record, Work};
 use crate::quiet::Tally;
 use crate::services::hasher::{Hasher, HasherConfig, Job, Outcome};

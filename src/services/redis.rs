@@ -38,9 +38,8 @@ use redis::{Client, Connection, Pipeline, Script, Value};
 use super::redis_scripts::{
     self as scripts, account_value, node_key, parse_account, parse_room_channel, room_key, ACCOUNTS,
 };
-use crate::hub::cluster::{
-    AccountRecord, AccountSaved, ClusterIn, ClusterOut, Publish, DEAD_AFTER,
-};
+use crate::hub::cluster::DEAD_AFTER;
+use crate::hub::cluster_messages::{AccountRecord, AccountSaved, ClusterIn, ClusterOut, Publish};
 
 /// Requests the queue from the loop holds.
 pub const QUEUE: usize = 65_536;
