@@ -116,11 +116,17 @@ pub struct Config {
     pub cluster: Option<ClusterConfig>,
 }
 
-/// A cluster member's settings (`--redis`, `--node-id`).
+/// A cluster member's settings (`--redis`, `--redis-ca`, `--node-id`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterConfig {
-    /// `redis://[:PASSWORD@]HOST:PORT[/DB]`.
+    /// `redis://[:PASSWORD@]HOST:PORT[/DB]`, or `rediss://...` for TLS.
     pub redis_url: String,
+    /// PEM file of the CA certificate(s) that Redis's TLS certificate must chain to, instead
+    /// of the system's roots (`rediss://` only).
+    pub redis_ca: Option<PathBuf>,
+    /// This node's client certificate and key, for a Redis that asks for one
+    /// (`--redis-cert`, `--redis-key`; `rediss://` only).
+    pub redis_client: Option<TlsFiles>,
     /// This node's id: 1 to 64 of `A-Z a-z 0-9 _ - .`, unique in the cluster.
     pub node_id: String,
 }
@@ -203,11 +209,22 @@ impl Default for Config {
 /// A setting that cannot work; the message names the flag and the accepted range.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ConfigError {
-    /// `--redis` that is not a `redis://` URL.
+    /// `--redis` that is not a `redis://` or `rediss://` URL.
     #[error(
-        "--redis must be a URL like redis://HOST:PORT or redis://:PASSWORD@HOST:PORT/DB, got {0:?}"
+        "--redis must be a URL like redis://HOST:PORT, redis://:PASSWORD@HOST:PORT/DB or (TLS) rediss://HOST:PORT, got {0:?}"
     )]
     RedisUrl(String),
+    /// A `rediss://` URL with a fragment: `#insecure` would turn certificate checks off.
+    #[error("--redis: Redis's TLS certificate is always verified; a URL fragment such as #insecure is not accepted (use --redis-ca for a private CA), got {0:?}")]
+    RedisFragment(String),
+    /// `--redis-ca` (or `--redis-cert`) with a URL that does not use TLS.
+    #[error("--{flag} needs a TLS URL (rediss://HOST:PORT); --redis {url:?} does not use TLS")]
+    RedisNeedsTls {
+        /// The flag's name.
+        flag: &'static str,
+        /// The URL (without its password).
+        url: String,
+    },
     /// A node id outside the alphabet.
     #[error("--node-id must be 1 to 64 of A-Z a-z 0-9 _ - ., got {0:?}")]
     NodeId(String),
@@ -342,9 +359,26 @@ impl Config {
         }
         if let Some(cluster) = &self.cluster {
             let url = cluster.redis_url.as_str();
-            let rest = url.strip_prefix("redis://").unwrap_or("");
+            let shown = || hide_password(url);
+            let (tls, rest) = match (url.strip_prefix("redis://"), url.strip_prefix("rediss://")) {
+                (Some(rest), _) => (false, rest),
+                (_, Some(rest)) => (true, rest),
+                _ => (false, ""),
+            };
             if rest.is_empty() || rest.starts_with('/') {
-                return Err(ConfigError::RedisUrl(url.to_owned()));
+                return Err(ConfigError::RedisUrl(shown()));
+            }
+            if rest.contains('#') {
+                return Err(ConfigError::RedisFragment(shown()));
+            }
+            let tls_flags = [
+                ("redis-ca", cluster.redis_ca.is_some()),
+                ("redis-cert", cluster.redis_client.is_some()),
+            ];
+            for (flag, given) in tls_flags {
+                if given && !tls {
+                    return Err(ConfigError::RedisNeedsTls { flag, url: shown() });
+                }
             }
             if !ClusterConfig::valid_node_id(&cluster.node_id) {
                 return Err(ConfigError::NodeId(cluster.node_id.clone()));
@@ -372,6 +406,16 @@ impl Config {
     }
 }
 
+/// A Redis URL as messages and logs may show it: its password, if any, replaced by `***`.
+pub fn hide_password(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -381,6 +425,8 @@ mod tests {
         let cluster = |url: &str, id: &str| Config {
             cluster: Some(ClusterConfig {
                 redis_url: url.into(),
+                redis_ca: None,
+                redis_client: None,
                 node_id: id.into(),
             }),
             ..Config::default()
@@ -399,6 +445,22 @@ mod tests {
                 Err(ConfigError::NodeId(id.into()))
             );
         }
+        assert_eq!(cluster("rediss://:pw@h:6380/1", "n1").validate(), Ok(()));
+        assert_eq!(
+            cluster("rediss://:pw@h:1/#insecure", "n1").validate(),
+            Err(ConfigError::RedisFragment(
+                "rediss://***@h:1/#insecure".into()
+            ))
+        );
+        assert_eq!(
+            cluster("rediss://", "n1").validate(),
+            Err(ConfigError::RedisUrl("rediss://".into()))
+        );
+        assert_eq!(
+            cluster("http://:pw@h:1", "n1").validate(),
+            Err(ConfigError::RedisUrl("http://***@h:1".into())),
+            "a password stays out of the message"
+        );
         let interest = Config {
             interest_radius: Some(5.0),
             ..cluster("redis://h:1", "n1")
@@ -406,6 +468,50 @@ mod tests {
         assert_eq!(
             interest.validate(),
             Err(ConfigError::NotInCluster("interest-radius"))
+        );
+    }
+
+    #[test]
+    fn redis_tls_files_need_a_tls_url() {
+        let with = |url: &str, ca: bool, client: bool| Config {
+            cluster: Some(ClusterConfig {
+                redis_url: url.into(),
+                redis_ca: ca.then(|| "ca.pem".into()),
+                redis_client: client.then(|| TlsFiles {
+                    cert: "node.pem".into(),
+                    key: "node.key".into(),
+                }),
+                node_id: "n1".into(),
+            }),
+            ..Config::default()
+        };
+        assert_eq!(
+            with("rediss://127.0.0.1:6380", true, false).validate(),
+            Ok(())
+        );
+        assert_eq!(with("rediss://:pw@h:1/2", true, true).validate(), Ok(()));
+        assert_eq!(with("rediss://h:1", false, true).validate(), Ok(()));
+        assert_eq!(with("redis://h:1", false, false).validate(), Ok(()));
+        let err = with("redis://:pw@h:1", true, false).validate().unwrap_err();
+        assert_eq!(
+            err,
+            ConfigError::RedisNeedsTls {
+                flag: "redis-ca",
+                url: "redis://***@h:1".into()
+            }
+        );
+        assert!(
+            err.to_string()
+                .starts_with("--redis-ca needs a TLS URL (rediss://"),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("pw"), "{err}");
+        assert_eq!(
+            with("redis://h:1", false, true).validate(),
+            Err(ConfigError::RedisNeedsTls {
+                flag: "redis-cert",
+                url: "redis://h:1".into()
+            })
         );
     }
 

@@ -151,9 +151,21 @@ struct Args {
     #[arg(long, default_value_t = 8)]
     max_claims: usize,
     /// Run as a node of a cluster sharing rooms and accounts over this Redis:
-    /// redis://[:PASSWORD@]HOST:PORT[/DB]. Without it no Redis code runs.
+    /// redis://[:PASSWORD@]HOST:PORT[/DB], or rediss://... for TLS (its certificate is
+    /// verified). Without it no Redis code runs.
     #[arg(long, value_name = "URL")]
     redis: Option<String>,
+    /// PEM file of the CA certificate(s) that signed Redis's TLS certificate (a private CA),
+    /// trusted instead of the system's roots; needs a rediss:// URL.
+    #[arg(long, value_name = "PATH", requires = "redis")]
+    redis_ca: Option<PathBuf>,
+    /// PEM certificate chain of this node, for a Redis that asks clients for one (with
+    /// --redis-key; rediss:// only).
+    #[arg(long, value_name = "PATH", requires_all = ["redis", "redis_key"])]
+    redis_cert: Option<PathBuf>,
+    /// PEM private key of --redis-cert.
+    #[arg(long, value_name = "PATH", requires = "redis_cert")]
+    redis_key: Option<PathBuf>,
     /// This node's id in the cluster (1 to 64 of A-Z a-z 0-9 _ - .; default: random).
     /// Reusing a dead node's id at restart ends what that node left at once.
     #[arg(long, requires = "redis")]
@@ -265,6 +277,14 @@ impl Args {
             max_claims: self.max_claims,
             cluster: self.redis.as_ref().map(|url| ClusterConfig {
                 redis_url: url.clone(),
+                redis_ca: self.redis_ca.clone(),
+                redis_client: match (&self.redis_cert, &self.redis_key) {
+                    (Some(cert), Some(key)) => Some(TlsFiles {
+                        cert: cert.clone(),
+                        key: key.clone(),
+                    }),
+                    _ => None,
+                },
                 node_id: self.node_id.clone().unwrap_or_else(random_node_id),
             }),
         }

@@ -62,6 +62,8 @@ fn config(id: &str) -> Config {
     Config {
         cluster: Some(ClusterConfig {
             redis_url: "redis://fake:1".into(),
+            redis_ca: None,
+            redis_client: None,
             node_id: id.into(),
         }),
         ..Config::default()

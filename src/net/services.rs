@@ -82,6 +82,8 @@ impl Services {
                 let wake = wake.clone();
                 let bridge_config = BridgeConfig {
                     url: cluster.redis_url.clone(),
+                    ca: cluster.redis_ca.clone(),
+                    client: cluster.redis_client.clone(),
                     node: cluster.node_id.clone(),
                     stream_len: config.history.max(1000),
                 };
