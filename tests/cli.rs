@@ -24,6 +24,25 @@ fn bad_flags_stop_the_server_with_a_message_naming_the_flag() {
             "neither an IP address nor a host name that resolves",
         ),
         (&["--fps", "0"][..], "--fps must be a number above 0"),
+        (
+            &["--redis", "redis://127.0.0.1:1", "--redis-ca", "ca.pem"][..],
+            "--redis-ca needs a TLS URL (rediss://HOST:PORT)",
+        ),
+        (
+            &[
+                "--redis",
+                "redis://127.0.0.1:1",
+                "--redis-cert",
+                "node.pem",
+                "--redis-key",
+                "node.key",
+            ][..],
+            "--redis-cert needs a TLS URL",
+        ),
+        (
+            &["--redis", "rediss://127.0.0.1:1/#insecure"][..],
+            "Redis's TLS certificate is always verified",
+        ),
     ] {
         let output = Command::new(env!("CARGO_BIN_EXE_roomcast"))
             .args(["--port", "0", "--ephemeral"])

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use roomcast::client::{Client, Event, ServerMessage};
 use serde_json::{json, Value};
-use support::redis::{self, RedisServer};
+use support::redis::{self, RedisServer, TestCa};
 use support::Binary;
 
 /// Starts `count` nodes on one Redis, ids n0, n1, ...
@@ -736,4 +736,203 @@ fn a_game_is_played_from_two_nodes_with_one_owner() {
     bob.read_for(Duration::from_millis(200));
     assert_eq!(boards(&alice), boards(&bob), "one game, seen alike");
     assert_eq!(boards(&alice).len(), 4);
+}
+
+// ---- Redis over TLS (`rediss://`, `--redis-ca`) ----
+
+/// Starts a TLS-only Redis with certificates of a CA made for the test (and, with
+/// `client_certs`, that asks clients for one); `None` (having said why) when redis-server
+/// cannot start with TLS here.
+fn tls_redis(client_certs: bool) -> Option<(TestCa, RedisServer)> {
+    if let Err(why) = redis::available() {
+        eprintln!("skipped: {why}");
+        return None;
+    }
+    let ca = TestCa::new("of Redis");
+    match RedisServer::tls(&ca, client_certs) {
+        Ok(server) => Some((ca, server)),
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            None
+        }
+    }
+}
+
+/// Runs a node that must fail at start-up: its exit status and what it wrote to stderr.
+fn start_failure(args: &str) -> (Option<i32>, String) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_roomcast"))
+        .args(["--port", "0", "--ephemeral"])
+        .args(args.split_whitespace())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start roomcast");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("roomcast {args} still runs after 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("piped"), &mut stderr)
+        .expect("stderr");
+    (status.code(), stderr)
+}
+
+#[test]
+fn nodes_chat_over_a_redis_that_speaks_tls_only() {
+    let Some((ca, redis)) = tls_redis(false) else {
+        return;
+    };
+    assert!(redis.url().starts_with("rediss://127.0.0.1:"));
+    let extra = format!("--rate-limit 0 --redis-ca {}", ca.ca.display());
+    let nodes = nodes(&redis, 2, &extra);
+    let mut peers: Vec<Peer> = (0..2)
+        .map(|i| Peer::login(nodes[i].addr, &format!("u{i}")).0)
+        .collect();
+    for peer in &mut peers {
+        peer.send(json!({"room": "chat", "type": "join"}));
+        peer.wait(|e| e.iter().any(|(r, _, e)| r == "chat" && e.kind == "list"));
+    }
+    peers[0].wait(|e| {
+        e.iter()
+            .filter(|(r, _, e)| r == "chat" && e.kind == "join")
+            .count()
+            == 2
+    });
+    const EACH: usize = 10;
+    for n in 0..EACH {
+        for (i, peer) in peers.iter_mut().enumerate() {
+            peer.send(json!({"room": "chat", "type": "msg", "data": {"from": i, "n": n}}));
+        }
+    }
+    for peer in &mut peers {
+        peer.wait(|e| {
+            e.iter()
+                .filter(|(r, _, e)| r == "chat" && e.kind == "msg")
+                .count()
+                == 2 * EACH
+        });
+    }
+    let views: Vec<Vec<(u64, Value)>> = peers.iter().map(|p| p.msgs("chat")).collect();
+    assert_eq!(views[0], views[1], "one order on both nodes");
+    let seqs: Vec<u64> = views[0].iter().map(|(s, _)| *s).collect();
+    let first = seqs[0];
+    assert_eq!(
+        seqs,
+        (first..first + 2 * EACH as u64).collect::<Vec<_>>(),
+        "dense"
+    );
+    for from in 0..2 {
+        let seen = views[0].iter().filter(|(_, d)| d["from"] == from).count();
+        assert_eq!(seen, EACH, "every msg of u{from} seen by both");
+    }
+}
+
+#[test]
+fn a_tls_redis_that_cannot_be_trusted_or_spoken_to_stops_the_node_at_start() {
+    let Some((ca, redis)) = tls_redis(false) else {
+        return;
+    };
+    let url = redis.url();
+    // A CA that did not sign Redis's certificate.
+    let stranger = TestCa::new("stranger");
+    let (code, stderr) = start_failure(&format!(
+        "--redis {url} --redis-ca {}",
+        stranger.ca.display()
+    ));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "Redis at {url} presented a TLS certificate that does not verify"
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--redis-ca names the CA"), "{stderr}");
+    // No --redis-ca: the system's roots do not know the test's CA either.
+    let (code, stderr) = start_failure(&format!("--redis {url}"));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("does not verify"), "{stderr}");
+    // A CA file that is not there, or holds no certificate.
+    let missing = ca.dir().join("missing.pem");
+    let (code, stderr) = start_failure(&format!("--redis {url} --redis-ca {}", missing.display()));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot read --redis-ca {}", missing.display())),
+        "{stderr}"
+    );
+    let (code, stderr) = start_failure(&format!("--redis {url} --redis-ca {}", ca.key.display()));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("holds no PEM certificate"), "{stderr}");
+    // rediss:// to a Redis that speaks no TLS: the password stays out of the message.
+    let plain = RedisServer::ephemeral();
+    let plain_url = format!("rediss://:hunter2@127.0.0.1:{}", plain.port);
+    let (code, stderr) = start_failure(&format!(
+        "--redis {plain_url} --redis-ca {}",
+        ca.ca.display()
+    ));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "no TLS with Redis at rediss://***@127.0.0.1:{}",
+            plain.port
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+}
+
+#[test]
+fn a_redis_that_asks_for_client_certificates_takes_the_nodes_one() {
+    let Some((ca, redis)) = tls_redis(true) else {
+        return;
+    };
+    let url = redis.url();
+    let trust = format!("--redis {url} --redis-ca {}", ca.ca.display());
+    let node = Binary::start(
+        "",
+        &format!(
+            "{trust} --redis-cert {} --redis-key {}",
+            ca.client_cert.display(),
+            ca.client_key.display()
+        ),
+    );
+    // A login claims its name in Redis: a 202 means the node's commands go through.
+    let (mut peer, _) = Peer::login(node.addr, "alice");
+    peer.send(json!({"system": "rooms"}));
+    assert_eq!(peer.reply()["code"], 200);
+    // Without one, or with one the CA did not sign (Redis's own), the node stops at once.
+    let (code, stderr) = start_failure(&trust);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "Redis at {url} refused this node's TLS client certificate"
+        )),
+        "{stderr}"
+    );
+    let stranger = TestCa::new("stranger");
+    let (code, stderr) = start_failure(&format!(
+        "{trust} --redis-cert {} --redis-key {}",
+        stranger.client_cert.display(),
+        stranger.client_key.display()
+    ));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("refused this node's TLS client certificate"),
+        "{stderr}"
+    );
+    // A key that is not the certificate's.
+    let (code, stderr) = start_failure(&format!(
+        "{trust} --redis-cert {} --redis-key {}",
+        ca.client_cert.display(),
+        stranger.client_key.display()
+    ));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("TLS settings for Redis"), "{stderr}");
 }
