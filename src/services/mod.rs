@@ -13,7 +13,7 @@
 //! |---|---|---|
 //! | [`store`] | SQLite: accounts and room history, written in small batches by one writer | none: writes are fire-and-forget; start-up reads the database back once |
 //! | [`hasher`] | Argon2id hashing and verification on a small worker pool | one [`hasher::Outcome`] per accepted job |
-//! | [`redis`] | cluster mode: the hub's requests to Redis, pipelined on one connection, and the rooms' channels on another ([`redis_scripts`]: what is kept there, and the scripts) | one `ClusterIn` per answer or channel message |
+//! | [`redis`] | cluster mode: the hub's requests to Redis, pipelined on one connection, and the rooms' channels on another ([`redis_scripts`]: what is kept there, and the scripts; `redis_connect`: opening the connections, TLS and start-up errors; `redis_replies`: reading what Redis answers) | one `ClusterIn` per answer or channel message |
 //!
 //! ```no_run
 //! use std::sync::{Arc, Mutex};
@@ -36,5 +36,7 @@
 
 pub mod hasher;
 pub mod redis;
+mod redis_connect;
+mod redis_replies;
 pub mod redis_scripts;
 pub mod store;
