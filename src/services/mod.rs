@@ -11,7 +11,7 @@
 //!
 //! | service | what it does off the loop | results |
 //! |---|---|---|
-//! | [`store`] | SQLite: accounts and room history, written in small batches by one writer | none: writes are fire-and-forget; start-up reads the database back once |
+//! | [`store`] | SQLite: accounts and room history, written in small batches by one writer (`store_file`: the schema, its migrations, the directory lock and what goes wrong opening the file) | none: writes are fire-and-forget; start-up reads the database back once |
 //! | [`hasher`] | Argon2id hashing and verification on a small worker pool | one [`hasher::Outcome`] per accepted job |
 //! | [`redis`] | cluster mode: the hub's requests to Redis, pipelined on one connection, and the rooms' channels on another ([`redis_scripts`]: what is kept there, and the scripts; `redis_connect`: opening the connections, TLS and start-up errors; `redis_replies`: reading what Redis answers) | one `ClusterIn` per answer or channel message |
 //!
@@ -40,3 +40,4 @@ mod redis_connect;
 mod redis_replies;
 pub mod redis_scripts;
 pub mod store;
+mod store_file;
