@@ -44,7 +44,8 @@ use redis::{Client, Connection, Pipeline, Script, Value};
 
 pub use super::redis_connect::BridgeError;
 use super::redis_connect::{
-    connect, is_connection_error, open_client, server_version, start_error, version_of, MIN_VERSION,
+    connect, is_connection_error, open_client, server_version, start_error, version_of, IO_TIMEOUT,
+    MIN_VERSION,
 };
 use super::redis_replies::{
     bytes_of, int_of, read_account, read_accounts_page, read_claimed, read_control, read_rooms,
@@ -66,8 +67,6 @@ const BATCH: usize = 512;
 pub const MAX_RETRY: usize = 100_000;
 /// First and longest wait between reconnection attempts.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(2));
-/// How long a connection attempt, or one answer, may take before Redis counts as lost.
-pub(super) const IO_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often the subscriber looks at its requests when no message arrives.
 const SUBSCRIBER_POLL: Duration = Duration::from_millis(200);
 /// Accounts read per `HSCAN` page when loading them.
@@ -145,7 +144,7 @@ impl Bridge {
         deliver: impl Fn(ClusterIn) + Send + Sync + 'static,
     ) -> Result<Bridge, BridgeError> {
         let shown = hide_password(&config.url);
-        let client = open_client(&config)?;
+        let client = open_client(&config.url, config.ca.as_deref(), config.client.as_ref())?;
         let tls = config.url.starts_with("rediss://");
         let unreachable = |source| BridgeError::Unreachable {
             url: shown.clone(),

@@ -4,15 +4,17 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use redis::{Client, ClientTlsConfig, Connection, TlsCertificates};
 use rustls::AlertDescription;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use super::redis::{BridgeConfig, IO_TIMEOUT};
-use crate::config::hide_password;
+use crate::config::{hide_password, TlsFiles};
 
+/// How long a connection attempt, or one answer, may take before Redis counts as lost.
+pub(super) const IO_TIMEOUT: Duration = Duration::from_secs(2);
 /// The oldest Redis that has every command the scripts use.
 pub(super) const MIN_VERSION: (u32, u32) = (6, 2);
 
@@ -102,24 +104,28 @@ pub enum BridgeError {
     Thread(std::io::Error),
 }
 
-pub(super) fn open_client(config: &BridgeConfig) -> Result<Client, BridgeError> {
+pub(super) fn open_client(
+    url: &str,
+    ca: Option<&Path>,
+    client: Option<&TlsFiles>,
+) -> Result<Client, BridgeError> {
     // The redis crate builds its rustls config with the process's default provider: make it
     // ring (ours) before the crate asks, rather than let rustls guess (it panics when
     // unsure). An `Err` means one is installed already, which is as good.
-    if config.url.starts_with("rediss://") {
+    if url.starts_with("rediss://") {
         let _ = rustls::crypto::ring::default_provider().install_default();
     }
-    if config.ca.is_none() && config.client.is_none() {
-        return Client::open(config.url.as_str()).map_err(|source| BridgeError::Url {
-            url: hide_password(&config.url),
+    if ca.is_none() && client.is_none() {
+        return Client::open(url).map_err(|source| BridgeError::Url {
+            url: hide_password(url),
             source,
         });
     }
-    let root_cert = match &config.ca {
+    let root_cert = match ca {
         Some(path) => Some(read_certificates("redis-ca", path)?),
         None => None,
     };
-    let client_tls = match &config.client {
+    let client_tls = match client {
         Some(files) => Some(ClientTlsConfig {
             client_cert: read_certificates("redis-cert", &files.cert)?,
             client_key: read_key(&files.key)?,
@@ -130,8 +136,8 @@ pub(super) fn open_client(config: &BridgeConfig) -> Result<Client, BridgeError> 
         client_tls,
         root_cert,
     };
-    Client::build_with_tls(config.url.as_str(), certificates).map_err(|source| BridgeError::Url {
-        url: hide_password(&config.url),
+    Client::build_with_tls(url, certificates).map_err(|source| BridgeError::Url {
+        url: hide_password(url),
         source,
     })
 }
