@@ -7,10 +7,21 @@
 //!   as one pipeline (so a busy room costs one round trip per batch, not per event), and hands
 //!   each answer to `deliver`. Requests on one connection are carried out in order, so the
 //!   events one node publishes in a room keep their order.
+//! - **Events are batched.** Within a pipeline, each run of consecutive
+//!   [`ClusterOut::Publish`] (of any rooms; cut before any other request, so that request
+//!   keeps its place, and at [`BATCH`] events or about [`BATCH_BYTES`]) is one call of the
+//!   batch script ([`PUBLISH_BATCH`](scripts::PUBLISH_BATCH)), which numbers each event as
+//!   the single-event logic would and publishes ONE message per room holding that room's
+//!   payloads. Per event, a script call and a pub/sub message (parsed by the redis crate on
+//!   every node) were most of what an event cost; a busy node now pays them once per run.
+//!   Each event still gets its own outcome: one the script failed on fails alone.
 //! - The **subscriber thread** owns a second connection in pub/sub mode: the rooms' channels
 //!   (subscribed and unsubscribed on the command thread's request, confirmed before the room
 //!   is read, so no event falls between the read and the subscription) and this node's control
-//!   channel.
+//!   channel. It splits each events message back into one [`ClusterIn::Event`] per payload
+//!   (slices of the message, not copies), so the hub sees exactly what it saw when each event
+//!   was its own message; a message that does not split cleanly is dropped whole and logged
+//!   (the hub reads the gap back from the stream).
 //!
 //! **Redis lost.** When either connection fails, `deliver` gets [`ClusterIn::Down`] (once per
 //! outage); both reconnect with a backoff from 100 ms to 2 s. Meanwhile requests a client
@@ -48,8 +59,8 @@ use super::redis_connect::{
     MIN_VERSION,
 };
 use super::redis_replies::{
-    bytes_of, int_of, read_account, read_accounts_page, read_claimed, read_control, read_rooms,
-    read_saved, read_stream, read_sync,
+    bytes_of, int_of, read_account, read_accounts_page, read_claimed, read_control, read_published,
+    read_rooms, read_saved, read_stream, read_sync, split_events, Published,
 };
 use super::redis_scripts::{
     self as scripts, account_value, node_key, parse_room_channel, room_key, ACCOUNTS,
@@ -60,8 +71,12 @@ use crate::hub::cluster_messages::{ClusterIn, ClusterOut, Publish};
 
 /// Requests the queue from the loop holds.
 pub const QUEUE: usize = 65_536;
-/// Requests sent in one pipeline at most.
+/// Requests sent in one pipeline at most, and events in one call of the batch script.
 const BATCH: usize = 512;
+/// Bytes of events (their prefixes, suffixes and game states) past which a run of events is
+/// cut into another script call: what one call publishes to a room is one message, and
+/// Redis cuts off a subscriber whose output buffer passes 32 MB (its default).
+const BATCH_BYTES: usize = 1 << 20;
 /// Server-made events and session changes kept while Redis is away; past it the oldest go
 /// (logged).
 pub const MAX_RETRY: usize = 100_000;
@@ -288,7 +303,7 @@ struct Scripts {
 impl Scripts {
     fn new() -> Scripts {
         Scripts {
-            publish: Script::new(scripts::PUBLISH),
+            publish: Script::new(scripts::PUBLISH_BATCH),
             sync: Script::new(scripts::SYNC),
             claim_name: Script::new(scripts::CLAIM_NAME),
             release_name: Script::new(scripts::RELEASE_NAME),
@@ -330,16 +345,35 @@ impl Scripts {
 /// What to do with one pipelined answer.
 enum Answer {
     Ignore,
-    Publish { op: u64 },
-    Fetch { room: String, after: u64 },
-    ClaimName { op: u64 },
-    ClaimSession { op: u64 },
-    Rooms { op: u64 },
-    Account { op: u64 },
+    /// A run of events (one call of the batch script): their ops, in order.
+    Publish {
+        ops: Vec<u64>,
+    },
+    Fetch {
+        room: String,
+        after: u64,
+    },
+    ClaimName {
+        op: u64,
+    },
+    ClaimSession {
+        op: u64,
+    },
+    Rooms {
+        op: u64,
+    },
+    Account {
+        op: u64,
+    },
     Heartbeat,
     Reap,
-    Lease { op: u64, room: String },
-    Renew { room: String },
+    Lease {
+        op: u64,
+        room: String,
+    },
+    Renew {
+        room: String,
+    },
 }
 
 impl Commands {
@@ -657,9 +691,17 @@ impl Commands {
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
         let mut answers = Vec::with_capacity(run.len());
-        for out in &run {
-            // Requests whose replies are ignored leave no answer: the replies line up.
-            answers.extend(self.add(&mut pipe, out));
+        let mut rest = &run[..];
+        while let Some(first) = rest.first() {
+            let events = publish_run(rest);
+            if events > 0 {
+                answers.push(self.add_publishes(&mut pipe, &rest[..events]));
+                rest = &rest[events..];
+            } else {
+                // Requests whose replies are ignored leave no answer: the replies line up.
+                answers.extend(self.add(&mut pipe, first));
+                rest = &rest[1..];
+            }
         }
         let result: redis::RedisResult<Vec<Value>> = self.with_con(|con, _| pipe.query(con));
         match result {
@@ -724,6 +766,35 @@ impl Commands {
         }
     }
 
+    /// Adds a run of events (`ClusterOut::Publish`, see [`publish_run`]) to the pipeline as
+    /// one call of the batch script: one script call, and one message per room, for the run.
+    fn add_publishes(&self, pipe: &mut Pipeline, run: &[ClusterOut]) -> Answer {
+        let cmd = pipe
+            .cmd("EVALSHA")
+            .arg(self.scripts.publish.get_hash())
+            .arg(0)
+            .arg(&self.config.node)
+            .arg(self.config.stream_len);
+        let mut ops = Vec::with_capacity(run.len());
+        for out in run {
+            let ClusterOut::Publish(p) = out else {
+                continue; // publish_run takes nothing else
+            };
+            cmd.arg(p.mode.as_str())
+                .arg(p.op)
+                .arg(p.kind)
+                .arg(&p.user)
+                .arg(&p.folded)
+                .arg(&one_line(&p.prefix)[..])
+                .arg(&one_line(&p.suffix)[..])
+                .arg(p.floor)
+                .arg(&p.room)
+                .arg(p.state.as_deref().unwrap_or(b""));
+            ops.push(p.op);
+        }
+        Answer::Publish { ops }
+    }
+
     /// Adds one request to the pipeline; how to read its answer (`None`: its replies are
     /// ignored, and `query` leaves them out).
     fn add(&self, pipe: &mut Pipeline, out: &ClusterOut) -> Option<Answer> {
@@ -735,32 +806,7 @@ impl Commands {
             }
         };
         match out {
-            ClusterOut::Publish(p) => {
-                let keys = [
-                    room_key(&p.room, "seq"),
-                    room_key(&p.room, "history"),
-                    room_key(&p.room, "events"),
-                    room_key(&p.room, "members"),
-                    "roomcast:rooms".to_owned(),
-                    format!("roomcast:user:{}:rooms", p.folded),
-                    room_key(&p.room, "game"),
-                    room_key(&p.room, "lease"),
-                ];
-                let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-                evalsha(pipe, &self.scripts.publish, &keys);
-                pipe.arg(p.mode.as_str())
-                    .arg(node)
-                    .arg(p.op)
-                    .arg(p.kind)
-                    .arg(&p.user)
-                    .arg(&p.prefix[..])
-                    .arg(&p.suffix[..])
-                    .arg(p.floor)
-                    .arg(self.config.stream_len)
-                    .arg(&p.room)
-                    .arg(p.state.as_deref().unwrap_or(b""));
-                Some(Answer::Publish { op: p.op })
-            }
+            ClusterOut::Publish(_) => Some(self.add_publishes(pipe, std::slice::from_ref(out))),
             ClusterOut::Fetch { room, after, count } => {
                 pipe.cmd("XRANGE")
                     .arg(room_key(room, "history"))
@@ -956,8 +1002,12 @@ impl Commands {
         if let Value::ServerError(err) = &value {
             log::error!("Redis refused a request: {err:?}");
             match answer {
-                Answer::Publish { op }
-                | Answer::ClaimName { op }
+                Answer::Publish { ops } => {
+                    for op in ops.into_iter().filter(|op| *op != 0) {
+                        (self.deliver)(ClusterIn::Failed { op });
+                    }
+                }
+                Answer::ClaimName { op }
                 | Answer::ClaimSession { op }
                 | Answer::Rooms { op }
                 | Answer::Account { op }
@@ -970,7 +1020,21 @@ impl Commands {
             return;
         }
         let input = match answer {
-            Answer::Ignore | Answer::Publish { .. } => return,
+            Answer::Ignore => return,
+            Answer::Publish { ops } => {
+                // Numbered and skipped events need no answer (the hub hears of its events on
+                // the channel, as every node does); one the script failed on is failed alone.
+                let outcomes = read_published(&value, ops.len());
+                for (op, outcome) in ops.into_iter().zip(outcomes) {
+                    if let Published::Failed(err) = outcome {
+                        log::error!("Redis could not publish an event: {err}");
+                        if op != 0 {
+                            (self.deliver)(ClusterIn::Failed { op });
+                        }
+                    }
+                }
+                return;
+            }
             Answer::Fetch { room, after } => ClusterIn::Fetched {
                 events: read_stream(&value),
                 room,
@@ -1105,11 +1169,21 @@ impl Subscriber {
             let channel = message.get_channel_name();
             let payload = Bytes::copy_from_slice(message.get_payload_bytes());
             if let Some((room, events)) = parse_room_channel(channel) {
-                let room = room.to_owned();
-                (self.deliver)(match events {
-                    true => ClusterIn::Event { room, payload },
-                    false => ClusterIn::Poses { room, payload },
-                });
+                if !events {
+                    let room = room.to_owned();
+                    (self.deliver)(ClusterIn::Poses { room, payload });
+                } else if let Some(payloads) = split_events(&payload) {
+                    // One input per event, as if each had been its own message: the hub
+                    // never sees batches.
+                    for payload in payloads {
+                        let room = room.to_owned();
+                        (self.deliver)(ClusterIn::Event { room, payload });
+                    }
+                } else {
+                    log::error!(
+                        "a malformed message on room {room:?}'s events channel: dropped (its events are read back from the stream)"
+                    );
+                }
             } else if channel == ACCOUNTS {
                 match read_account(&payload) {
                     Some(account) => (self.deliver)(ClusterIn::Account(account)),
@@ -1131,4 +1205,40 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// How many requests at the head of `run` go as one call of the batch script: the events
+/// (`ClusterOut::Publish`, of any rooms) before the first other request, so that every other
+/// request keeps its place (a leave still reaches Redis before the name release queued after
+/// it), at most [`BATCH`] of them and about [`BATCH_BYTES`].
+fn publish_run(run: &[ClusterOut]) -> usize {
+    let mut bytes = 0;
+    let mut count = 0;
+    for out in run.iter().take(BATCH) {
+        let ClusterOut::Publish(p) = out else {
+            break;
+        };
+        bytes += p.prefix.len() + p.suffix.len() + p.state.as_ref().map_or(0, Bytes::len);
+        if count > 0 && bytes > BATCH_BYTES {
+            break;
+        }
+        count += 1;
+    }
+    count
+}
+
+/// The event's bytes with any raw line break made a space. The hub's events hold none (a
+/// line break in valid JSON can only be whitespace between tokens, which the hub already
+/// flattens); this makes sure of it, since a batch message is read line by line
+/// ([`split_events`]) and one stray break would make the whole message unreadable.
+fn one_line(bytes: &Bytes) -> std::borrow::Cow<'_, [u8]> {
+    if memchr::memchr(b'\n', bytes).is_none() {
+        return std::borrow::Cow::Borrowed(bytes);
+    }
+    log::error!("an event held a raw line break: made a space");
+    let flat = bytes
+        .iter()
+        .map(|b| if *b == b'\n' { b' ' } else { *b })
+        .collect();
+    std::borrow::Cow::Owned(flat)
 }

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use redis::Value;
 
 use super::redis_scripts::parse_account;
-use crate::hub::cluster_messages::{AccountRecord, AccountSaved, ClusterIn};
+use crate::hub::cluster_messages::{parse_payload, AccountRecord, AccountSaved, ClusterIn};
 
 pub(super) fn bytes_of(value: &Value) -> Option<Bytes> {
     match value {
@@ -173,9 +173,153 @@ pub(super) fn read_rooms(value: &Value) -> (Vec<(String, usize)>, bool) {
     (rooms, more)
 }
 
+/// Splits a message of a room's events channel into its payloads (zero-copy slices of it),
+/// in order: [`PUBLISH_BATCH`](super::redis_scripts::PUBLISH_BATCH) joins a call's payloads
+/// of one room by `\n`, and the reaper publishes single ones (a batch of one).
+///
+/// A payload is a header line and one line of event JSON: the server writes events without
+/// raw line breaks (serde_json escapes them in strings, and a msg's raw `data` has those
+/// between tokens made spaces, see `protocol::one_line`), so the message is read two lines at
+/// a time. That is checked rather than trusted: every header must read as one and every event
+/// line must look like one JSON object, else the whole message is refused (`None`: pairing
+/// lines after a stray line break would hand the hub events cut in the wrong places). A
+/// refused message leaves a gap the hub reads back from the room's stream.
+pub(super) fn split_events(message: &Bytes) -> Option<Vec<Bytes>> {
+    if message.is_empty() || message.ends_with(b"\n") {
+        return None;
+    }
+    let mut payloads = Vec::with_capacity(1);
+    let mut start = 0;
+    while start < message.len() {
+        let head_end = start + memchr::memchr(b'\n', &message[start..])?;
+        let end = memchr::memchr(b'\n', &message[head_end + 1..])
+            .map_or(message.len(), |at| head_end + 1 + at);
+        let payload = message.slice(start..end);
+        let (_, event) = parse_payload(&payload)?;
+        if !(event.starts_with(b"{") && event.ends_with(b"}")) {
+            return None;
+        }
+        payloads.push(payload);
+        start = end + 1;
+    }
+    Some(payloads)
+}
+
+/// One event's outcome in [`PUBLISH_BATCH`](super::redis_scripts::PUBLISH_BATCH)'s answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Published {
+    /// Numbered (and published).
+    Seq(u64),
+    /// A leave or member event of a user who is not a member here: nothing happened.
+    Skipped,
+    /// The script failed on it (its text), or answered in a shape roomcast does not know.
+    Failed(String),
+}
+
+/// The outcomes of `count` events from the batch script's answer, one per event in order;
+/// events the answer lacks count as failed.
+pub(super) fn read_published(value: &Value, count: usize) -> Vec<Published> {
+    let outcomes: &[Value] = match value {
+        Value::Array(outcomes) => outcomes,
+        _ => &[],
+    };
+    (0..count)
+        .map(|i| match outcomes.get(i) {
+            Some(Value::Int(-1)) => Published::Skipped,
+            Some(Value::Int(seq)) if *seq > 0 => Published::Seq(*seq as u64),
+            Some(other) => Published::Failed(match string_of(other) {
+                Some(text) => text,
+                None => format!("{other:?}"),
+            }),
+            None => Published::Failed(format!("no outcome in {value:?}")),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn payload(seq: u64, event: &str) -> String {
+        format!("{seq} n1 7 msg alice\n{event}")
+    }
+
+    #[test]
+    fn a_batch_message_splits_into_its_payloads_without_copying() {
+        let one = payload(
+            4,
+            r#"{"time":1.0,"user":"alice","type":"msg","seq":4,"data":"a\nb"}"#,
+        );
+        let two = payload(
+            5,
+            r#"{"time":1.0,"user":"alice","type":"msg","seq":5,"data":{}}"#,
+        );
+        let three = "6 n2 0 leave bob\n{\"seq\":6,\"data\":\"\"}";
+        let message = Bytes::from(format!("{one}\n{two}\n{three}"));
+        let split = split_events(&message).unwrap();
+        assert_eq!(split, [one.as_str(), two.as_str(), three]);
+        // Slices of the message, not copies.
+        let range = message.as_ptr_range();
+        for part in &split {
+            assert!(range.contains(&part.as_ptr()));
+        }
+    }
+
+    #[test]
+    fn a_single_payload_is_a_batch_of_one() {
+        let reaped = "9 n3 0 leave bob\n{\"time\":0.0,\"user\":\"bob\",\"type\":\"leave\",\"seq\":9,\"data\":\"\"}";
+        assert_eq!(
+            split_events(&Bytes::from(reaped)).unwrap(),
+            [Bytes::from(reaped)]
+        );
+    }
+
+    #[test]
+    fn a_malformed_batch_is_refused_whole_without_panicking() {
+        let good = payload(4, r#"{"seq":4}"#);
+        for bad in [
+            String::new(),
+            "\n".to_owned(),
+            "\n\n".to_owned(),
+            format!("{good}\n"),           // a trailing line break
+            format!("{good}\n5 n1 7 msg"), // a header without its event
+            format!("{good}\n\n{good}"),   // an empty line
+            "4 n1 7 msg alice".to_owned(),
+            "x n1 7 msg alice\n{}".to_owned(),
+            "4 n1 7 msg alice extra\n{}".to_owned(),
+            "4 n1 7 msg alice\nnot json".to_owned(),
+            // A raw line break inside an event: the halves do not pair up.
+            "4 n1 7 msg alice\n{\"data\":\n\"x\"}".to_owned(),
+            format!("{good}\n{{\"seq\":5}}\n{good}"),
+            "\u{fffd}\u{0}\n{}".to_owned(),
+        ] {
+            assert_eq!(split_events(&Bytes::from(bad.clone())), None, "{bad:?}");
+        }
+        let mut bytes = good.into_bytes();
+        bytes.extend_from_slice(b"\n\xff\xfe\n{}");
+        assert_eq!(split_events(&Bytes::from(bytes)), None);
+    }
+
+    #[test]
+    fn batch_outcomes_are_read_one_per_event() {
+        let answer = Value::Array(vec![
+            Value::Int(3),
+            Value::Int(-1),
+            Value::BulkString(b"WRONGTYPE".to_vec()),
+        ]);
+        assert_eq!(
+            read_published(&answer, 4),
+            [
+                Published::Seq(3),
+                Published::Skipped,
+                Published::Failed("WRONGTYPE".into()),
+                Published::Failed("no outcome in ".to_owned() + &format!("{answer:?}")),
+            ]
+        );
+        assert!(read_published(&Value::Nil, 2)
+            .iter()
+            .all(|p| matches!(p, Published::Failed(_))));
+    }
 
     #[test]
     fn control_messages_are_read() {

@@ -8,7 +8,7 @@
 //! | `roomcast:{R}:seq` | string | room R's last seq |
 //! | `roomcast:{R}:history` | stream | R's events, entry id `SEQ-0`, field `e` = the payload (`SEQ NODE OP TYPE USER\n` + event), capped `MAXLEN ~` |
 //! | `roomcast:{R}:members` | hash | member name -> node |
-//! | `roomcast:{R}:events` | channel | each payload, as it is numbered |
+//! | `roomcast:{R}:events` | channel | the payloads of R each script call numbered, in order, joined by `\n` (one message per call and room; the reaper's are single payloads) |
 //! | `roomcast:{R}:poses` | channel | a node's changed poses at its tick |
 //! | `roomcast:{R}:game` | string | the state of R's game, as its last game event said |
 //! | `roomcast:{R}:lease` | string, TTL | the node that owns R's game |
@@ -47,45 +47,82 @@ pub fn node_key(node: &str) -> String {
     format!("roomcast:node:{node}")
 }
 
-/// Numbers one history event and publishes it: `INCR` (never at or below the node's floor),
+/// Numbers a run of history events and publishes them, each exactly as if it were alone:
+/// `INCR` (never at or below the event's floor: the node's last delivered seq in the room),
 /// the event between its prefix and suffix, `XADD` to the capped stream, the membership
-/// change of its mode, `PUBLISH`. A `leave` or `member` event of a user who is not a member on
-/// this node is skipped (-1): a session another node took over, or that was reaped, leaves no
-/// second time.
+/// change of its mode. A `leave` or `member` event of a user who is not a member on this node
+/// is skipped (-1): a session another node took over, or that was reaped, leaves no second
+/// time. A game event's state (when not empty) becomes the game's. A room whose last member
+/// left loses its game (not the lobby).
 ///
-/// A game event's state (ARGV[11], when not empty) becomes the game's. A room whose last
-/// member left loses its game (not the lobby).
+/// Then ONE `PUBLISH` per room holds that room's payloads in order, joined by `\n` (a
+/// payload is one header line and one line of event JSON, which the server writes without
+/// raw line breaks; the subscriber reads the message two lines at a time). The bridge sends
+/// every run of consecutive events as one call: one script call and one message per room
+/// instead of one per event is most of what an event costs Redis and the subscribers.
 ///
-/// KEYS: seq, history, events, members, rooms, user rooms, game, lease.
-/// ARGV: mode, node, op, type, user, prefix, suffix, floor, maxlen, room, state.
-pub const PUBLISH: &str = r#"
-local mode, node, user, room = ARGV[1], ARGV[2], ARGV[5], ARGV[10]
-if mode == 'leave' or mode == 'member' then
-  if redis.call('HGET', KEYS[4], user) ~= node then return -1 end
-end
-local seq = redis.call('INCR', KEYS[1])
-local floor = tonumber(ARGV[8])
-if seq <= floor then
-  seq = floor + 1
-  redis.call('SET', KEYS[1], seq)
-end
-local payload = seq .. ' ' .. node .. ' ' .. ARGV[3] .. ' ' .. ARGV[4] .. ' ' .. user .. '\n' .. ARGV[6] .. seq .. ARGV[7]
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[9], seq .. '-0', 'e', payload)
-if mode == 'join' then
-  redis.call('HSET', KEYS[4], user, node)
-  redis.call('ZADD', KEYS[5], 0, room)
-  redis.call('SADD', KEYS[6], room)
-elseif mode == 'leave' then
-  redis.call('HDEL', KEYS[4], user)
-  redis.call('SREM', KEYS[6], room)
-  if room ~= 'lobby' and redis.call('HLEN', KEYS[4]) == 0 then
-    redis.call('ZREM', KEYS[5], room)
-    redis.call('DEL', KEYS[7], KEYS[8])
+/// Each event runs in its own `pcall`, so one that fails (say a key of the wrong type) fails
+/// alone and leaves what it did so far, as a script call of its own would have; the others
+/// go on and it is not published. Returns one outcome per event, in order: its seq, -1
+/// (skipped), or the error's text (a string).
+///
+/// The keys are made here from the room names (as [`REAP`] does): a run spans rooms.
+///
+/// KEYS: none. ARGV: node, maxlen, then 10 per event: mode, op, type, user, folded user,
+/// prefix, suffix, floor, room, state.
+pub const PUBLISH_BATCH: &str = r#"
+local node, maxlen = ARGV[1], ARGV[2]
+local outcomes, rooms, payloads = {}, {}, {}
+local function one(i)
+  local mode, user, room = ARGV[i], ARGV[i + 3], ARGV[i + 8]
+  local rk = 'roomcast:{' .. room .. '}:'
+  local members = rk .. 'members'
+  if mode == 'leave' or mode == 'member' then
+    if redis.call('HGET', members, user) ~= node then return -1 end
   end
+  local seq = redis.call('INCR', rk .. 'seq')
+  local floor = tonumber(ARGV[i + 7])
+  if seq <= floor then
+    seq = floor + 1
+    redis.call('SET', rk .. 'seq', seq)
+  end
+  local payload = seq .. ' ' .. node .. ' ' .. ARGV[i + 1] .. ' ' .. ARGV[i + 2] .. ' ' .. user .. '\n' .. ARGV[i + 5] .. seq .. ARGV[i + 6]
+  redis.call('XADD', rk .. 'history', 'MAXLEN', '~', maxlen, seq .. '-0', 'e', payload)
+  local urooms = 'roomcast:user:' .. ARGV[i + 4] .. ':rooms'
+  if mode == 'join' then
+    redis.call('HSET', members, user, node)
+    redis.call('ZADD', 'roomcast:rooms', 0, room)
+    redis.call('SADD', urooms, room)
+  elseif mode == 'leave' then
+    redis.call('HDEL', members, user)
+    redis.call('SREM', urooms, room)
+    if room ~= 'lobby' and redis.call('HLEN', members) == 0 then
+      redis.call('ZREM', 'roomcast:rooms', room)
+      redis.call('DEL', rk .. 'game', rk .. 'lease')
+    end
+  end
+  if ARGV[i + 9] ~= '' then redis.call('SET', rk .. 'game', ARGV[i + 9]) end
+  local list = payloads[room]
+  if not list then
+    list = {}
+    payloads[room] = list
+    table.insert(rooms, room)
+  end
+  table.insert(list, payload)
+  return seq
 end
-if ARGV[11] ~= '' then redis.call('SET', KEYS[7], ARGV[11]) end
-redis.call('PUBLISH', KEYS[3], payload)
-return seq
+for i = 3, #ARGV - 9, 10 do
+  local ok, outcome = pcall(one, i)
+  if not ok then
+    if type(outcome) == 'table' then outcome = outcome.err end
+    outcome = tostring(outcome)
+  end
+  outcomes[#outcomes + 1] = outcome
+end
+for _, room in ipairs(rooms) do
+  redis.call('PUBLISH', 'roomcast:{' .. room .. '}:events', table.concat(payloads[room], '\n'))
+end
+return outcomes
 "#;
 
 /// A room as it is now, read at one instant: its last seq, its last events (newest first),
@@ -286,7 +323,7 @@ return known
 
 /// Reaps every registered node whose heartbeat lapsed (or, with ARGV[4] = 1, the node
 /// ARGV[1] itself, at its start: what a previous run with its id left): one leave event per
-/// member it had, through the same numbering as [`PUBLISH`] (the reaping node's id in the
+/// member it had, through the same numbering as [`PUBLISH_BATCH`] (the reaping node's id in the
 /// header, op 0), its names and sessions freed, and it is unregistered. Atomic, so each leave
 /// happens once however many survivors run it. Returns the number of leaves.
 ///
