@@ -13,7 +13,7 @@
 //! |---|---|---|
 //! | [`store`] | SQLite: accounts and room history, written in small batches by one writer (`store_file`: the schema, its migrations, the directory lock and what goes wrong opening the file) | none: writes are fire-and-forget; start-up reads the database back once |
 //! | [`hasher`] | Argon2id hashing and verification on a small worker pool | one [`hasher::Outcome`] per accepted job |
-//! | [`redis`] | cluster mode: the hub's requests to Redis, pipelined on one connection, and the rooms' channels on another ([`redis_scripts`]: what is kept there, and the scripts; `redis_connect`: opening the connections, TLS and start-up errors; `redis_replies`: reading what Redis answers) | one `ClusterIn` per answer or channel message |
+//! | [`redis`] | cluster mode: the hub's requests to Redis, pipelined on one connection, and the rooms' channels on another ([`redis_scripts`]: what is kept there, and the scripts; `redis_connect`: opening the connections, TLS and start-up errors; `redis_replies`: reading what Redis answers, and splitting a room's batched events message) | one `ClusterIn` per answer, channel message, or event of a room's events message |
 //!
 //! ```no_run
 //! use std::sync::{Arc, Mutex};

@@ -9,7 +9,7 @@
 //!   events one node publishes in a room keep their order.
 //! - **Events are batched.** Within a pipeline, each run of consecutive
 //!   [`ClusterOut::Publish`] (of any rooms; cut before any other request, so that request
-//!   keeps its place, and at [`BATCH`] events or about [`BATCH_BYTES`]) is one call of the
+//!   keeps its place, and at `BATCH` events or about `BATCH_BYTES`) is one call of the
 //!   batch script ([`PUBLISH_BATCH`](scripts::PUBLISH_BATCH)), which numbers each event as
 //!   the single-event logic would and publishes ONE message per room holding that room's
 //!   payloads. Per event, a script call and a pub/sub message (parsed by the redis crate on
