@@ -44,6 +44,9 @@ impl Frame {
     /// programming errors (the server never builds such frames), not peer input.
     pub fn finish(mut buf: Vec<u8>) -> Frame {
         let body_len = buf.len() - HEAD;
+        // Every server frame is a reply, a batch or history segment (events of at most
+        // --max-frame, 16 MiB, each, cut into 64 KiB pieces) or a tick of re-encoded poses:
+        // all far below 4 GiB, so the length always fits.
         let prefix = u32::try_from(body_len).expect("frame body over 4 GiB");
         buf[WS_HEADER_MAX..HEAD].copy_from_slice(&prefix.to_be_bytes());
         let ws_start = write_websocket_header(&mut buf[..WS_HEADER_MAX], body_len);

@@ -332,6 +332,7 @@ pub fn flatten(frames: &[Value]) -> Vec<Value> {
     let mut events = Vec::new();
     for frame in frames {
         assert_eq!(frame["info"], "user", "not an event frame: {frame}");
+        // Test harness only: a user frame the hub made always carries a payload array.
         let payload = frame["payload"].as_array().expect("payload");
         assert!(!payload.is_empty());
         for event in payload {

@@ -300,6 +300,7 @@ impl Settings {
 
     fn config(&self) -> roomcast::Config {
         let mut config = roomcast::Config {
+            // A literal that always parses.
             addr: "127.0.0.1:0".parse().expect("literal address"),
             fps: self.fps,
             ..roomcast::Config::default()
