@@ -37,14 +37,15 @@ use crate::protocol::{object, Code, UserName};
 const OFFER_BATCH: usize = 256;
 
 impl Hub {
-    /// A registration's hash is made: Redis is asked to keep the account (the name stays
-    /// reserved here until it answers).
-    pub(super) fn cluster_register(
+    /// A registration's (`change` false) or a password change's new hash is made: Redis is
+    /// asked to keep it. A new name stays reserved here until Redis answers.
+    pub(super) fn cluster_keep_account(
         &mut self,
         now: Instant,
         conn: ConnId,
         user: UserName,
         phc: String,
+        change: bool,
     ) {
         let (folded, name) = (user.folded(), user.as_str().to_owned());
         let op = self.start_op(
@@ -53,42 +54,23 @@ impl Hub {
                 conn,
                 user,
                 phc: phc.clone(),
-                change: false,
+                change,
             },
         );
-        let max = self.config.max_accounts;
-        self.cluster_out(ClusterOut::Register {
-            op,
-            folded,
-            name,
-            phc,
-            max,
-        });
-    }
-
-    /// A password change's new hash is made: Redis is asked to keep it.
-    pub(super) fn cluster_set_password(
-        &mut self,
-        now: Instant,
-        conn: ConnId,
-        user: UserName,
-        phc: String,
-    ) {
-        let (folded, name) = (user.folded(), user.as_str().to_owned());
-        let op = self.start_op(
-            now,
-            Op::Account {
-                conn,
-                user,
-                phc: phc.clone(),
-                change: true,
+        self.cluster_out(match change {
+            false => ClusterOut::Register {
+                op,
+                folded,
+                name,
+                phc,
+                max: self.config.max_accounts,
             },
-        );
-        self.cluster_out(ClusterOut::SetPassword {
-            op,
-            folded,
-            name,
-            phc,
+            true => ClusterOut::SetPassword {
+                op,
+                folded,
+                name,
+                phc,
+            },
         });
     }
 

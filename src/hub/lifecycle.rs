@@ -302,10 +302,10 @@ impl Hub {
             }
             (Job::Register { conn, user }, Done::Hashed(Some(phc))) if self.clustered() => {
                 // The name stays reserved here until Redis answers.
-                self.cluster_register(now, conn, user, phc);
+                self.cluster_keep_account(now, conn, user, phc, false);
             }
             (Job::SetPassword { conn, user }, Done::Hashed(Some(phc))) if self.clustered() => {
-                self.cluster_set_password(now, conn, user, phc);
+                self.cluster_keep_account(now, conn, user, phc, true);
             }
             (Job::Register { conn, user }, Done::Hashed(Some(phc))) => {
                 self.accounts.insert(user.as_str().to_owned(), phc.clone());
